@@ -1,0 +1,208 @@
+//! Fetch (key 1), v4 upward: read stored batches for consumers.
+//!
+//! - Partitions are named (v4–v12) or given by topic id (v13+, UNKNOWN_TOPIC_ID when unknown).
+//! - Bytes: the response holds at most `min(max_bytes, fetch.max.bytes)` of records, each
+//!   partition at most `partition_max_bytes`, except that the first partition with data returns
+//!   its first batch whole however large (KIP-74), so a consumer can always make progress.
+//!   A fetch offset inside a batch returns that whole batch (the log reads from the batch that
+//!   contains the offset).
+//! - Long poll: if fewer than `min_bytes` are available and no partition has an error, the
+//!   request waits, without holding up the connection, until enough bytes arrive (any requested
+//!   partition's high watermark moving wakes it) or `max_wait_ms` passes (capped by
+//!   `fetch.max.wait.ms.max`).
+//! - Fetch sessions (KIP-227, v7+) are declined: every response carries session id 0, which
+//!   tells the client to keep sending full fetch requests.
+//! - `read_committed` reads stop at the last stable offset (equal to the high watermark until
+//!   transactions land) and carry an empty aborted-transactions list.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::future::select_all;
+use kafka_protocol::messages::fetch_request::FetchTopic;
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::{FetchRequest, FetchResponse, ResponseKind};
+use kafka_protocol::protocol::VersionRange;
+use kafka_protocol::ResponseError;
+
+use super::errors::replica_error_code;
+use super::{Reply, RequestContext};
+
+/// Handled versions.
+pub const VERSIONS: VersionRange = VersionRange { min: 4, max: 18 };
+
+/// Kafka's FINAL_EPOCH: a full fetch without a session.
+const FINAL_EPOCH: i32 = -1;
+
+/// Phase one of Fetch: answer now if there is enough data, else wait in phase two.
+pub fn handle(ctx: RequestContext, req: FetchRequest) -> Reply {
+    let version = ctx.version;
+    if version >= 7 {
+        if req.session_id != 0 {
+            return Reply::Ready(ResponseKind::Fetch(
+                FetchResponse::default()
+                    .with_error_code(ResponseError::FetchSessionIdNotFound.code()),
+            ));
+        }
+        if req.session_epoch != 0 && req.session_epoch != FINAL_EPOCH {
+            return Reply::Ready(ResponseKind::Fetch(
+                FetchResponse::default()
+                    .with_error_code(ResponseError::InvalidFetchSessionEpoch.code()),
+            ));
+        }
+    }
+    let response_max_bytes = usize::try_from(req.max_bytes.max(0))
+        .unwrap_or(0)
+        .min(ctx.broker.config.fetch_max_bytes());
+    let min_bytes = usize::try_from(req.min_bytes.max(0)).unwrap_or(0);
+    let max_wait = Duration::from_millis(
+        u64::try_from(req.max_wait_ms.max(0))
+            .unwrap_or(0)
+            .min(ctx.broker.config.fetch_max_wait_ms_max()),
+    );
+    let read_committed = req.isolation_level == 1;
+    let topics = req.topics;
+
+    let (response, bytes, has_error) = read_all(&ctx, &topics, response_max_bytes, read_committed);
+    if bytes >= min_bytes || has_error || max_wait.is_zero() {
+        return Reply::Ready(ResponseKind::Fetch(response));
+    }
+    Reply::Deferred(Box::pin(async move {
+        let deadline = tokio::time::Instant::now() + max_wait;
+        let mut watchers = Vec::new();
+        for topic in &topics {
+            let name = topic_name(&ctx, topic, version);
+            for p in &topic.partitions {
+                if let Some(name) = name.as_deref() {
+                    if let Ok(partition) = ctx.broker.replicas.leader_partition(name, p.partition) {
+                        watchers.push(partition.subscribe_high_watermark());
+                    }
+                }
+            }
+        }
+        loop {
+            if watchers.is_empty() {
+                tokio::time::sleep_until(deadline).await;
+            } else {
+                let changes = watchers.iter_mut().map(|w| Box::pin(w.changed()));
+                tokio::select! {
+                    _ = select_all(changes) => {}
+                    _ = tokio::time::sleep_until(deadline) => {}
+                }
+            }
+            let (response, bytes, has_error) =
+                read_all(&ctx, &topics, response_max_bytes, read_committed);
+            if bytes >= min_bytes || has_error || tokio::time::Instant::now() >= deadline {
+                return Some(ResponseKind::Fetch(response));
+            }
+        }
+    }))
+}
+
+/// The topic name a request entry refers to (by id from v13).
+fn topic_name(ctx: &RequestContext, topic: &FetchTopic, version: i16) -> Option<String> {
+    if version >= 13 {
+        ctx.broker
+            .controller
+            .image()
+            .topic_by_id(&topic.topic_id)
+            .map(|t| t.name.clone())
+    } else {
+        Some(topic.topic.as_str().to_string())
+    }
+}
+
+/// Reads every requested partition once. Returns the response, the record bytes in it, and
+/// whether any partition has an error.
+fn read_all(
+    ctx: &RequestContext,
+    topics: &[FetchTopic],
+    response_max_bytes: usize,
+    read_committed: bool,
+) -> (FetchResponse, usize, bool) {
+    let version = ctx.version;
+    let mut remaining = response_max_bytes;
+    let mut total = 0usize;
+    let mut has_error = false;
+    let mut first_data = true;
+    let mut responses = Vec::with_capacity(topics.len());
+    for topic in topics {
+        let name = topic_name(ctx, topic, version);
+        let mut partitions = Vec::with_capacity(topic.partitions.len());
+        for p in &topic.partitions {
+            let mut data = PartitionData::default()
+                .with_partition_index(p.partition)
+                .with_high_watermark(-1)
+                .with_last_stable_offset(-1)
+                .with_log_start_offset(-1)
+                .with_records(Some(Bytes::new()));
+            if read_committed {
+                data.aborted_transactions = Some(Vec::new());
+            }
+            let Some(name) = name.as_deref() else {
+                data.error_code = ResponseError::UnknownTopicId.code();
+                has_error = true;
+                partitions.push(data);
+                continue;
+            };
+            let partition = match ctx.broker.replicas.leader_partition(name, p.partition) {
+                Ok(partition) => partition,
+                Err(e) => {
+                    data.error_code = replica_error_code(&e);
+                    has_error = true;
+                    partitions.push(data);
+                    continue;
+                }
+            };
+            if version >= 9 && p.current_leader_epoch >= 0 {
+                let epoch = partition.leader_epoch();
+                if p.current_leader_epoch > epoch {
+                    data.error_code = ResponseError::UnknownLeaderEpoch.code();
+                } else if p.current_leader_epoch < epoch {
+                    data.error_code = ResponseError::FencedLeaderEpoch.code();
+                }
+                if data.error_code != 0 {
+                    has_error = true;
+                    partitions.push(data);
+                    continue;
+                }
+            }
+            let partition_max = usize::try_from(p.partition_max_bytes.max(0)).unwrap_or(0);
+            let max_bytes = partition_max.min(remaining);
+            match partition.read(p.fetch_offset, max_bytes, first_data) {
+                Ok(read) => {
+                    data.high_watermark = read.high_watermark;
+                    data.last_stable_offset = read.last_stable_offset;
+                    data.log_start_offset = read.log_start_offset;
+                    let len = read.records.len();
+                    if len > 0 {
+                        first_data = false;
+                    }
+                    remaining = remaining.saturating_sub(len);
+                    total += len;
+                    data.records = Some(read.records);
+                }
+                Err(e) => {
+                    data.error_code = replica_error_code(&e);
+                    data.high_watermark = partition.high_watermark();
+                    data.last_stable_offset = partition.high_watermark();
+                    data.log_start_offset = partition.log().log_start_offset();
+                    has_error = true;
+                }
+            }
+            partitions.push(data);
+        }
+        let mut entry = FetchableTopicResponse::default().with_partitions(partitions);
+        if version >= 13 {
+            entry.topic_id = topic.topic_id;
+        } else {
+            entry.topic = topic.topic.clone();
+        }
+        responses.push(entry);
+    }
+    (
+        FetchResponse::default().with_responses(responses),
+        total,
+        has_error,
+    )
+}

@@ -1,0 +1,202 @@
+//! Metadata (key 3): brokers, controller, cluster id, and topics with their partitions.
+//!
+//! Topics are asked for by name (all versions) or by id (v10+); a null list means every topic
+//! (v1+), and so does an empty list at v0. An unknown name is auto-created when the request
+//! allows it (always before v4, `allow_auto_topic_creation` from v4) and
+//! `auto.create.topics.enable` is on; the topic is hosted before the response goes out, so the
+//! client's first produce to it succeeds. Fields are set only at the versions that have them.
+
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
+use kafka_protocol::protocol::{StrBytes, VersionRange};
+use kafka_protocol::ResponseError;
+use uuid::Uuid;
+
+use super::errors::controller_error_code;
+use super::RequestContext;
+use crate::cluster::metadata::validate_topic_name;
+use crate::cluster::{ControllerError, CreateTopicSpec, MetadataImage, TopicInfo};
+
+/// Handled versions.
+pub const VERSIONS: VersionRange = VersionRange { min: 0, max: 13 };
+
+/// Answers Metadata.
+pub async fn handle(ctx: &RequestContext, req: MetadataRequest) -> MetadataResponse {
+    let version = ctx.version;
+    let broker = &ctx.broker;
+    let allow_auto_create =
+        (version < 4 || req.allow_auto_topic_creation) && broker.config.auto_create_topics();
+
+    let mut topics = Vec::new();
+    let all_topics = match &req.topics {
+        None => true,
+        Some(list) => version == 0 && list.is_empty(),
+    };
+    if all_topics {
+        let image = broker.controller.image();
+        topics.extend(
+            image
+                .topics
+                .values()
+                .map(|t| topic_entry(&image, t, version)),
+        );
+    } else {
+        for wanted in req.topics.iter().flatten() {
+            let image = broker.controller.image();
+            match &wanted.name {
+                Some(name) => {
+                    if let Some(topic) = image.topic(name.as_str()) {
+                        topics.push(topic_entry(&image, topic, version));
+                    } else {
+                        topics.push(missing_topic(ctx, name, allow_auto_create).await);
+                    }
+                }
+                None => match image.topic_by_id(&wanted.topic_id) {
+                    Some(topic) => topics.push(topic_entry(&image, topic, version)),
+                    None => topics.push(error_topic(
+                        None,
+                        wanted.topic_id,
+                        ResponseError::UnknownTopicId.code(),
+                    )),
+                },
+            }
+        }
+    }
+
+    let image = broker.controller.image();
+    let brokers = image
+        .brokers
+        .values()
+        .map(|b| {
+            let mut entry = MetadataResponseBroker::default()
+                .with_node_id(BrokerId(b.node_id))
+                .with_host(StrBytes::from_string(b.host.clone()))
+                .with_port(i32::from(b.port));
+            if version >= 1 {
+                entry.rack = b.rack.clone().map(StrBytes::from_string);
+            }
+            entry
+        })
+        .collect();
+    let mut response = MetadataResponse::default()
+        .with_brokers(brokers)
+        .with_topics(topics);
+    if version >= 1 {
+        response.controller_id = BrokerId(image.controller_id);
+    }
+    if version >= 2 {
+        response.cluster_id = Some(StrBytes::from_string(image.cluster_id.clone()));
+    }
+    response
+}
+
+/// A topic that is not in the image: auto-create it or say why not.
+async fn missing_topic(
+    ctx: &RequestContext,
+    name: &TopicName,
+    allow_auto_create: bool,
+) -> MetadataResponseTopic {
+    let version = ctx.version;
+    if let Err(reason) = validate_topic_name(name.as_str()) {
+        tracing::debug!(topic = %name.as_str(), %reason, "metadata for an invalid topic name");
+        return error_topic(
+            Some(name.clone()),
+            Uuid::nil(),
+            ResponseError::InvalidTopicException.code(),
+        );
+    }
+    if !allow_auto_create {
+        return error_topic(
+            Some(name.clone()),
+            Uuid::nil(),
+            ResponseError::UnknownTopicOrPartition.code(),
+        );
+    }
+    let spec = CreateTopicSpec {
+        name: name.as_str().to_string(),
+        partitions: -1,
+        replication_factor: -1,
+        configs: Default::default(),
+        validate_only: false,
+        internal: false,
+    };
+    let broker = ctx.broker.clone();
+    let created = tokio::task::spawn_blocking(move || broker.create_topic(spec)).await;
+    let image = ctx.broker.controller.image();
+    match created {
+        Ok(Ok(topic)) => {
+            tracing::info!(topic = %topic.name, "auto-created topic");
+            topic_entry(&image, &topic, version)
+        }
+        // Another request created it first: answer with what exists.
+        Ok(Err(ControllerError::TopicAlreadyExists(_))) => match image.topic(name.as_str()) {
+            Some(topic) => topic_entry(&image, topic, version),
+            None => error_topic(
+                Some(name.clone()),
+                Uuid::nil(),
+                ResponseError::LeaderNotAvailable.code(),
+            ),
+        },
+        Ok(Err(e)) => {
+            tracing::warn!(topic = %name.as_str(), error = %e, "auto-creation failed");
+            error_topic(Some(name.clone()), Uuid::nil(), controller_error_code(&e))
+        }
+        Err(e) => {
+            tracing::error!(topic = %name.as_str(), error = %e, "auto-creation task failed");
+            error_topic(
+                Some(name.clone()),
+                Uuid::nil(),
+                ResponseError::UnknownServerError.code(),
+            )
+        }
+    }
+}
+
+fn error_topic(name: Option<TopicName>, id: Uuid, error_code: i16) -> MetadataResponseTopic {
+    MetadataResponseTopic::default()
+        .with_name(name)
+        .with_topic_id(id)
+        .with_error_code(error_code)
+}
+
+fn topic_entry(image: &MetadataImage, topic: &TopicInfo, version: i16) -> MetadataResponseTopic {
+    let partitions = topic
+        .partitions
+        .iter()
+        .map(|p| {
+            let mut entry = MetadataResponsePartition::default()
+                .with_partition_index(p.index)
+                .with_leader_id(BrokerId(p.leader))
+                .with_replica_nodes(p.replicas.iter().copied().map(BrokerId).collect())
+                .with_isr_nodes(p.isr.iter().copied().map(BrokerId).collect());
+            if p.leader < 0 || !image.brokers.contains_key(&p.leader) {
+                entry.error_code = ResponseError::LeaderNotAvailable.code();
+            }
+            if version >= 5 {
+                entry.offline_replicas = p
+                    .replicas
+                    .iter()
+                    .copied()
+                    .filter(|r| !image.brokers.contains_key(r))
+                    .map(BrokerId)
+                    .collect();
+            }
+            if version >= 7 {
+                entry.leader_epoch = p.leader_epoch;
+            }
+            entry
+        })
+        .collect();
+    let mut entry = MetadataResponseTopic::default()
+        .with_name(Some(TopicName(StrBytes::from_string(topic.name.clone()))))
+        .with_partitions(partitions);
+    if version >= 1 {
+        entry.is_internal = topic.internal;
+    }
+    if version >= 10 {
+        entry.topic_id = topic.id;
+    }
+    entry
+}

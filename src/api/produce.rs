@@ -1,0 +1,186 @@
+//! Produce (key 0), v3 upward: append record batches to partition logs.
+//!
+//! Phase one (in arrival order on the connection): validate `acks`, resolve each topic (by name,
+//! or by id from v13), and append each partition's batch to its log, which validates it (magic
+//! 2, length, CRC-32C, record count, `max.message.bytes`) and assigns offsets. Phase two waits
+//! for what the acknowledgement promises (today: the fsync when `flush.messages` asks for one;
+//! with the cluster issue, the ISR for acks=all) and builds the response. acks=0 gets no
+//! response at all, as in Kafka.
+//!
+//! Errors are per partition; one bad partition does not fail the others. The record data is
+//! never copied: the `records` field is a slice of the request frame, written to the segment.
+
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse, ResponseKind};
+use kafka_protocol::protocol::{StrBytes, VersionRange};
+use kafka_protocol::ResponseError;
+
+use super::errors::replica_error_code;
+use super::{Reply, RequestContext};
+use crate::log::TimestampType;
+use crate::replica::manager::now_ms;
+use crate::replica::Partition;
+use std::sync::Arc;
+
+/// Handled versions.
+pub const VERSIONS: VersionRange = VersionRange { min: 3, max: 13 };
+
+/// One partition's outcome of phase one.
+struct Appended {
+    response: PartitionProduceResponse,
+    /// Offset the fsync must pass before the response may go out.
+    flush_to: Option<(Arc<Partition>, i64)>,
+}
+
+/// Phase one of Produce.
+pub fn handle(ctx: RequestContext, req: ProduceRequest) -> Reply {
+    let version = ctx.version;
+    let acks = req.acks;
+    let valid_acks = matches!(acks, -1..=1);
+    let now = now_ms();
+    let image = ctx.broker.controller.image();
+
+    let mut topics: Vec<(TopicProduceResponse, Vec<Appended>)> = Vec::new();
+    for topic_data in req.topic_data {
+        let topic = if version >= 13 {
+            image.topic_by_id(&topic_data.topic_id)
+        } else {
+            image.topic(topic_data.name.as_str())
+        };
+        let mut topic_response = TopicProduceResponse::default();
+        if version >= 13 {
+            topic_response.topic_id = topic_data.topic_id;
+        } else {
+            topic_response.name = topic_data.name.clone();
+        }
+        let unknown_topic_code = if version >= 13 {
+            ResponseError::UnknownTopicId.code()
+        } else {
+            ResponseError::UnknownTopicOrPartition.code()
+        };
+        let mut partitions = Vec::with_capacity(topic_data.partition_data.len());
+        for partition_data in topic_data.partition_data {
+            let index = partition_data.index;
+            let error = |code: i16, message: Option<String>| Appended {
+                response: partition_response(version, index, code, message),
+                flush_to: None,
+            };
+            if !valid_acks {
+                partitions.push(error(ResponseError::InvalidRequiredAcks.code(), None));
+                continue;
+            }
+            let Some(topic) = topic else {
+                partitions.push(error(unknown_topic_code, None));
+                continue;
+            };
+            let partition = match ctx.broker.replicas.leader_partition(&topic.name, index) {
+                Ok(p) => p,
+                Err(e) => {
+                    partitions.push(error(replica_error_code(&e), None));
+                    continue;
+                }
+            };
+            let Some(records) = partition_data.records.filter(|r| !r.is_empty()) else {
+                partitions.push(error(
+                    ResponseError::InvalidRecord.code(),
+                    Some("a produce must carry one record batch per partition".to_string()),
+                ));
+                continue;
+            };
+            match partition.append_as_leader(records, now) {
+                Ok(info) => {
+                    let mut response = partition_response(version, index, 0, None)
+                        .with_base_offset(info.base_offset);
+                    response.log_append_time_ms = if partition.log().config().message_timestamp_type
+                        == TimestampType::LogAppendTime
+                    {
+                        info.log_append_time_ms
+                    } else {
+                        -1
+                    };
+                    if version >= 5 {
+                        response.log_start_offset = info.log_start_offset;
+                    }
+                    let flush_to = info
+                        .flush_needed
+                        .then(|| (partition.clone(), info.last_offset + 1));
+                    partitions.push(Appended { response, flush_to });
+                }
+                Err(e) => {
+                    tracing::debug!(topic = %topic.name, partition = index, error = %e, "produce refused");
+                    partitions.push(error(replica_error_code(&e), Some(e.to_string())));
+                }
+            }
+        }
+        topics.push((topic_response, partitions));
+    }
+
+    if acks == 0 && valid_acks {
+        // No response; durability waits still happen in the background so flush.messages is
+        // honoured for acks=0 producers too.
+        let waits: Vec<_> = topics
+            .into_iter()
+            .flat_map(|(_, p)| p.into_iter().filter_map(|a| a.flush_to))
+            .collect();
+        if !waits.is_empty() {
+            tokio::spawn(async move {
+                for (partition, offset) in waits {
+                    let _ = partition.flush_to(offset).await;
+                }
+            });
+        }
+        return Reply::NoResponse;
+    }
+
+    let needs_wait = topics
+        .iter()
+        .any(|(_, p)| p.iter().any(|a| a.flush_to.is_some()));
+    if !needs_wait {
+        return Reply::Ready(ResponseKind::Produce(build(topics)));
+    }
+    Reply::Deferred(Box::pin(async move {
+        for (_, partitions) in topics.iter_mut() {
+            for appended in partitions.iter_mut() {
+                if let Some((partition, offset)) = appended.flush_to.take() {
+                    if let Err(e) = partition.flush_to(offset).await {
+                        tracing::error!(topic = partition.topic(), partition = partition.index(), error = %e, "fsync failed; produce not acknowledged");
+                        appended.response.error_code = replica_error_code(&e);
+                        appended.response.base_offset = -1;
+                    }
+                }
+            }
+        }
+        Some(ResponseKind::Produce(build(topics)))
+    }))
+}
+
+fn build(topics: Vec<(TopicProduceResponse, Vec<Appended>)>) -> ProduceResponse {
+    ProduceResponse::default().with_responses(
+        topics
+            .into_iter()
+            .map(|(topic, partitions)| {
+                topic.with_partition_responses(partitions.into_iter().map(|a| a.response).collect())
+            })
+            .collect(),
+    )
+}
+
+fn partition_response(
+    version: i16,
+    index: i32,
+    error_code: i16,
+    message: Option<String>,
+) -> PartitionProduceResponse {
+    let mut response = PartitionProduceResponse::default()
+        .with_index(index)
+        .with_error_code(error_code)
+        .with_base_offset(-1)
+        .with_log_append_time_ms(-1);
+    if version >= 5 {
+        response.log_start_offset = -1;
+    }
+    if version >= 8 && error_code != 0 {
+        response.error_message = message.map(StrBytes::from_string);
+    }
+    response
+}

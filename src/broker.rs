@@ -1,0 +1,178 @@
+//! One running broker: the state every handler reads ([`Broker`]) and its lifecycle
+//! ([`start`] and [`RunningBroker::shutdown`]).
+//!
+//! Start order: bind the listener (so an ephemeral port is known before it is advertised), open
+//! the controller (metadata) and the replica manager (recovering logs), host the partitions the
+//! metadata places here, then accept connections and run the periodic log duties. Shutdown
+//! stops accepting, waits for connections to finish their in-flight requests (bounded), then
+//! flushes and closes every log and writes the clean-shutdown marker.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::cluster::{Controller, ControllerError, CreateTopicSpec, TopicInfo};
+use crate::config::BrokerConfig;
+use crate::log::LogError;
+use crate::replica::manager::now_ms;
+use crate::replica::ReplicaManager;
+use crate::server;
+
+/// Why a broker could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The listener could not bind.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The data dir could not be opened or recovered.
+    #[error("data dir: {0}")]
+    Log(#[from] LogError),
+    /// The metadata could not be loaded.
+    #[error("metadata: {0}")]
+    Metadata(#[from] ControllerError),
+}
+
+/// The state shared by every connection and handler of one broker.
+#[derive(Debug)]
+pub struct Broker {
+    /// Effective configuration.
+    pub config: Arc<BrokerConfig>,
+    /// Metadata controller.
+    pub controller: Controller,
+    /// Hosted partitions.
+    pub replicas: ReplicaManager,
+}
+
+impl Broker {
+    /// Opens the metadata and the logs under the configured data dir.
+    pub fn open(config: BrokerConfig) -> Result<Arc<Broker>, StartError> {
+        std::fs::create_dir_all(&config.data_dir).map_err(LogError::from)?;
+        let config = Arc::new(config);
+        let controller = Controller::open(config.clone())?;
+        let replicas = ReplicaManager::open(config.clone())?;
+        replicas.reconcile(&controller.image())?;
+        Ok(Arc::new(Broker {
+            config,
+            controller,
+            replicas,
+        }))
+    }
+
+    /// Creates a topic and hosts its partitions before returning, so the topic is usable as
+    /// soon as the caller answers.
+    pub fn create_topic(&self, spec: CreateTopicSpec) -> Result<TopicInfo, ControllerError> {
+        let validate_only = spec.validate_only;
+        let topic = self.controller.create_topic(spec)?;
+        if !validate_only {
+            self.replicas
+                .reconcile(&self.controller.image())
+                .map_err(|e| ControllerError::Storage(e.to_string()))?;
+        }
+        Ok(topic)
+    }
+
+    /// Deletes a topic and its data.
+    pub fn delete_topic(&self, name: &str) -> Result<TopicInfo, ControllerError> {
+        let topic = self.controller.delete_topic(name)?;
+        self.replicas
+            .reconcile(&self.controller.image())
+            .map_err(|e| ControllerError::Storage(e.to_string()))?;
+        Ok(topic)
+    }
+}
+
+/// A started broker.
+#[derive(Debug)]
+pub struct RunningBroker {
+    /// The shared state (tests inspect it).
+    pub broker: Arc<Broker>,
+    /// The bound client listener address.
+    pub local_addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    server: JoinHandle<()>,
+    duties: JoinHandle<()>,
+}
+
+/// Starts a broker: binds, opens the data dir, serves until [`RunningBroker::shutdown`].
+pub async fn start(mut config: BrokerConfig) -> Result<RunningBroker, StartError> {
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let local_addr = listener.local_addr().map_err(|source| StartError::Bind {
+        addr: config.listen,
+        source,
+    })?;
+    if config.advertised_port == 0 {
+        config.advertised_port = local_addr.port();
+    }
+    let broker = Broker::open(config)?;
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let server = tokio::spawn(server::serve(listener, broker.clone(), shutdown_rx.clone()));
+    let duties = tokio::spawn(run_duties(broker.clone(), shutdown_rx));
+    tracing::info!(%local_addr, node_id = broker.config.node_id(), data_dir = %broker.config.data_dir.display(), "broker started");
+    Ok(RunningBroker {
+        broker,
+        local_addr,
+        shutdown,
+        server,
+        duties,
+    })
+}
+
+impl RunningBroker {
+    /// `host:port` for a client's `bootstrap.servers`.
+    pub fn bootstrap(&self) -> String {
+        format!(
+            "{}:{}",
+            self.broker.config.advertised_host, self.broker.config.advertised_port
+        )
+    }
+
+    /// Stops accepting, drains connections, flushes and closes the logs.
+    pub async fn shutdown(self) -> Result<(), LogError> {
+        let _ = self.shutdown.send(true);
+        let _ = self.server.await;
+        let _ = self.duties.await;
+        let broker = self.broker;
+        tokio::task::spawn_blocking(move || broker.replicas.shutdown())
+            .await
+            .map_err(|e| LogError::Io(std::io::Error::other(e.to_string())))??;
+        tracing::info!("broker stopped cleanly");
+        Ok(())
+    }
+}
+
+/// Periodic log duties: time-based rolls, retention and checkpoints every
+/// `log.retention.check.interval.ms`; `flush.ms` flushes as often as the smallest `flush.ms`
+/// asks (at most every 10 ms, at least every second).
+async fn run_duties(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
+    let check_every = Duration::from_millis(broker.config.retention_check_interval_ms().max(1));
+    let mut next_check = tokio::time::Instant::now() + check_every;
+    loop {
+        let flush_ms = broker.replicas.min_flush_ms().clamp(10, 1000);
+        let tick = Duration::from_millis(u64::try_from(flush_ms).unwrap_or(1000));
+        tokio::select! {
+            _ = tokio::time::sleep(tick) => {}
+            _ = shutdown.changed() => return,
+        }
+        let b = broker.clone();
+        let _ = tokio::task::spawn_blocking(move || b.replicas.run_time_flushes(now_ms())).await;
+        if tokio::time::Instant::now() >= next_check {
+            let b = broker.clone();
+            let _ = tokio::task::spawn_blocking(move || b.replicas.run_log_duties(now_ms())).await;
+            next_check = tokio::time::Instant::now() + check_every;
+        }
+    }
+}

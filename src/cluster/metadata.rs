@@ -1,0 +1,143 @@
+//! The metadata image: brokers, topics (with ids and config overrides) and partitions (leader,
+//! leader epoch, replicas, ISR).
+//!
+//! An image is immutable once published; readers hold an `Arc<MetadataImage>` for as long as a
+//! request needs a consistent view. Topic names and ids are both indexed.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// One broker of the cluster as clients see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BrokerInfo {
+    /// `node.id`.
+    pub node_id: i32,
+    /// Advertised host.
+    pub host: String,
+    /// Advertised port.
+    pub port: u16,
+    /// Rack, if configured.
+    pub rack: Option<String>,
+}
+
+/// One partition's placement.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionInfo {
+    /// Partition index.
+    pub index: i32,
+    /// Leader's node id (-1 when none).
+    pub leader: i32,
+    /// Incremented on every leader change.
+    pub leader_epoch: i32,
+    /// Replica node ids, preferred leader first.
+    pub replicas: Vec<i32>,
+    /// In-sync replica node ids.
+    pub isr: Vec<i32>,
+}
+
+/// One topic.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicInfo {
+    /// Name.
+    pub name: String,
+    /// Topic id (KIP-516).
+    pub id: Uuid,
+    /// Partitions, index i at position i.
+    pub partitions: Vec<PartitionInfo>,
+    /// Topic-level config overrides (Kafka names).
+    pub configs: BTreeMap<String, String>,
+    /// Internal topics (`__consumer_offsets`) are flagged in Metadata.
+    pub internal: bool,
+}
+
+/// A consistent view of the cluster.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct MetadataImage {
+    /// Cluster id.
+    pub cluster_id: String,
+    /// Node id of the active controller.
+    pub controller_id: i32,
+    /// Brokers by node id.
+    pub brokers: BTreeMap<i32, BrokerInfo>,
+    /// Topics by name.
+    pub topics: BTreeMap<String, TopicInfo>,
+    /// Topic ids to names.
+    #[serde(skip)]
+    pub topic_ids: HashMap<Uuid, String>,
+}
+
+impl MetadataImage {
+    /// Rebuilds the derived id index (after deserialising or changing topics).
+    pub fn reindex(&mut self) {
+        self.topic_ids = self
+            .topics
+            .values()
+            .map(|t| (t.id, t.name.clone()))
+            .collect();
+    }
+
+    /// A topic by name.
+    pub fn topic(&self, name: &str) -> Option<&TopicInfo> {
+        self.topics.get(name)
+    }
+
+    /// A topic by id.
+    pub fn topic_by_id(&self, id: &Uuid) -> Option<&TopicInfo> {
+        self.topic_ids.get(id).and_then(|n| self.topics.get(n))
+    }
+
+    /// One partition.
+    pub fn partition(&self, topic: &str, partition: i32) -> Option<&PartitionInfo> {
+        let index = usize::try_from(partition).ok()?;
+        self.topics.get(topic)?.partitions.get(index)
+    }
+}
+
+/// Kafka's rules for a topic name: 1 to 249 characters of `[a-zA-Z0-9._-]`, not `.` or `..`.
+pub fn validate_topic_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("topic name is empty".to_string());
+    }
+    if name == "." || name == ".." {
+        return Err(format!("topic name '{name}' is not allowed"));
+    }
+    if name.len() > 249 {
+        return Err(format!(
+            "topic name is {} characters, more than 249",
+            name.len()
+        ));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return Err(format!(
+            "topic name '{name}' has '{c}': only ASCII letters, digits, '.', '_' and '-' are allowed"
+        ));
+    }
+    Ok(())
+}
+
+/// Names that would collide in metric names: Kafka treats `.` and `_` as the same.
+pub fn collision_key(name: &str) -> String {
+    name.replace('.', "_")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_names() {
+        validate_topic_name("orders.v1_eu-west").unwrap();
+        assert!(validate_topic_name("").is_err());
+        assert!(validate_topic_name("..").is_err());
+        assert!(validate_topic_name("a b").is_err());
+        assert!(validate_topic_name("ü").is_err());
+        assert!(validate_topic_name(&"x".repeat(250)).is_err());
+        validate_topic_name(&"x".repeat(249)).unwrap();
+        assert_eq!(collision_key("a.b"), collision_key("a_b"));
+    }
+}

@@ -1,0 +1,560 @@
+//! Every broker setting and limit, under Apache Kafka's names where Kafka has one.
+//!
+//! One table ([`BROKER_CONFIGS`]) lists each setting with its default and what it does; it feeds
+//! parsing (TOML file, then `GREGOR_<KEY>` environment variables, then command-line flags, the
+//! later overriding the earlier), the typed accessors the broker uses, and DescribeConfigs, so a
+//! setting that gregor does not honour is never reported.
+//!
+//! Topic-level settings ([`TOPIC_CONFIGS`]) are overrides of a broker default (`segment.bytes`
+//! overrides `log.segment.bytes`, and so on); [`BrokerConfig::log_config`] merges them into the
+//! [`LogConfig`] the log layer takes.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use crate::log::{LogConfig, TimestampType};
+
+/// Where an effective value came from (DescribeConfigs' `config_source`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfigSource {
+    /// Kafka `DYNAMIC_TOPIC_CONFIG` (1): set on the topic.
+    TopicOverride,
+    /// Kafka `STATIC_BROKER_CONFIG` (4): set in the config file, environment or flags.
+    StaticBroker,
+    /// Kafka `DEFAULT_CONFIG` (5).
+    Default,
+}
+
+impl ConfigSource {
+    /// The wire value of DescribeConfigs' `config_source`.
+    pub fn wire_value(self) -> i8 {
+        match self {
+            ConfigSource::TopicOverride => 1,
+            ConfigSource::StaticBroker => 4,
+            ConfigSource::Default => 5,
+        }
+    }
+}
+
+/// The value kind of a setting, used to validate it when it is set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfigKind {
+    /// A signed 64-bit integer with an inclusive lower bound.
+    Long { min: i64 },
+    /// `true` or `false`.
+    Boolean,
+    /// One of a fixed set of strings.
+    Choice(&'static [&'static str]),
+    /// Free text.
+    Text,
+}
+
+/// One broker setting.
+#[derive(Debug)]
+pub struct ConfigDef {
+    /// Kafka's name for it.
+    pub name: &'static str,
+    /// Its default, as text.
+    pub default: &'static str,
+    /// Its kind, for validation.
+    pub kind: ConfigKind,
+    /// Whether DescribeConfigs should hide its value.
+    pub sensitive: bool,
+    /// What it does.
+    pub doc: &'static str,
+}
+
+const fn long(name: &'static str, default: &'static str, min: i64, doc: &'static str) -> ConfigDef {
+    ConfigDef {
+        name,
+        default,
+        kind: ConfigKind::Long { min },
+        sensitive: false,
+        doc,
+    }
+}
+
+/// Every broker-level setting gregor honours.
+pub const BROKER_CONFIGS: &[ConfigDef] = &[
+    long("node.id", "1", 0, "This broker's id."),
+    ConfigDef {
+        name: "cluster.id",
+        default: "gregor-cluster-0000000",
+        kind: ConfigKind::Text,
+        sensitive: false,
+        doc: "The cluster id reported in Metadata and DescribeCluster.",
+    },
+    long("num.partitions", "1", 1, "Partitions of an auto-created topic."),
+    long(
+        "default.replication.factor",
+        "1",
+        1,
+        "Replication factor of an auto-created topic.",
+    ),
+    ConfigDef {
+        name: "auto.create.topics.enable",
+        default: "true",
+        kind: ConfigKind::Boolean,
+        sensitive: false,
+        doc: "Create a topic on first Metadata request that allows it.",
+    },
+    ConfigDef {
+        name: "delete.topic.enable",
+        default: "true",
+        kind: ConfigKind::Boolean,
+        sensitive: false,
+        doc: "Whether DeleteTopics may delete topics.",
+    },
+    long("log.segment.bytes", "1073741824", 14, "Segment file size before a roll."),
+    long("log.roll.ms", "604800000", 1, "Segment age before a roll."),
+    long("log.retention.ms", "604800000", -1, "Age after which a segment is deleted; -1 keeps forever."),
+    long("log.retention.bytes", "-1", -1, "Partition size above which old segments are deleted; -1 unlimited."),
+    long(
+        "log.retention.check.interval.ms",
+        "300000",
+        1,
+        "How often retention and time-based rolls are checked.",
+    ),
+    long("log.index.interval.bytes", "4096", 0, "Bytes between two offset index entries."),
+    long("log.index.size.max.bytes", "10485760", 4, "Maximum size of an offset or time index."),
+    long("message.max.bytes", "1048588", 0, "Largest record batch a topic accepts."),
+    ConfigDef {
+        name: "log.message.timestamp.type",
+        default: "CreateTime",
+        kind: ConfigKind::Choice(&["CreateTime", "LogAppendTime"]),
+        sensitive: false,
+        doc: "Whether batches keep the producer's timestamp or get the broker's append time.",
+    },
+    long(
+        "log.flush.interval.messages",
+        "9223372036854775807",
+        1,
+        "Records appended to a partition before an fsync; 1 makes every acknowledged write durable.",
+    ),
+    long(
+        "log.flush.interval.ms",
+        "9223372036854775807",
+        0,
+        "Milliseconds an appended record may wait before an fsync.",
+    ),
+    long(
+        "socket.request.max.bytes",
+        "104857600",
+        1,
+        "Largest request frame accepted; a larger frame closes the connection.",
+    ),
+    long("max.connections", "10000", 1, "Open client connections accepted at once."),
+    long(
+        "queued.max.requests",
+        "500",
+        1,
+        "Requests of one connection in flight at once (read but not yet answered).",
+    ),
+    long(
+        "fetch.max.bytes",
+        "57671680",
+        1024,
+        "Upper bound on the bytes of records in one Fetch response.",
+    ),
+    long(
+        "fetch.max.wait.ms.max",
+        "60000",
+        0,
+        "Upper bound on how long a Fetch long-poll may wait, whatever the client asks.",
+    ),
+    long(
+        "topics.max",
+        "100000",
+        1,
+        "Topics the broker will hold; creation beyond it is refused.",
+    ),
+    long(
+        "partitions.per.topic.max",
+        "10000",
+        1,
+        "Partitions one topic may have.",
+    ),
+];
+
+/// Topic-level settings: (topic name, the broker setting that gives its default).
+pub const TOPIC_CONFIGS: &[(&str, &str)] = &[
+    ("cleanup.policy", ""),
+    ("segment.bytes", "log.segment.bytes"),
+    ("segment.ms", "log.roll.ms"),
+    ("retention.ms", "log.retention.ms"),
+    ("retention.bytes", "log.retention.bytes"),
+    ("index.interval.bytes", "log.index.interval.bytes"),
+    ("segment.index.bytes", "log.index.size.max.bytes"),
+    ("max.message.bytes", "message.max.bytes"),
+    ("message.timestamp.type", "log.message.timestamp.type"),
+    ("flush.messages", "log.flush.interval.messages"),
+    ("flush.ms", "log.flush.interval.ms"),
+    ("min.insync.replicas", ""),
+];
+
+/// A configuration problem, reported before the broker starts or to CreateTopics.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The name is not a setting gregor knows.
+    #[error("unknown config '{0}'")]
+    Unknown(String),
+    /// The value does not parse or is out of range.
+    #[error("invalid value '{value}' for config '{name}': {reason}")]
+    Invalid {
+        /// The setting.
+        name: String,
+        /// The rejected value.
+        value: String,
+        /// Why.
+        reason: String,
+    },
+    /// The config file could not be read or parsed.
+    #[error("config file {path}: {reason}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Validates `value` against the kind of setting `name` (broker or topic level).
+pub fn validate(name: &str, value: &str) -> Result<(), ConfigError> {
+    let kind = if let Some(def) = broker_def(name) {
+        def.kind
+    } else {
+        match name {
+            "cleanup.policy" => ConfigKind::Choice(&["delete"]),
+            "min.insync.replicas" => ConfigKind::Long { min: 1 },
+            _ => match topic_default_key(name).and_then(broker_def) {
+                Some(def) => def.kind,
+                None => return Err(ConfigError::Unknown(name.to_string())),
+            },
+        }
+    };
+    let invalid = |reason: String| ConfigError::Invalid {
+        name: name.to_string(),
+        value: value.to_string(),
+        reason,
+    };
+    match kind {
+        ConfigKind::Long { min } => match value.trim().parse::<i64>() {
+            Ok(v) if v >= min => Ok(()),
+            Ok(_) => Err(invalid(format!("must be at least {min}"))),
+            Err(e) => Err(invalid(e.to_string())),
+        },
+        ConfigKind::Boolean => match value.trim() {
+            "true" | "false" => Ok(()),
+            _ => Err(invalid("must be true or false".to_string())),
+        },
+        ConfigKind::Choice(choices) => {
+            if choices.contains(&value.trim()) {
+                Ok(())
+            } else {
+                Err(invalid(format!("must be one of {choices:?}")))
+            }
+        }
+        ConfigKind::Text => Ok(()),
+    }
+}
+
+fn broker_def(name: &str) -> Option<&'static ConfigDef> {
+    BROKER_CONFIGS.iter().find(|d| d.name == name)
+}
+
+/// The broker setting that supplies a topic setting's default (None for `cleanup.policy`,
+/// `min.insync.replicas` and unknown names).
+pub fn topic_default_key(topic_key: &str) -> Option<&'static str> {
+    TOPIC_CONFIGS
+        .iter()
+        .find(|(t, _)| *t == topic_key)
+        .map(|(_, b)| *b)
+        .filter(|b| !b.is_empty())
+}
+
+/// The effective broker configuration.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    /// Address the client listener binds.
+    pub listen: SocketAddr,
+    /// host:port given to clients in Metadata.
+    pub advertised_host: String,
+    /// Port given to clients in Metadata.
+    pub advertised_port: u16,
+    /// The data directory.
+    pub data_dir: PathBuf,
+    values: BTreeMap<&'static str, String>,
+}
+
+impl BrokerConfig {
+    /// A config with every default, listening on `listen`, storing under `data_dir`.
+    pub fn new(listen: SocketAddr, data_dir: PathBuf) -> Self {
+        BrokerConfig {
+            listen,
+            advertised_host: listen.ip().to_string(),
+            advertised_port: listen.port(),
+            data_dir,
+            values: BTreeMap::new(),
+        }
+    }
+
+    /// Sets one broker setting (validated).
+    pub fn set(&mut self, name: &str, value: &str) -> Result<(), ConfigError> {
+        let def = broker_def(name).ok_or_else(|| ConfigError::Unknown(name.to_string()))?;
+        validate(name, value)?;
+        self.values.insert(def.name, value.trim().to_string());
+        Ok(())
+    }
+
+    /// Builder form of [`BrokerConfig::set`].
+    pub fn with(mut self, name: &str, value: &str) -> Result<Self, ConfigError> {
+        self.set(name, value)?;
+        Ok(self)
+    }
+
+    /// Applies a TOML file: keys are Kafka names, dotted (`log.segment.bytes = 1024`, which TOML
+    /// reads as nested tables and is flattened back) or quoted.
+    pub fn apply_file(&mut self, path: &Path) -> Result<(), ConfigError> {
+        let file_error = |reason: String| ConfigError::File {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| file_error(e.to_string()))?;
+        let table: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| file_error(e.to_string()))?;
+        let mut flat = Vec::new();
+        flatten_toml("", &toml::Value::Table(table), &mut flat);
+        for (key, value) in flat {
+            self.set(&key, &value)?;
+        }
+        Ok(())
+    }
+
+    /// Applies every `GREGOR_<KEY>` environment variable that names a broker setting
+    /// (`GREGOR_LOG_SEGMENT_BYTES` sets `log.segment.bytes`).
+    pub fn apply_env(&mut self) -> Result<(), ConfigError> {
+        for def in BROKER_CONFIGS {
+            let var = format!("GREGOR_{}", def.name.replace('.', "_").to_uppercase());
+            if let Ok(value) = std::env::var(&var) {
+                self.set(def.name, &value)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The effective value of a broker setting and where it came from.
+    pub fn value(&self, name: &str) -> Option<(String, ConfigSource)> {
+        let def = broker_def(name)?;
+        Some(match self.values.get(def.name) {
+            Some(v) => (v.clone(), ConfigSource::StaticBroker),
+            None => (def.default.to_string(), ConfigSource::Default),
+        })
+    }
+
+    fn long(&self, name: &str) -> i64 {
+        // Every value was validated on the way in and every default parses, so the fallback
+        // is never taken; it keeps a bad table entry from panicking a request path.
+        self.value(name)
+            .and_then(|(v, _)| v.parse().ok())
+            .unwrap_or(i64::MAX)
+    }
+
+    fn boolean(&self, name: &str) -> bool {
+        self.value(name).is_some_and(|(v, _)| v == "true")
+    }
+
+    /// `node.id`.
+    pub fn node_id(&self) -> i32 {
+        i32::try_from(self.long("node.id")).unwrap_or(i32::MAX)
+    }
+    /// `cluster.id`.
+    pub fn cluster_id(&self) -> String {
+        self.value("cluster.id").map(|(v, _)| v).unwrap_or_default()
+    }
+    /// `num.partitions`.
+    pub fn num_partitions(&self) -> i32 {
+        clamp_i32(self.long("num.partitions"))
+    }
+    /// `default.replication.factor`.
+    pub fn default_replication_factor(&self) -> i16 {
+        i16::try_from(self.long("default.replication.factor")).unwrap_or(i16::MAX)
+    }
+    /// `auto.create.topics.enable`.
+    pub fn auto_create_topics(&self) -> bool {
+        self.boolean("auto.create.topics.enable")
+    }
+    /// `delete.topic.enable`.
+    pub fn delete_topic_enable(&self) -> bool {
+        self.boolean("delete.topic.enable")
+    }
+    /// `socket.request.max.bytes`.
+    pub fn socket_request_max_bytes(&self) -> usize {
+        clamp_usize(self.long("socket.request.max.bytes"))
+    }
+    /// `max.connections`.
+    pub fn max_connections(&self) -> usize {
+        clamp_usize(self.long("max.connections"))
+    }
+    /// `queued.max.requests` (per connection in gregor).
+    pub fn queued_max_requests(&self) -> usize {
+        clamp_usize(self.long("queued.max.requests")).max(1)
+    }
+    /// `fetch.max.bytes`.
+    pub fn fetch_max_bytes(&self) -> usize {
+        clamp_usize(self.long("fetch.max.bytes"))
+    }
+    /// `fetch.max.wait.ms.max`.
+    pub fn fetch_max_wait_ms_max(&self) -> u64 {
+        u64::try_from(self.long("fetch.max.wait.ms.max")).unwrap_or(0)
+    }
+    /// `log.retention.check.interval.ms`.
+    pub fn retention_check_interval_ms(&self) -> u64 {
+        u64::try_from(self.long("log.retention.check.interval.ms")).unwrap_or(300_000)
+    }
+    /// `topics.max`.
+    pub fn topics_max(&self) -> usize {
+        clamp_usize(self.long("topics.max"))
+    }
+    /// `partitions.per.topic.max`.
+    pub fn partitions_per_topic_max(&self) -> i32 {
+        clamp_i32(self.long("partitions.per.topic.max"))
+    }
+
+    /// The effective value of a topic setting given the topic's overrides.
+    pub fn topic_value(
+        &self,
+        overrides: &BTreeMap<String, String>,
+        name: &str,
+    ) -> Option<(String, ConfigSource)> {
+        if let Some(v) = overrides.get(name) {
+            return Some((v.clone(), ConfigSource::TopicOverride));
+        }
+        match name {
+            "cleanup.policy" => Some(("delete".to_string(), ConfigSource::Default)),
+            "min.insync.replicas" => Some(("1".to_string(), ConfigSource::Default)),
+            _ => self.value(topic_default_key(name)?),
+        }
+    }
+
+    /// The log settings of a topic: broker defaults overlaid with the topic's overrides.
+    pub fn log_config(&self, overrides: &BTreeMap<String, String>) -> LogConfig {
+        let long = |name: &str| -> i64 {
+            self.topic_value(overrides, name)
+                .and_then(|(v, _)| v.parse().ok())
+                .unwrap_or(i64::MAX)
+        };
+        let timestamp_type = match self.topic_value(overrides, "message.timestamp.type") {
+            Some((v, _)) if v == "LogAppendTime" => TimestampType::LogAppendTime,
+            _ => TimestampType::CreateTime,
+        };
+        LogConfig {
+            segment_bytes: u64::try_from(long("segment.bytes")).unwrap_or(u64::MAX),
+            segment_ms: long("segment.ms"),
+            retention_bytes: long("retention.bytes"),
+            retention_ms: long("retention.ms"),
+            index_interval_bytes: u32::try_from(long("index.interval.bytes")).unwrap_or(u32::MAX),
+            segment_index_bytes: u32::try_from(long("segment.index.bytes")).unwrap_or(u32::MAX),
+            max_message_bytes: u32::try_from(long("max.message.bytes")).unwrap_or(u32::MAX),
+            message_timestamp_type: timestamp_type,
+            flush_messages: u64::try_from(long("flush.messages")).unwrap_or(u64::MAX),
+            flush_ms: long("flush.ms"),
+        }
+    }
+}
+
+fn clamp_i32(v: i64) -> i32 {
+    i32::try_from(v).unwrap_or(if v < 0 { i32::MIN } else { i32::MAX })
+}
+
+fn clamp_usize(v: i64) -> usize {
+    usize::try_from(v).unwrap_or(if v < 0 { 0 } else { usize::MAX })
+}
+
+fn flatten_toml(prefix: &str, value: &toml::Value, out: &mut Vec<(String, String)>) {
+    match value {
+        toml::Value::Table(table) => {
+            for (k, v) in table {
+                let key = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                flatten_toml(&key, v, out);
+            }
+        }
+        toml::Value::String(s) => out.push((prefix.to_string(), s.clone())),
+        other => out.push((prefix.to_string(), other.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> BrokerConfig {
+        BrokerConfig::new("127.0.0.1:9092".parse().unwrap(), PathBuf::from("/tmp/x"))
+    }
+
+    #[test]
+    fn every_default_is_valid() {
+        for def in BROKER_CONFIGS {
+            validate(def.name, def.default).unwrap();
+        }
+    }
+
+    #[test]
+    fn toml_dotted_and_quoted_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gregor.toml");
+        std::fs::write(
+            &path,
+            "log.segment.bytes = 2048\n\"num.partitions\" = 3\nauto.create.topics.enable = false\n",
+        )
+        .unwrap();
+        let mut c = config();
+        c.apply_file(&path).unwrap();
+        assert_eq!(c.num_partitions(), 3);
+        assert!(!c.auto_create_topics());
+        assert_eq!(
+            c.value("log.segment.bytes"),
+            Some(("2048".to_string(), ConfigSource::StaticBroker))
+        );
+        assert_eq!(c.log_config(&BTreeMap::new()).segment_bytes, 2048);
+    }
+
+    #[test]
+    fn unknown_and_invalid_are_rejected() {
+        let mut c = config();
+        assert!(matches!(
+            c.set("no.such", "1"),
+            Err(ConfigError::Unknown(_))
+        ));
+        assert!(matches!(
+            c.set("num.partitions", "0"),
+            Err(ConfigError::Invalid { .. })
+        ));
+        assert!(validate("message.timestamp.type", "Whenever").is_err());
+        assert!(validate("cleanup.policy", "compact").is_err());
+        validate("retention.ms", "-1").unwrap();
+    }
+
+    #[test]
+    fn topic_overrides_win() {
+        let c = config();
+        let mut overrides = BTreeMap::new();
+        overrides.insert("retention.ms".to_string(), "1000".to_string());
+        overrides.insert(
+            "message.timestamp.type".to_string(),
+            "LogAppendTime".to_string(),
+        );
+        let log = c.log_config(&overrides);
+        assert_eq!(log.retention_ms, 1000);
+        assert_eq!(log.message_timestamp_type, TimestampType::LogAppendTime);
+        assert_eq!(
+            c.topic_value(&overrides, "segment.bytes"),
+            Some(("1073741824".to_string(), ConfigSource::Default))
+        );
+    }
+}

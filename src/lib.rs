@@ -1,0 +1,31 @@
+//! gregor: a Kafka wire-protocol-compatible message broker.
+//!
+//! Existing Kafka clients (librdkafka and everything built on it, kafka-python, the Java
+//! client, ...) talk to gregor unchanged. The modules, with the arrows running one way
+//! (api → replica / cluster → log):
+//!
+//! - [`config`]: every setting and limit under Kafka's names; one table feeds parsing, the
+//!   typed accessors and DescribeConfigs.
+//! - [`server`]: the TCP listener (connection cap, accept backoff) and one task per connection
+//!   (length framing, pipelining with responses in request order, the in-flight cap).
+//! - [`protocol`]: decoding requests and encoding responses with `kafka-protocol`, and the
+//!   guard that keeps hostile frames from aborting the process.
+//! - [`api`]: one file per Kafka API and the one dispatch `match`; the version table that
+//!   feeds both dispatch and ApiVersions; maps layer errors to Kafka error codes.
+//! - [`replica`]: partitions this broker hosts (leader today; followers with the cluster), the
+//!   replica manager that owns them, group commit of fsyncs, and long-poll wake-ups.
+//! - [`cluster`]: the metadata image (brokers, topics, partitions) and the controller that
+//!   changes it (local and persisted today; a Raft quorum with the cluster issue).
+//! - [`log`]: Kafka's segment log on local disk; knows nothing of replication or the wire.
+//! - [`broker`]: wires the pieces into one running broker with a clean shutdown.
+
+#![deny(unsafe_code)]
+
+pub mod api;
+pub mod broker;
+pub mod cluster;
+pub mod config;
+pub mod log;
+pub mod protocol;
+pub mod replica;
+pub mod server;

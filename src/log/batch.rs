@@ -1,0 +1,981 @@
+//! A zero-copy view of a v2 (magic 2) record batch, its validation, and the few header rewrites
+//! the broker makes.
+//!
+//! # Format (Kafka's `DefaultRecordBatch`, all integers big-endian)
+//!
+//! ```text
+//! byte  0  baseOffset            i64   first offset of the batch
+//! byte  8  batchLength           i32   bytes that follow this field (total size - 12)
+//! byte 12  partitionLeaderEpoch  i32
+//! byte 16  magic                 i8    2
+//! byte 17  crc                   u32   CRC-32C of bytes 21..end
+//! byte 21  attributes            i16   bits 0-2 compression, 3 timestamp type (1 = LogAppendTime),
+//!                                      4 transactional, 5 control, 6 delete horizon
+//! byte 23  lastOffsetDelta       i32   last offset - base offset
+//! byte 27  baseTimestamp         i64
+//! byte 35  maxTimestamp          i64
+//! byte 43  producerId            i64
+//! byte 51  producerEpoch         i16
+//! byte 53  baseSequence          i32
+//! byte 57  recordsCount          i32
+//! byte 61  records (possibly compressed)
+//! ```
+//!
+//! # Invariants
+//! - A [`Batch`] has passed [`validate`]: its length matches its bytes, magic is 2, the CRC
+//!   matches, `recordsCount >= 1`, `lastOffsetDelta == recordsCount - 1`, and (uncompressed) the
+//!   records fill the batch exactly with offset deltas `0..recordsCount`.
+//! - The CRC does not cover bytes 0..21, so rewriting the base offset or the partition leader
+//!   epoch keeps a batch valid; any other rewrite recomputes the CRC.
+//! - Nothing here allocates from a length read out of a buffer: every length is checked against
+//!   the bytes actually present first.
+
+use bytes::Bytes;
+use kafka_protocol::records::Compression;
+
+use super::LogError;
+
+/// Position of `baseOffset`.
+pub const BASE_OFFSET_POSITION: usize = 0;
+/// Position of `batchLength`.
+pub const BATCH_LENGTH_POSITION: usize = 8;
+/// Position of `partitionLeaderEpoch`.
+pub const PARTITION_LEADER_EPOCH_POSITION: usize = 12;
+/// Position of `magic`.
+pub const MAGIC_POSITION: usize = 16;
+/// Position of `crc`.
+pub const CRC_POSITION: usize = 17;
+/// Position of `attributes`; the CRC covers from here to the end of the batch.
+pub const ATTRIBUTES_POSITION: usize = 21;
+/// Position of `lastOffsetDelta`.
+pub const LAST_OFFSET_DELTA_POSITION: usize = 23;
+/// Position of `baseTimestamp`.
+pub const BASE_TIMESTAMP_POSITION: usize = 27;
+/// Position of `maxTimestamp`.
+pub const MAX_TIMESTAMP_POSITION: usize = 35;
+/// Position of `producerId`.
+pub const PRODUCER_ID_POSITION: usize = 43;
+/// Position of `producerEpoch`.
+pub const PRODUCER_EPOCH_POSITION: usize = 51;
+/// Position of `baseSequence`.
+pub const BASE_SEQUENCE_POSITION: usize = 53;
+/// Position of `recordsCount`.
+pub const RECORDS_COUNT_POSITION: usize = 57;
+/// Size of the batch header; records start here.
+pub const BATCH_HEADER_BYTES: usize = 61;
+/// Bytes not counted by `batchLength` (base offset and the length itself).
+pub const LOG_OVERHEAD_BYTES: usize = 12;
+/// The only supported record batch format.
+pub const MAGIC_V2: i8 = 2;
+/// The smallest possible v2 record: length, attributes, timestamp delta, offset delta, key
+/// length, value length and header count, one byte each.
+pub const RECORD_BYTES_MIN: usize = 7;
+/// Attribute bits holding the compression codec.
+pub const COMPRESSION_MASK: i16 = 0x07;
+/// Attribute bit set when timestamps are LogAppendTime.
+pub const TIMESTAMP_TYPE_MASK: i16 = 0x08;
+/// Attribute bit of transactional batches.
+pub const TRANSACTIONAL_MASK: i16 = 0x10;
+/// Attribute bit of control batches (transaction markers).
+pub const CONTROL_MASK: i16 = 0x20;
+/// Kafka's "no timestamp".
+pub const NO_TIMESTAMP: i64 = -1;
+
+/// What a batch's timestamps mean (attribute bit 3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimestampType {
+    /// Set by the producer.
+    CreateTime,
+    /// Set by the broker when the batch was appended (the batch's max timestamp).
+    LogAppendTime,
+}
+
+fn get_i16(bytes: &[u8], at: usize) -> i16 {
+    let mut raw = [0u8; 2];
+    raw.copy_from_slice(&bytes[at..at + 2]);
+    i16::from_be_bytes(raw)
+}
+
+fn get_i32(bytes: &[u8], at: usize) -> i32 {
+    let mut raw = [0u8; 4];
+    raw.copy_from_slice(&bytes[at..at + 4]);
+    i32::from_be_bytes(raw)
+}
+
+fn get_i64(bytes: &[u8], at: usize) -> i64 {
+    let mut raw = [0u8; 8];
+    raw.copy_from_slice(&bytes[at..at + 8]);
+    i64::from_be_bytes(raw)
+}
+
+/// A read-only view of the 61-byte header at the start of `bytes` (which may or may not hold
+/// the rest of the batch). Getters read straight from the buffer.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchHeader<'a> {
+    /// At least [`BATCH_HEADER_BYTES`] long.
+    bytes: &'a [u8],
+}
+
+impl<'a> BatchHeader<'a> {
+    /// Views the header at the start of `bytes`; only checks that 61 bytes are present.
+    pub fn parse(bytes: &'a [u8]) -> Result<BatchHeader<'a>, LogError> {
+        if bytes.len() < BATCH_HEADER_BYTES {
+            return Err(LogError::corrupt(format!(
+                "truncated batch header: {} bytes, need {BATCH_HEADER_BYTES}",
+                bytes.len()
+            )));
+        }
+        Ok(BatchHeader { bytes })
+    }
+
+    /// `baseOffset`.
+    pub fn base_offset(&self) -> i64 {
+        get_i64(self.bytes, BASE_OFFSET_POSITION)
+    }
+
+    /// `batchLength` as stored (unchecked).
+    pub fn batch_length(&self) -> i32 {
+        get_i32(self.bytes, BATCH_LENGTH_POSITION)
+    }
+
+    /// `partitionLeaderEpoch`.
+    pub fn partition_leader_epoch(&self) -> i32 {
+        get_i32(self.bytes, PARTITION_LEADER_EPOCH_POSITION)
+    }
+
+    /// `magic`.
+    pub fn magic(&self) -> i8 {
+        i8::from_be_bytes([self.bytes[MAGIC_POSITION]])
+    }
+
+    /// `crc` as stored.
+    pub fn crc(&self) -> u32 {
+        get_i32(self.bytes, CRC_POSITION) as u32
+    }
+
+    /// `attributes`.
+    pub fn attributes(&self) -> i16 {
+        get_i16(self.bytes, ATTRIBUTES_POSITION)
+    }
+
+    /// `lastOffsetDelta`.
+    pub fn last_offset_delta(&self) -> i32 {
+        get_i32(self.bytes, LAST_OFFSET_DELTA_POSITION)
+    }
+
+    /// `baseTimestamp`.
+    pub fn base_timestamp_ms(&self) -> i64 {
+        get_i64(self.bytes, BASE_TIMESTAMP_POSITION)
+    }
+
+    /// `maxTimestamp`.
+    pub fn max_timestamp_ms(&self) -> i64 {
+        get_i64(self.bytes, MAX_TIMESTAMP_POSITION)
+    }
+
+    /// `producerId`.
+    pub fn producer_id(&self) -> i64 {
+        get_i64(self.bytes, PRODUCER_ID_POSITION)
+    }
+
+    /// `producerEpoch`.
+    pub fn producer_epoch(&self) -> i16 {
+        get_i16(self.bytes, PRODUCER_EPOCH_POSITION)
+    }
+
+    /// `baseSequence`.
+    pub fn base_sequence(&self) -> i32 {
+        get_i32(self.bytes, BASE_SEQUENCE_POSITION)
+    }
+
+    /// `recordsCount`.
+    pub fn records_count(&self) -> i32 {
+        get_i32(self.bytes, RECORDS_COUNT_POSITION)
+    }
+
+    /// Size of the whole batch in bytes (`12 + batchLength`; 12 when the length is negative,
+    /// which [`BatchHeader::check`] rejects).
+    pub fn size_bytes(&self) -> usize {
+        LOG_OVERHEAD_BYTES + usize::try_from(self.batch_length()).unwrap_or(0)
+    }
+
+    /// `baseOffset + lastOffsetDelta` (saturating; [`BatchHeader::check`] rejects overflow).
+    pub fn last_offset(&self) -> i64 {
+        self.base_offset()
+            .saturating_add(i64::from(self.last_offset_delta()))
+    }
+
+    /// The offset after this batch.
+    pub fn next_offset(&self) -> i64 {
+        self.last_offset().saturating_add(1)
+    }
+
+    /// The timestamp type attribute.
+    pub fn timestamp_type(&self) -> TimestampType {
+        if self.attributes() & TIMESTAMP_TYPE_MASK != 0 {
+            TimestampType::LogAppendTime
+        } else {
+            TimestampType::CreateTime
+        }
+    }
+
+    /// The compression codec attribute.
+    pub fn compression(&self) -> Result<Compression, LogError> {
+        match self.attributes() & COMPRESSION_MASK {
+            0 => Ok(Compression::None),
+            1 => Ok(Compression::Gzip),
+            2 => Ok(Compression::Snappy),
+            3 => Ok(Compression::Lz4),
+            4 => Ok(Compression::Zstd),
+            other => Err(LogError::corrupt(format!(
+                "unknown compression codec {other}"
+            ))),
+        }
+    }
+
+    /// Whether the batch belongs to a transaction.
+    pub fn is_transactional(&self) -> bool {
+        self.attributes() & TRANSACTIONAL_MASK != 0
+    }
+
+    /// Whether the batch holds control records (transaction markers).
+    pub fn is_control(&self) -> bool {
+        self.attributes() & CONTROL_MASK != 0
+    }
+
+    /// Header-level checks that need no record bytes: length, magic, record count against
+    /// `lastOffsetDelta` (Kafka's "inconsistent batch offset range and record count"), offsets
+    /// that do not overflow, a known compression codec. Returns the batch size in bytes.
+    pub fn check(&self) -> Result<usize, LogError> {
+        let batch_length = self.batch_length();
+        if batch_length < (BATCH_HEADER_BYTES - LOG_OVERHEAD_BYTES) as i32 {
+            return Err(LogError::corrupt(format!(
+                "batch length {batch_length} is shorter than the {} header bytes after it",
+                BATCH_HEADER_BYTES - LOG_OVERHEAD_BYTES
+            )));
+        }
+        if self.magic() != MAGIC_V2 {
+            return Err(LogError::UnsupportedMagic(self.magic()));
+        }
+        let count = self.records_count();
+        if count < 1 {
+            return Err(LogError::corrupt(format!(
+                "record count {count} is not positive"
+            )));
+        }
+        let delta = self.last_offset_delta();
+        if i64::from(delta) != i64::from(count) - 1 {
+            return Err(LogError::corrupt(format!(
+                "inconsistent batch: lastOffsetDelta {delta} but {count} records"
+            )));
+        }
+        if self.base_offset() < 0 || self.base_offset().checked_add(i64::from(delta)).is_none() {
+            return Err(LogError::corrupt(format!(
+                "invalid base offset {}",
+                self.base_offset()
+            )));
+        }
+        self.compression()?;
+        Ok(self.size_bytes())
+    }
+}
+
+/// CRC-32C of a whole batch as Kafka computes it (from the attributes field to the end).
+pub fn compute_crc(batch: &[u8]) -> u32 {
+    crc32c::crc32c(&batch[ATTRIBUTES_POSITION..])
+}
+
+/// Reads the size of the batch at the start of `buf` and checks it against the bytes present.
+/// Order of checks follows Kafka: length sanity, truncation, then magic.
+pub fn frame_size(buf: &[u8]) -> Result<usize, LogError> {
+    if buf.len() < LOG_OVERHEAD_BYTES {
+        return Err(LogError::corrupt(format!(
+            "truncated batch: {} bytes left, less than the {LOG_OVERHEAD_BYTES}-byte log overhead",
+            buf.len()
+        )));
+    }
+    let batch_length = get_i32(buf, BATCH_LENGTH_POSITION);
+    let Ok(length) = usize::try_from(batch_length) else {
+        return Err(LogError::corrupt(format!(
+            "negative batch length {batch_length}"
+        )));
+    };
+    let size = LOG_OVERHEAD_BYTES + length;
+    if size > buf.len() {
+        return Err(LogError::corrupt(format!(
+            "truncated batch: length says {size} bytes, {} present",
+            buf.len()
+        )));
+    }
+    if size > MAGIC_POSITION {
+        let magic = i8::from_be_bytes([buf[MAGIC_POSITION]]);
+        if magic != MAGIC_V2 {
+            return Err(LogError::UnsupportedMagic(magic));
+        }
+    }
+    if size < BATCH_HEADER_BYTES {
+        return Err(LogError::corrupt(format!(
+            "batch of {size} bytes is shorter than the {BATCH_HEADER_BYTES}-byte header"
+        )));
+    }
+    Ok(size)
+}
+
+/// Validates `batch`, which must be exactly one whole batch: length consistent with the buffer,
+/// magic 2, size at most `max_message_bytes`, CRC-32C, record count consistent with
+/// `lastOffsetDelta`, and for uncompressed batches the records themselves (see
+/// [`check_records`]). Compressed record data is not decompressed here (as on Kafka's
+/// zero-copy path the broker stores it as sent).
+pub fn validate(batch: &[u8], max_message_bytes: usize) -> Result<BatchHeader<'_>, LogError> {
+    let size = frame_size(batch)?;
+    if size != batch.len() {
+        return Err(LogError::corrupt(format!(
+            "batch length says {size} bytes, buffer holds {}",
+            batch.len()
+        )));
+    }
+    if size > max_message_bytes {
+        return Err(LogError::BatchTooLarge {
+            size,
+            max: max_message_bytes,
+        });
+    }
+    let header = BatchHeader::parse(batch)?;
+    header.check()?;
+    let crc = compute_crc(batch);
+    if crc != header.crc() {
+        return Err(LogError::corrupt(format!(
+            "CRC mismatch: stored {:#010x}, computed {crc:#010x}",
+            header.crc()
+        )));
+    }
+    if header.compression()? == Compression::None {
+        check_records(&batch[BATCH_HEADER_BYTES..], header.records_count())?;
+    }
+    Ok(header)
+}
+
+/// Reads a zigzag varint of at most `bytes_max` bytes at `*position`.
+fn read_zigzag(buf: &[u8], position: &mut usize, bytes_max: u32) -> Result<i64, LogError> {
+    let mut value: u64 = 0;
+    for index in 0..bytes_max {
+        let Some(&byte) = buf.get(*position) else {
+            return Err(LogError::corrupt("record truncated inside a varint"));
+        };
+        *position += 1;
+        value |= u64::from(byte & 0x7f) << (7 * index);
+        if byte & 0x80 == 0 {
+            return Ok(((value >> 1) as i64) ^ -((value & 1) as i64));
+        }
+    }
+    Err(LogError::corrupt("varint too long"))
+}
+
+fn read_varint(buf: &[u8], position: &mut usize) -> Result<i32, LogError> {
+    let value = read_zigzag(buf, position, 5)?;
+    i32::try_from(value).map_err(|_| LogError::corrupt("varint out of i32 range"))
+}
+
+fn read_varlong(buf: &[u8], position: &mut usize) -> Result<i64, LogError> {
+    read_zigzag(buf, position, 10)
+}
+
+/// Skips a length-prefixed field (`-1` = null when `nullable`).
+fn skip_field(
+    buf: &[u8],
+    position: &mut usize,
+    nullable: bool,
+    what: &str,
+) -> Result<(), LogError> {
+    let length = read_varint(buf, position)?;
+    if length == -1 && nullable {
+        return Ok(());
+    }
+    let Ok(length) = usize::try_from(length) else {
+        return Err(LogError::corrupt(format!(
+            "negative {what} length {length}"
+        )));
+    };
+    if length > buf.len() - *position {
+        return Err(LogError::corrupt(format!(
+            "{what} of {length} bytes overruns its record"
+        )));
+    }
+    *position += length;
+    Ok(())
+}
+
+/// One record's place in its batch, as [`walk_records`] sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordPosition {
+    /// Offset delta from the batch's base offset.
+    pub offset_delta: i32,
+    /// Timestamp delta from the batch's base timestamp.
+    pub timestamp_delta_ms: i64,
+}
+
+/// Walks uncompressed v2 records (the bytes after the batch header, decompressed if needed):
+/// exactly `count` records whose length prefixes, keys, values and headers stay inside their
+/// record, whose offset deltas are `0..count`, and that fill `records` exactly. Calls `visit`
+/// for each. Bounds every count by the bytes present, so hostile counts cannot cause
+/// allocations downstream (kafka-protocol's decoder pre-allocates from these counts).
+pub fn walk_records(
+    records: &[u8],
+    count: i32,
+    mut visit: impl FnMut(RecordPosition),
+) -> Result<(), LogError> {
+    let Ok(count) = usize::try_from(count) else {
+        return Err(LogError::corrupt(format!("negative record count {count}")));
+    };
+    if count > records.len() / RECORD_BYTES_MIN {
+        return Err(LogError::corrupt(format!(
+            "{count} records cannot fit in {} bytes",
+            records.len()
+        )));
+    }
+    let mut position = 0usize;
+    for index in 0..count {
+        let length = read_varint(records, &mut position)?;
+        let Ok(length) = usize::try_from(length) else {
+            return Err(LogError::corrupt(format!(
+                "negative record length {length}"
+            )));
+        };
+        if length > records.len() - position {
+            return Err(LogError::corrupt(format!(
+                "record {index} of {length} bytes overruns the batch"
+            )));
+        }
+        let record = &records[position..position + length];
+        position += length;
+
+        // Attributes (unused in v2).
+        let mut cursor = 1usize;
+        if record.is_empty() {
+            return Err(LogError::corrupt("empty record"));
+        }
+        let timestamp_delta_ms = read_varlong(record, &mut cursor)?;
+        let offset_delta = read_varint(record, &mut cursor)?;
+        if usize::try_from(offset_delta).ok() != Some(index) {
+            return Err(LogError::corrupt(format!(
+                "record {index} has offset delta {offset_delta}"
+            )));
+        }
+        skip_field(record, &mut cursor, true, "key")?;
+        skip_field(record, &mut cursor, true, "value")?;
+        let header_count = read_varint(record, &mut cursor)?;
+        let Ok(header_count) = usize::try_from(header_count) else {
+            return Err(LogError::corrupt(format!(
+                "negative header count {header_count}"
+            )));
+        };
+        // Each header takes at least two bytes (key length and value length).
+        if header_count > (record.len() - cursor) / 2 {
+            return Err(LogError::corrupt(format!(
+                "{header_count} headers cannot fit in record {index}"
+            )));
+        }
+        for _ in 0..header_count {
+            skip_field(record, &mut cursor, false, "header key")?;
+            skip_field(record, &mut cursor, true, "header value")?;
+        }
+        if cursor != record.len() {
+            return Err(LogError::corrupt(format!(
+                "record {index} declares {length} bytes but uses {cursor}"
+            )));
+        }
+        visit(RecordPosition {
+            offset_delta,
+            timestamp_delta_ms,
+        });
+    }
+    if position != records.len() {
+        return Err(LogError::corrupt(format!(
+            "{} bytes left after the declared {count} records",
+            records.len() - position
+        )));
+    }
+    Ok(())
+}
+
+/// [`walk_records`] without a visitor.
+pub fn check_records(records: &[u8], count: i32) -> Result<(), LogError> {
+    walk_records(records, count, |_| {})
+}
+
+/// Overwrites `baseOffset` (outside the CRC).
+pub fn set_base_offset(batch: &mut [u8], base_offset: i64) {
+    assert!(batch.len() >= BATCH_HEADER_BYTES);
+    batch[BASE_OFFSET_POSITION..BASE_OFFSET_POSITION + 8]
+        .copy_from_slice(&base_offset.to_be_bytes());
+}
+
+/// Overwrites `partitionLeaderEpoch` (outside the CRC).
+pub fn set_partition_leader_epoch(batch: &mut [u8], leader_epoch: i32) {
+    assert!(batch.len() >= BATCH_HEADER_BYTES);
+    batch[PARTITION_LEADER_EPOCH_POSITION..PARTITION_LEADER_EPOCH_POSITION + 4]
+        .copy_from_slice(&leader_epoch.to_be_bytes());
+}
+
+/// Marks the batch LogAppendTime with `max_timestamp_ms` as its max timestamp (what consumers
+/// then see for every record), and recomputes the CRC. Record timestamp deltas are left alone,
+/// as Kafka does.
+pub fn set_log_append_time(batch: &mut [u8], max_timestamp_ms: i64) {
+    assert!(batch.len() >= BATCH_HEADER_BYTES);
+    let attributes = get_i16(batch, ATTRIBUTES_POSITION) | TIMESTAMP_TYPE_MASK;
+    batch[ATTRIBUTES_POSITION..ATTRIBUTES_POSITION + 2].copy_from_slice(&attributes.to_be_bytes());
+    batch[MAX_TIMESTAMP_POSITION..MAX_TIMESTAMP_POSITION + 8]
+        .copy_from_slice(&max_timestamp_ms.to_be_bytes());
+    let crc = compute_crc(batch);
+    batch[CRC_POSITION..CRC_POSITION + 4].copy_from_slice(&crc.to_be_bytes());
+}
+
+/// One whole batch that passed [`validate`], sharing the caller's buffer.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    /// Exactly the batch; at least [`BATCH_HEADER_BYTES`] long.
+    bytes: Bytes,
+}
+
+impl Batch {
+    /// Validates `bytes` as exactly one batch.
+    pub fn new(bytes: Bytes, max_message_bytes: usize) -> Result<Batch, LogError> {
+        validate(&bytes, max_message_bytes)?;
+        Ok(Batch { bytes })
+    }
+
+    /// The header view.
+    pub fn header(&self) -> BatchHeader<'_> {
+        BatchHeader { bytes: &self.bytes }
+    }
+
+    /// The batch's bytes.
+    pub fn bytes(&self) -> &Bytes {
+        &self.bytes
+    }
+
+    /// The batch's bytes, owned.
+    pub fn into_bytes(self) -> Bytes {
+        self.bytes
+    }
+
+    /// Size in bytes.
+    pub fn size_bytes(&self) -> usize {
+        self.bytes.len()
+    }
+}
+
+/// Splits back-to-back batches into validated [`Batch`]es without copying (each is a
+/// `Bytes::slice` of the input). Stops after the first error.
+#[derive(Debug)]
+pub struct BatchIter {
+    remaining: Bytes,
+    max_message_bytes: usize,
+    failed: bool,
+}
+
+/// Iterates over the batches in `records`, validating each against `max_message_bytes`.
+pub fn batches(records: Bytes, max_message_bytes: usize) -> BatchIter {
+    BatchIter {
+        remaining: records,
+        max_message_bytes,
+        failed: false,
+    }
+}
+
+impl Iterator for BatchIter {
+    type Item = Result<Batch, LogError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed || self.remaining.is_empty() {
+            return None;
+        }
+        let size = match frame_size(&self.remaining) {
+            Ok(size) => size,
+            Err(error) => {
+                self.failed = true;
+                return Some(Err(error));
+            }
+        };
+        let bytes = self.remaining.split_to(size);
+        match Batch::new(bytes, self.max_message_bytes) {
+            Ok(batch) => Some(Ok(batch)),
+            Err(error) => {
+                self.failed = true;
+                Some(Err(error))
+            }
+        }
+    }
+}
+
+/// Validates every batch in `records` (at least one) before anything is written.
+pub fn validate_all(records: Bytes, max_message_bytes: usize) -> Result<Vec<Batch>, LogError> {
+    let result: Result<Vec<Batch>, LogError> = batches(records, max_message_bytes).collect();
+    let all = result?;
+    if all.is_empty() {
+        return Err(LogError::corrupt("no record batch"));
+    }
+    Ok(all)
+}
+
+/// Offset and timestamp of every record of a stored batch, decoded with kafka-protocol's
+/// `RecordBatchDecoder` (any compression). With LogAppendTime every record's timestamp is the
+/// batch's max timestamp, as Kafka reports it. The decompressed records pass [`check_records`]
+/// before the decoder sees them, because the decoder pre-allocates from record and header
+/// counts. Decompression itself is not bounded here (kafka-protocol decompresses whole
+/// buffers).
+pub fn record_timestamps(batch: &Batch) -> Result<Vec<(i64, i64)>, LogError> {
+    use kafka_protocol::compression::{Decompressor, Gzip, Lz4, Snappy, Zstd};
+    use kafka_protocol::records::RecordBatchDecoder;
+
+    let header = batch.header();
+    let count = header.records_count();
+    let mut bytes = batch.bytes().clone();
+    let decoded = RecordBatchDecoder::decode_with_custom_compression(
+        &mut bytes,
+        Some(|compressed: &mut Bytes, codec: Compression| {
+            let take = |buffer: &mut Bytes| Ok(std::mem::take(buffer));
+            let records = match codec {
+                Compression::None => std::mem::take(compressed),
+                Compression::Gzip => <Gzip as Decompressor<Bytes>>::decompress(compressed, take)?,
+                Compression::Snappy => {
+                    <Snappy as Decompressor<Bytes>>::decompress(compressed, take)?
+                }
+                Compression::Lz4 => <Lz4 as Decompressor<Bytes>>::decompress(compressed, take)?,
+                Compression::Zstd => <Zstd as Decompressor<Bytes>>::decompress(compressed, take)?,
+            };
+            if let Err(error) = check_records(&records, count) {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    error.to_string(),
+                )
+                .into());
+            }
+            Ok(records)
+        }),
+    )
+    .map_err(|error| LogError::corrupt(format!("cannot decode batch records: {error:#}")))?;
+    if decoded.records.len() != count as usize {
+        return Err(LogError::corrupt(format!(
+            "batch declares {count} records, decoded {}",
+            decoded.records.len()
+        )));
+    }
+    let log_append_time = header.timestamp_type() == TimestampType::LogAppendTime;
+    let max_timestamp_ms = header.max_timestamp_ms();
+    Ok(decoded
+        .records
+        .iter()
+        .map(|record| {
+            let timestamp_ms = if log_append_time {
+                max_timestamp_ms
+            } else {
+                record.timestamp
+            };
+            (record.offset, timestamp_ms)
+        })
+        .collect())
+}
+
+#[cfg(test)]
+pub(crate) mod testing {
+    //! Builders of real batches with kafka-protocol's encoder.
+
+    use bytes::{Bytes, BytesMut};
+    use indexmap::IndexMap;
+    use kafka_protocol::records::{
+        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    };
+
+    /// One batch whose records have the given timestamps and `value_bytes`-byte values.
+    pub(crate) fn batch_with(
+        base_offset: i64,
+        timestamps: &[i64],
+        value_bytes: usize,
+        compression: Compression,
+    ) -> Bytes {
+        let records: Vec<Record> = timestamps
+            .iter()
+            .enumerate()
+            .map(|(index, &timestamp)| {
+                let offset = base_offset + index as i64;
+                let mut value = format!("value-{offset}-").into_bytes();
+                value.resize(value_bytes.max(value.len()), b'x');
+                Record {
+                    transactional: false,
+                    control: false,
+                    delete_horizon: false,
+                    partition_leader_epoch: 0,
+                    producer_id: -1,
+                    producer_epoch: -1,
+                    timestamp_type: TimestampType::Creation,
+                    offset,
+                    // One batch: the encoder splits whenever offset - sequence changes.
+                    sequence: index as i32,
+                    timestamp,
+                    key: Some(Bytes::from(format!("key-{offset}"))),
+                    value: Some(Bytes::from(value)),
+                    headers: IndexMap::new(),
+                }
+            })
+            .collect();
+        let mut buf = BytesMut::new();
+        RecordBatchEncoder::encode(
+            &mut buf,
+            &records,
+            &RecordEncodeOptions {
+                version: 2,
+                compression,
+            },
+        )
+        .expect("encode batch");
+        buf.freeze()
+    }
+
+    /// One uncompressed batch of `count` records, all at `timestamp`.
+    pub(crate) fn batch(base_offset: i64, count: usize, timestamp: i64) -> Bytes {
+        batch_with(base_offset, &vec![timestamp; count], 10, Compression::None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::{batch, batch_with};
+    use super::*;
+    use bytes::BytesMut;
+
+    const MAX: usize = 1 << 20;
+
+    #[test]
+    fn header_fields_of_an_encoded_batch() {
+        let bytes = batch_with(5, &[100, 300, 200], 10, Compression::None);
+        let header = validate(&bytes, MAX).expect("valid");
+        assert_eq!(header.base_offset(), 5);
+        assert_eq!(header.last_offset(), 7);
+        assert_eq!(header.records_count(), 3);
+        assert_eq!(header.last_offset_delta(), 2);
+        assert_eq!(header.base_timestamp_ms(), 100);
+        assert_eq!(header.max_timestamp_ms(), 300);
+        assert_eq!(header.magic(), 2);
+        assert_eq!(header.size_bytes(), bytes.len());
+        assert_eq!(header.timestamp_type(), TimestampType::CreateTime);
+        assert_eq!(header.compression().expect("codec"), Compression::None);
+        assert_eq!(header.producer_id(), -1);
+    }
+
+    #[test]
+    fn compressed_batches_validate() {
+        for compression in [
+            Compression::Gzip,
+            Compression::Snappy,
+            Compression::Lz4,
+            Compression::Zstd,
+        ] {
+            let bytes = batch_with(0, &[1, 2, 3, 4], 100, compression);
+            let header = validate(&bytes, MAX).expect("valid");
+            assert_eq!(header.compression().expect("codec"), compression);
+            assert_eq!(header.records_count(), 4);
+        }
+    }
+
+    #[test]
+    fn bad_crc_is_corrupt() {
+        let mut bytes = BytesMut::from(&batch(0, 3, 10)[..]);
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0xff;
+        assert!(matches!(
+            validate(&bytes, MAX),
+            Err(LogError::CorruptBatch(message)) if message.contains("CRC")
+        ));
+    }
+
+    #[test]
+    fn truncated_batch_is_corrupt() {
+        let bytes = batch(0, 3, 10);
+        for cut in [0, 5, 11, 12, 40, bytes.len() - 1] {
+            let result = batches(bytes.slice(..cut), MAX).collect::<Result<Vec<_>, _>>();
+            if cut == 0 {
+                assert!(matches!(result, Ok(ref v) if v.is_empty()));
+            } else {
+                assert!(
+                    matches!(result, Err(LogError::CorruptBatch(_))),
+                    "cut {cut}: {result:?}"
+                );
+            }
+        }
+        assert!(matches!(
+            validate_all(Bytes::new(), MAX),
+            Err(LogError::CorruptBatch(_))
+        ));
+    }
+
+    #[test]
+    fn bad_magic_is_unsupported() {
+        let mut bytes = BytesMut::from(&batch(0, 1, 10)[..]);
+        bytes[MAGIC_POSITION] = 1;
+        assert!(matches!(
+            validate(&bytes, MAX),
+            Err(LogError::UnsupportedMagic(1))
+        ));
+    }
+
+    #[test]
+    fn count_mismatch_is_corrupt() {
+        // lastOffsetDelta disagreeing with recordsCount (CRC fixed up so only the count is wrong).
+        let mut bytes = BytesMut::from(&batch(0, 3, 10)[..]);
+        bytes[LAST_OFFSET_DELTA_POSITION..LAST_OFFSET_DELTA_POSITION + 4]
+            .copy_from_slice(&5i32.to_be_bytes());
+        let crc = compute_crc(&bytes);
+        bytes[CRC_POSITION..CRC_POSITION + 4].copy_from_slice(&crc.to_be_bytes());
+        assert!(matches!(
+            validate(&bytes, MAX),
+            Err(LogError::CorruptBatch(message)) if message.contains("inconsistent")
+        ));
+
+        // Both header fields agree but the records do not.
+        let mut bytes = BytesMut::from(&batch(0, 3, 10)[..]);
+        bytes[LAST_OFFSET_DELTA_POSITION..LAST_OFFSET_DELTA_POSITION + 4]
+            .copy_from_slice(&3i32.to_be_bytes());
+        bytes[RECORDS_COUNT_POSITION..RECORDS_COUNT_POSITION + 4]
+            .copy_from_slice(&4i32.to_be_bytes());
+        let crc = compute_crc(&bytes);
+        bytes[CRC_POSITION..CRC_POSITION + 4].copy_from_slice(&crc.to_be_bytes());
+        assert!(matches!(
+            validate(&bytes, MAX),
+            Err(LogError::CorruptBatch(_))
+        ));
+
+        // Zero records.
+        let mut bytes = BytesMut::from(&batch(0, 1, 10)[..]);
+        bytes[LAST_OFFSET_DELTA_POSITION..LAST_OFFSET_DELTA_POSITION + 4]
+            .copy_from_slice(&(-1i32).to_be_bytes());
+        bytes[RECORDS_COUNT_POSITION..RECORDS_COUNT_POSITION + 4]
+            .copy_from_slice(&0i32.to_be_bytes());
+        let crc = compute_crc(&bytes);
+        bytes[CRC_POSITION..CRC_POSITION + 4].copy_from_slice(&crc.to_be_bytes());
+        assert!(matches!(
+            validate(&bytes, MAX),
+            Err(LogError::CorruptBatch(_))
+        ));
+    }
+
+    #[test]
+    fn hostile_header_count_is_corrupt() {
+        // A record claiming i32::MAX headers must be rejected before anything allocates.
+        let mut bytes = BytesMut::from(&batch(0, 1, 10)[..]);
+        // The last byte of the single record is its header count (0).
+        let last = bytes.len() - 1;
+        assert_eq!(bytes[last], 0);
+        bytes[last] = 0x7e; // zigzag 63
+        let crc = compute_crc(&bytes);
+        bytes[CRC_POSITION..CRC_POSITION + 4].copy_from_slice(&crc.to_be_bytes());
+        assert!(matches!(
+            validate(&bytes, MAX),
+            Err(LogError::CorruptBatch(_))
+        ));
+    }
+
+    #[test]
+    fn too_large_batch_is_rejected() {
+        let bytes = batch_with(0, &[1, 2], 1000, Compression::None);
+        assert!(matches!(
+            validate(&bytes, 500),
+            Err(LogError::BatchTooLarge { size, max: 500 }) if size == bytes.len()
+        ));
+        assert!(validate(&bytes, bytes.len()).is_ok());
+    }
+
+    #[test]
+    fn iterator_splits_without_copying() {
+        let mut all = BytesMut::new();
+        all.extend_from_slice(&batch(0, 2, 10));
+        all.extend_from_slice(&batch(2, 3, 20));
+        all.extend_from_slice(&batch_with(5, &[1], 10, Compression::Zstd));
+        let all = all.freeze();
+        let split = validate_all(all.clone(), MAX).expect("valid");
+        assert_eq!(split.len(), 3);
+        assert_eq!(split[1].header().base_offset(), 2);
+        assert_eq!(split[2].header().last_offset(), 5);
+        // Zero-copy: the slices point into the original buffer.
+        let start = all.as_ptr() as usize;
+        let second = split[1].bytes().as_ptr() as usize;
+        assert_eq!(second - start, split[0].size_bytes());
+        // A bad batch in the middle stops the iteration with an error.
+        let mut bad = BytesMut::from(&all[..]);
+        let middle = split[0].size_bytes() + 30;
+        bad[middle] ^= 1;
+        let results: Vec<_> = batches(bad.freeze(), MAX).collect();
+        assert_eq!(results.len(), 2);
+        assert!(results[0].is_ok());
+        assert!(results[1].is_err());
+    }
+
+    #[test]
+    fn offset_and_epoch_rewrite_keep_crc() {
+        let mut bytes = BytesMut::from(&batch(0, 3, 10)[..]);
+        set_base_offset(&mut bytes, 1234);
+        set_partition_leader_epoch(&mut bytes, 7);
+        let header = validate(&bytes, MAX).expect("still valid");
+        assert_eq!(header.base_offset(), 1234);
+        assert_eq!(header.last_offset(), 1236);
+        assert_eq!(header.partition_leader_epoch(), 7);
+    }
+
+    #[test]
+    fn log_append_time_rewrite_recomputes_crc() {
+        for compression in [Compression::None, Compression::Lz4] {
+            let mut bytes = BytesMut::from(&batch_with(0, &[5, 6], 10, compression)[..]);
+            set_log_append_time(&mut bytes, 99_000);
+            let header = validate(&bytes, MAX).expect("valid after rewrite");
+            assert_eq!(header.timestamp_type(), TimestampType::LogAppendTime);
+            assert_eq!(header.max_timestamp_ms(), 99_000);
+            // The kafka-protocol decoder (an independent CRC check) accepts it too.
+            let mut frozen = bytes.freeze();
+            let set =
+                kafka_protocol::records::RecordBatchDecoder::decode(&mut frozen).expect("decodes");
+            assert_eq!(set.records.len(), 2);
+            assert_eq!(
+                set.records[0].timestamp_type,
+                kafka_protocol::records::TimestampType::LogAppend
+            );
+        }
+    }
+
+    #[test]
+    fn varints_decode() {
+        let mut position = 0;
+        assert_eq!(read_varlong(&[0x01], &mut position).expect("ok"), -1);
+        position = 0;
+        assert_eq!(read_varlong(&[0xac, 0x02], &mut position).expect("ok"), 150);
+        position = 0;
+        assert!(read_varint(&[0xff, 0xff, 0xff, 0xff, 0xff, 0x01], &mut position).is_err());
+        position = 0;
+        assert!(read_varint(&[0x80], &mut position).is_err());
+    }
+
+    #[test]
+    fn record_timestamps_of_compressed_batches() {
+        for compression in [
+            Compression::None,
+            Compression::Gzip,
+            Compression::Snappy,
+            Compression::Lz4,
+            Compression::Zstd,
+        ] {
+            let bytes = batch_with(10, &[7, 3, 9], 50, compression);
+            let batch = Batch::new(bytes, MAX).expect("valid");
+            assert_eq!(
+                record_timestamps(&batch).expect("decode"),
+                vec![(10, 7), (11, 3), (12, 9)],
+                "{compression:?}"
+            );
+            let mut rewritten = BytesMut::from(&batch.bytes()[..]);
+            set_log_append_time(&mut rewritten, 500);
+            let batch = Batch::new(rewritten.freeze(), MAX).expect("valid");
+            assert_eq!(
+                record_timestamps(&batch).expect("decode"),
+                vec![(10, 500), (11, 500), (12, 500)]
+            );
+        }
+    }
+}

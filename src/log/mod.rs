@@ -1,0 +1,29 @@
+//! The segment log: Kafka's on-disk layout for one partition, and the manager of a data dir.
+//!
+//! Layout (identical to Apache Kafka's):
+//! `<data-dir>/<topic>-<partition>/<20-digit base offset>.log | .index | .timeindex`.
+//!
+//! Layers, bottom up (no layer reaches past the one below it):
+//! - [`batch`]: a zero-copy view of a v2 (magic 2) record batch header; validation
+//!   (length, magic, CRC-32C, record count) and the base-offset / leader-epoch rewrite.
+//! - [`offset_index`]: the sparse `.index` (relative offset → file position, 8-byte entries).
+//! - [`time_index`]: the sparse `.timeindex` (timestamp → relative offset, 12-byte entries).
+//! - [`segment`]: one `.log` file with its two indexes; append, read, recover, truncate.
+//! - [`partition_log`]: the ordered segments of one partition; offsets, roll, retention,
+//!   recovery, flush. Knows nothing of replication or the wire.
+//! - [`manager`]: every partition log under one data dir; recovery-point checkpoint and the
+//!   clean-shutdown marker.
+//!
+//! Errors are typed ([`LogError`]); the API layer maps them to Kafka error codes.
+
+pub mod batch;
+mod error;
+pub mod manager;
+pub mod offset_index;
+pub mod partition_log;
+pub mod segment;
+pub mod time_index;
+
+pub use error::LogError;
+pub use manager::LogManager;
+pub use partition_log::{AppendInfo, LogConfig, PartitionLog, TimestampType};

@@ -1,0 +1,1793 @@
+//! The log of one partition: its ordered segments in `<data-dir>/<topic>-<partition>/`, offsets,
+//! roll, retention, truncation, recovery and flush (Kafka's `LogSegments` + `LocalLog` + the
+//! offset bookkeeping of `UnifiedLog`). Knows nothing of replication or the wire.
+//!
+//! # Files
+//! One directory per partition holding segments named by base offset (see [`super::segment`]).
+//! The last segment is the *active* one, the only one appended to.
+//!
+//! # Invariants
+//! - There is always at least one segment. Segments are ordered by base offset and their
+//!   offsets do not overlap; offsets are dense (each batch starts right after the previous one).
+//! - `log_start_offset <= log_end_offset`, `recovery_point <= log_end_offset`, all published
+//!   with atomics. `log_end_offset` is stored only after the bytes it covers are written and
+//!   published in the segment, so a reader that saw an offset below it can read that offset.
+//! - Appends, rolls, truncation, retention and close are serialized by `append_lock`. Readers
+//!   take no lock held across I/O: they clone the `Arc` of a segment from the map (a brief read
+//!   lock) and `pread` from it. A segment deleted meanwhile stays readable through its open file.
+//! - `flush` takes the segment handles under the append lock, fsyncs after releasing it, then
+//!   advances the recovery point (unless a truncation intervened).
+//! - After an I/O error on the write path the log goes offline: later writes fail with
+//!   [`LogError::Io`] (Kafka takes the log directory offline); reads keep working.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use bytes::Bytes;
+use tracing::{debug, error, warn};
+
+use super::batch::{self, NO_TIMESTAMP};
+use super::segment::{
+    self, lock, read_lock, sync_dir, write_lock, AppendBatch, Segment, INDEX_FILE_SUFFIX,
+    LOG_FILE_SUFFIX, SEGMENT_BYTES_MAX, TIME_INDEX_FILE_SUFFIX,
+};
+use super::LogError;
+
+pub use super::batch::TimestampType;
+
+/// Per-topic log settings, under Kafka's names with units last.
+/// `Default::default()` is Apache Kafka's defaults.
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    /// `segment.bytes`: roll when the active segment would grow past this.
+    pub segment_bytes: u64,
+    /// `segment.ms`: roll when the active segment is older than this.
+    pub segment_ms: i64,
+    /// `retention.bytes`: delete old segments while the log is larger (-1: unlimited).
+    pub retention_bytes: i64,
+    /// `retention.ms`: delete segments whose newest record is older (-1: unlimited).
+    pub retention_ms: i64,
+    /// `index.interval.bytes`: bytes between offset index entries.
+    pub index_interval_bytes: u32,
+    /// `segment.index.bytes`: maximum size of each index; roll when full.
+    pub segment_index_bytes: u32,
+    /// `max.message.bytes`: largest batch accepted.
+    pub max_message_bytes: u32,
+    /// `message.timestamp.type`.
+    pub message_timestamp_type: TimestampType,
+    /// `flush.messages`: report `flush_needed` after this many messages since the last flush.
+    pub flush_messages: u64,
+    /// `flush.ms`: for the caller's flush scheduler (the log does not keep a clock).
+    pub flush_ms: i64,
+}
+
+impl Default for LogConfig {
+    fn default() -> LogConfig {
+        LogConfig {
+            segment_bytes: 1_073_741_824,
+            segment_ms: 604_800_000,
+            retention_bytes: -1,
+            retention_ms: 604_800_000,
+            index_interval_bytes: 4096,
+            segment_index_bytes: 10_485_760,
+            max_message_bytes: 1_048_588,
+            message_timestamp_type: TimestampType::CreateTime,
+            flush_messages: i64::MAX as u64,
+            flush_ms: i64::MAX,
+        }
+    }
+}
+
+/// The outcome of an append.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendInfo {
+    /// Offset given to the first record.
+    pub base_offset: i64,
+    /// Offset of the last record.
+    pub last_offset: i64,
+    /// `-1` unless the topic uses LogAppendTime.
+    pub log_append_time_ms: i64,
+    /// Largest record timestamp appended (`now_ms` with LogAppendTime).
+    pub max_timestamp_ms: i64,
+    /// Records appended.
+    pub record_count: u32,
+    /// Bytes appended.
+    pub size_bytes: usize,
+    /// The log start offset after the append.
+    pub log_start_offset: i64,
+    /// `flush.messages` reached since the last flush (the caller then calls `flush`).
+    pub flush_needed: bool,
+}
+
+/// State only the append path touches (under `append_lock`).
+#[derive(Debug)]
+struct AppendState {
+    /// Set by `close`/delete: later writes fail.
+    closed: bool,
+    /// Set after a write-path I/O error: later writes fail.
+    offline: bool,
+}
+
+/// The log of one partition. See the module documentation.
+#[derive(Debug)]
+pub struct PartitionLog {
+    dir: PathBuf,
+    config: RwLock<LogConfig>,
+    /// Base offset → segment; the last one is active.
+    segments: RwLock<BTreeMap<i64, Arc<Segment>>>,
+    append_lock: Mutex<AppendState>,
+    log_start_offset: AtomicI64,
+    log_end_offset: AtomicI64,
+    recovery_point: AtomicI64,
+    /// Messages appended since open, and how many of them were covered by a flush.
+    messages_appended: AtomicU64,
+    messages_flushed: AtomicU64,
+    /// Bumped by every truncation, so a flush racing one does not advance the recovery point.
+    truncation_count: AtomicU64,
+    /// A segment file was created or deleted since the directory was last fsynced.
+    dir_sync_needed: AtomicBool,
+}
+
+impl PartitionLog {
+    /// Opens (creating if missing) the partition directory `dir` and recovers every segment
+    /// that may hold offsets `>= recovery_point`: every batch is CRC-checked, a torn or corrupt
+    /// tail is cut (and the segments after it deleted), missing or bad indexes are rebuilt.
+    /// `recovery_point = i64::MAX` means "all flushed" (clean shutdown): nothing is scanned
+    /// beyond what index sanity checks need.
+    pub fn open(
+        dir: PathBuf,
+        config: LogConfig,
+        recovery_point: i64,
+    ) -> Result<PartitionLog, LogError> {
+        fs::create_dir_all(&dir)?;
+        let mut log_bases = Vec::new();
+        let mut index_bases = Vec::new();
+        for entry in fs::read_dir(&dir)? {
+            let entry = entry?;
+            let Ok(name) = entry.file_name().into_string() else {
+                continue;
+            };
+            if let Some(base) = segment::parse_base_offset(&name, LOG_FILE_SUFFIX) {
+                log_bases.push(base);
+            } else if let Some(base) = segment::parse_base_offset(&name, INDEX_FILE_SUFFIX)
+                .or_else(|| segment::parse_base_offset(&name, TIME_INDEX_FILE_SUFFIX))
+            {
+                index_bases.push((base, entry.path()));
+            }
+        }
+        log_bases.sort_unstable();
+        // Indexes without a log (a crash while creating or deleting a segment) are garbage.
+        for (base, path) in index_bases {
+            if log_bases.binary_search(&base).is_err() {
+                debug!(path = %path.display(), "removing orphan index file");
+                fs::remove_file(&path)?;
+            }
+        }
+
+        let mut segments: BTreeMap<i64, Arc<Segment>> = BTreeMap::new();
+        let mut previous_next_offset: Option<i64> = None;
+        let mut cut_from: Option<usize> = None;
+        for (index, &base) in log_bases.iter().enumerate() {
+            if let Some(previous) = previous_next_offset {
+                if base < previous {
+                    warn!(
+                        dir = %dir.display(),
+                        base,
+                        previous_next_offset = previous,
+                        "segment overlaps the previous one; deleting it and every later segment"
+                    );
+                    cut_from = Some(index);
+                    break;
+                }
+            }
+            // A segment may hold offsets >= recovery_point if the next one starts above it (or
+            // it is the last one); one that starts at or above it certainly does.
+            let next_base = log_bases.get(index + 1).copied();
+            let recover =
+                base >= recovery_point || next_base.is_some_and(|next| next > recovery_point);
+            let mut opened = Segment::open(
+                &dir,
+                base,
+                config.segment_index_bytes,
+                config.index_interval_bytes,
+                recover,
+            )?;
+            if !opened.recovered && opened.segment.next_offset() > recovery_point {
+                // The last segment: only now do we know it extends past the recovery point.
+                drop(opened);
+                opened = Segment::open(
+                    &dir,
+                    base,
+                    config.segment_index_bytes,
+                    config.index_interval_bytes,
+                    true,
+                )?;
+            }
+            let truncated = opened.truncated_bytes > 0;
+            previous_next_offset = Some(opened.segment.next_offset());
+            segments.insert(base, Arc::new(opened.segment));
+            if truncated {
+                cut_from = Some(index + 1);
+                break;
+            }
+        }
+        if let Some(from) = cut_from {
+            for &base in &log_bases[from..] {
+                warn!(dir = %dir.display(), base, "deleting segment after a recovery truncation");
+                for suffix in [LOG_FILE_SUFFIX, INDEX_FILE_SUFFIX, TIME_INDEX_FILE_SUFFIX] {
+                    let path = dir.join(format!("{}{suffix}", segment::file_stem(base)));
+                    match fs::remove_file(&path) {
+                        Ok(()) => {}
+                        Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+                        Err(error) => return Err(error.into()),
+                    }
+                }
+            }
+        }
+        let created = segments.is_empty();
+        if created {
+            let segment = Segment::create(&dir, 0, config.segment_index_bytes)?;
+            segments.insert(0, Arc::new(segment));
+        }
+        let (log_start_offset, log_end_offset) =
+            match (segments.first_key_value(), segments.last_key_value()) {
+                (Some((&first, _)), Some((_, last))) => (first, last.next_offset()),
+                _ => (0, 0),
+            };
+        let recovery_point = recovery_point.clamp(0, log_end_offset);
+        debug!(
+            dir = %dir.display(),
+            segments = segments.len(),
+            log_start_offset,
+            log_end_offset,
+            recovery_point,
+            "opened partition log"
+        );
+        let log = PartitionLog {
+            dir,
+            config: RwLock::new(config),
+            segments: RwLock::new(segments),
+            append_lock: Mutex::new(AppendState {
+                closed: false,
+                offline: false,
+            }),
+            log_start_offset: AtomicI64::new(log_start_offset),
+            log_end_offset: AtomicI64::new(log_end_offset),
+            recovery_point: AtomicI64::new(recovery_point),
+            messages_appended: AtomicU64::new(0),
+            messages_flushed: AtomicU64::new(0),
+            truncation_count: AtomicU64::new(0),
+            dir_sync_needed: AtomicBool::new(true),
+        };
+        if created || cut_from.is_some() {
+            sync_dir(&log.dir)?;
+        }
+        Ok(log)
+    }
+
+    /// The partition directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The settings in force (a copy).
+    pub fn config(&self) -> LogConfig {
+        read_lock(&self.config).clone()
+    }
+
+    /// Replaces the settings (a topic config change); `segment.index.bytes` applies to
+    /// segments created from now on.
+    pub fn set_config(&self, config: LogConfig) {
+        *write_lock(&self.config) = config;
+    }
+
+    /// The first offset still in the log.
+    pub fn log_start_offset(&self) -> i64 {
+        self.log_start_offset.load(Ordering::Acquire)
+    }
+
+    /// The next offset to be assigned.
+    pub fn log_end_offset(&self) -> i64 {
+        self.log_end_offset.load(Ordering::Acquire)
+    }
+
+    /// Every offset below this is fsynced.
+    pub fn recovery_point(&self) -> i64 {
+        self.recovery_point.load(Ordering::Acquire)
+    }
+
+    /// Total size of the segment files.
+    pub fn size_bytes(&self) -> u64 {
+        read_lock(&self.segments)
+            .values()
+            .map(|segment| segment.size_bytes())
+            .sum()
+    }
+
+    /// Number of segments.
+    pub fn segment_count(&self) -> usize {
+        read_lock(&self.segments).len()
+    }
+
+    /// Base offsets of the segments, oldest first.
+    pub fn segment_base_offsets(&self) -> Vec<i64> {
+        read_lock(&self.segments).keys().copied().collect()
+    }
+
+    fn segments_snapshot(&self) -> Vec<Arc<Segment>> {
+        read_lock(&self.segments).values().cloned().collect()
+    }
+
+    fn active_segment(&self) -> Result<Arc<Segment>, LogError> {
+        read_lock(&self.segments)
+            .last_key_value()
+            .map(|(_, segment)| Arc::clone(segment))
+            .ok_or_else(|| LogError::Io(io::Error::other("partition log has no segment")))
+    }
+
+    fn check_writable(&self, state: &AppendState) -> Result<(), LogError> {
+        if state.offline {
+            return Err(LogError::Io(io::Error::other(format!(
+                "log {} is offline after an I/O error",
+                self.dir.display()
+            ))));
+        }
+        if state.closed {
+            return Err(LogError::Io(io::Error::other(format!(
+                "log {} is closed",
+                self.dir.display()
+            ))));
+        }
+        Ok(())
+    }
+
+    /// Leader append: validates every batch in `records` before writing anything, gives them
+    /// dense offsets from the log end (rewriting base offset and partition leader epoch, which
+    /// keeps the CRC valid), applies LogAppendTime if configured (copy + new CRC), rolls first
+    /// if needed, and writes. See the design contract in `docs/design/log-api.md`.
+    pub fn append(
+        &self,
+        records: Bytes,
+        now_ms: i64,
+        leader_epoch: i32,
+    ) -> Result<AppendInfo, LogError> {
+        let config = self.config();
+        let batches = batch::validate_all(records, config.max_message_bytes as usize)?;
+        let log_append_time = config.message_timestamp_type == TimestampType::LogAppendTime;
+        let mut state = lock(&self.append_lock);
+        self.check_writable(&state)?;
+        let mut next_offset = self.log_end_offset();
+        let mut writes = Vec::with_capacity(batches.len());
+        for batch in &batches {
+            let base_offset = next_offset;
+            next_offset = base_offset
+                .checked_add(i64::from(batch.header().last_offset_delta()) + 1)
+                .ok_or_else(|| LogError::corrupt("offset overflow"))?;
+            writes.push(if log_append_time {
+                AppendBatch::with_log_append_time(batch, base_offset, leader_epoch, now_ms)
+            } else {
+                AppendBatch::with_offset(batch, base_offset, leader_epoch)
+            });
+        }
+        let mut info = self.append_locked(&mut state, &config, &writes, now_ms)?;
+        if log_append_time {
+            info.log_append_time_ms = now_ms;
+        }
+        Ok(info)
+    }
+
+    /// Follower append: the batches already carry their offsets; the first must start at the
+    /// log end and each must start right after the previous one. Same validation, no rewrite.
+    pub fn append_replicated(&self, records: Bytes) -> Result<AppendInfo, LogError> {
+        let config = self.config();
+        let batches = batch::validate_all(records, config.max_message_bytes as usize)?;
+        let mut state = lock(&self.append_lock);
+        self.check_writable(&state)?;
+        let mut expected = self.log_end_offset();
+        let mut writes = Vec::with_capacity(batches.len());
+        for batch in &batches {
+            let header = batch.header();
+            if header.base_offset() != expected {
+                return Err(LogError::NonMonotonicOffset {
+                    expected_at_least: expected,
+                    got: header.base_offset(),
+                });
+            }
+            expected = header.next_offset();
+            writes.push(AppendBatch::unchanged(batch));
+        }
+        // Replicated batches keep their own timestamps; the clock only ages the segment.
+        let now_ms = writes
+            .iter()
+            .map(AppendBatch::max_timestamp_ms)
+            .max()
+            .unwrap_or(NO_TIMESTAMP);
+        self.append_locked(&mut state, &config, &writes, now_ms.max(0))
+    }
+
+    fn append_locked(
+        &self,
+        state: &mut AppendState,
+        config: &LogConfig,
+        writes: &[AppendBatch],
+        now_ms: i64,
+    ) -> Result<AppendInfo, LogError> {
+        let (Some(first), Some(last)) = (writes.first(), writes.last()) else {
+            return Err(LogError::corrupt("no record batch"));
+        };
+        let size_bytes: usize = writes.iter().map(AppendBatch::size_bytes).sum();
+        if size_bytes as u64 > SEGMENT_BYTES_MAX {
+            return Err(LogError::BatchTooLarge {
+                size: size_bytes,
+                max: SEGMENT_BYTES_MAX as usize,
+            });
+        }
+        let mut active = self.active_segment()?;
+        if let Some(reason) = should_roll(
+            &active,
+            config,
+            size_bytes as u64,
+            last.last_offset(),
+            now_ms,
+        ) {
+            active = self.roll_locked(state, config, reason)?;
+        }
+        if let Err(error) = active.append(writes, config.index_interval_bytes, now_ms) {
+            state.offline = true;
+            error!(dir = %self.dir.display(), %error, "append failed; log taken offline");
+            return Err(error);
+        }
+        let record_count: u64 = writes.iter().map(|w| u64::from(w.record_count())).sum();
+        assert!(last.last_offset() >= self.log_end_offset());
+        self.log_end_offset
+            .store(last.last_offset() + 1, Ordering::Release);
+        let appended = self
+            .messages_appended
+            .fetch_add(record_count, Ordering::AcqRel)
+            + record_count;
+        let unflushed = appended.saturating_sub(self.messages_flushed.load(Ordering::Acquire));
+        Ok(AppendInfo {
+            base_offset: first.base_offset(),
+            last_offset: last.last_offset(),
+            log_append_time_ms: -1,
+            max_timestamp_ms: writes
+                .iter()
+                .map(AppendBatch::max_timestamp_ms)
+                .max()
+                .unwrap_or(NO_TIMESTAMP),
+            record_count: u32::try_from(record_count).unwrap_or(u32::MAX),
+            size_bytes,
+            log_start_offset: self.log_start_offset(),
+            flush_needed: unflushed >= config.flush_messages,
+        })
+    }
+
+    /// Starts a new active segment at the log end (under the append lock). The old one gets its
+    /// final time index entry.
+    fn roll_locked(
+        &self,
+        state: &mut AppendState,
+        config: &LogConfig,
+        reason: &str,
+    ) -> Result<Arc<Segment>, LogError> {
+        let active = self.active_segment()?;
+        let base_offset = self.log_end_offset();
+        assert!(base_offset > active.base_offset() || active.is_empty());
+        let created = active
+            .on_become_inactive()
+            .and_then(|()| Segment::create(&self.dir, base_offset, config.segment_index_bytes));
+        let segment = match created {
+            Ok(segment) => Arc::new(segment),
+            Err(error) => {
+                state.offline = true;
+                error!(dir = %self.dir.display(), %error, "roll failed; log taken offline");
+                return Err(error);
+            }
+        };
+        write_lock(&self.segments).insert(base_offset, Arc::clone(&segment));
+        self.dir_sync_needed.store(true, Ordering::Release);
+        debug!(dir = %self.dir.display(), base_offset, reason, "rolled new segment");
+        Ok(segment)
+    }
+
+    /// Rolls the active segment now if it is not empty (Kafka's `roll()`); returns whether it
+    /// rolled.
+    pub fn roll(&self) -> Result<bool, LogError> {
+        let config = self.config();
+        let mut state = lock(&self.append_lock);
+        self.check_writable(&state)?;
+        if self.active_segment()?.is_empty() {
+            return Ok(false);
+        }
+        self.roll_locked(&mut state, &config, "requested")?;
+        Ok(true)
+    }
+
+    /// Rolls the active segment if it is older than `segment_ms` (called periodically).
+    pub fn maybe_roll(&self, now_ms: i64) -> Result<bool, LogError> {
+        let config = self.config();
+        let mut state = lock(&self.append_lock);
+        self.check_writable(&state)?;
+        let active = self.active_segment()?;
+        if active.is_empty() || !is_too_old(&active, &config, now_ms) {
+            return Ok(false);
+        }
+        self.roll_locked(&mut state, &config, "segment.ms")?;
+        Ok(true)
+    }
+
+    /// Reads whole stored batches starting with the one holding `offset`, up to `max_bytes`
+    /// (the first batch whole regardless if `min_one_batch`), none whose last offset is `>=`
+    /// `max_offset_exclusive`. `offset == log_end_offset` gives an empty result; outside
+    /// `[log_start_offset, log_end_offset]` is [`LogError::OffsetOutOfRange`]. Never waits for
+    /// an append or a flush.
+    pub fn read(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        max_offset_exclusive: i64,
+        min_one_batch: bool,
+    ) -> Result<Bytes, LogError> {
+        let log_end_offset = self.log_end_offset();
+        let log_start_offset = self.log_start_offset();
+        let out_of_range = LogError::OffsetOutOfRange {
+            offset,
+            log_start_offset,
+            log_end_offset,
+        };
+        if offset < log_start_offset || offset > log_end_offset {
+            return Err(out_of_range);
+        }
+        if offset == log_end_offset || offset >= max_offset_exclusive {
+            return Ok(Bytes::new());
+        }
+        let floor = read_lock(&self.segments)
+            .range(..=offset)
+            .next_back()
+            .map(|(_, segment)| Arc::clone(segment));
+        // Below the first segment: retention raced with this read.
+        let Some(mut segment) = floor else {
+            return Err(out_of_range);
+        };
+        loop {
+            if let Some(bytes) =
+                segment.read(offset, max_bytes, max_offset_exclusive, min_one_batch)?
+            {
+                return Ok(bytes);
+            }
+            let next = read_lock(&self.segments)
+                .range(segment.base_offset() + 1..)
+                .next()
+                .map(|(_, segment)| Arc::clone(segment));
+            match next {
+                Some(next) => segment = next,
+                None => return Ok(Bytes::new()),
+            }
+        }
+    }
+
+    /// ListOffsets by timestamp: (offset, timestamp) of the first record at or after the log
+    /// start offset whose timestamp is `>= timestamp_ms`; `None` if there is none. The first
+    /// segment whose max timestamp reaches the target holds it (Kafka's rule); inside it the
+    /// time index narrows the scan and candidate batches are decoded.
+    pub fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<Option<(i64, i64)>, LogError> {
+        let log_start_offset = self.log_start_offset();
+        for segment in self.segments_snapshot() {
+            if segment.next_offset() <= log_start_offset {
+                continue;
+            }
+            let Some((segment_max_ms, _)) = segment.max_timestamp() else {
+                continue;
+            };
+            if segment_max_ms < timestamp_ms {
+                continue;
+            }
+            if let Some(found) = segment.find_offset_by_timestamp(timestamp_ms, log_start_offset)? {
+                return Ok(Some(found));
+            }
+        }
+        Ok(None)
+    }
+
+    /// ListOffsets MAX_TIMESTAMP: (timestamp, offset) of the record with the largest timestamp
+    /// (the first one on ties); `None` for an empty log (or one without timestamps).
+    pub fn max_timestamp(&self) -> Result<Option<(i64, i64)>, LogError> {
+        let mut best: Option<(i64, Arc<Segment>)> = None;
+        for segment in self.segments_snapshot() {
+            if let Some((timestamp_ms, _)) = segment.max_timestamp() {
+                if best
+                    .as_ref()
+                    .is_none_or(|(best_ms, _)| timestamp_ms > *best_ms)
+                {
+                    best = Some((timestamp_ms, segment));
+                }
+            }
+        }
+        match best {
+            Some((_, segment)) => segment.max_timestamp_record(),
+            None => Ok(None),
+        }
+    }
+
+    /// fsyncs the log data and indexes up to the current log end and returns it as the new
+    /// recovery point. The append lock is held only to take the segment handles, so appends
+    /// continue during the fsync (callers build group commit on this).
+    pub fn flush(&self) -> Result<i64, LogError> {
+        let (segments, flush_offset, messages, truncation_count) = {
+            let _state = lock(&self.append_lock);
+            let recovery_point = self.recovery_point();
+            let segments: Vec<Arc<Segment>> = {
+                let map = read_lock(&self.segments);
+                // The segment holding the recovery point and every later one.
+                let first = map
+                    .range(..=recovery_point)
+                    .next_back()
+                    .map_or(i64::MIN, |(&base, _)| base);
+                map.range(first..)
+                    .map(|(_, segment)| Arc::clone(segment))
+                    .collect()
+            };
+            (
+                segments,
+                self.log_end_offset(),
+                self.messages_appended.load(Ordering::Acquire),
+                self.truncation_count.load(Ordering::Acquire),
+            )
+        };
+        for segment in &segments {
+            segment.sync()?;
+        }
+        if self.dir_sync_needed.swap(false, Ordering::AcqRel) {
+            if let Err(error) = sync_dir(&self.dir) {
+                self.dir_sync_needed.store(true, Ordering::Release);
+                return Err(error.into());
+            }
+        }
+        let _state = lock(&self.append_lock);
+        if self.truncation_count.load(Ordering::Acquire) == truncation_count {
+            assert!(flush_offset <= self.log_end_offset());
+            self.recovery_point
+                .fetch_max(flush_offset, Ordering::AcqRel);
+            self.messages_flushed.fetch_max(messages, Ordering::AcqRel);
+        }
+        Ok(self.recovery_point())
+    }
+
+    /// Deletes whole segments, oldest first, that are past `retention_ms` (by their largest
+    /// record timestamp), beyond `retention_bytes`, or wholly below the log start offset. The
+    /// active segment is never deleted (it rolls on `segment.ms` and goes later). Advances the
+    /// log start offset; returns the number of segments deleted.
+    pub fn enforce_retention(&self, now_ms: i64) -> Result<usize, LogError> {
+        let config = self.config();
+        let _state = lock(&self.append_lock);
+        let segments = self.segments_snapshot();
+        let deletable_max = segments.len().saturating_sub(1);
+        let mut count = self.count_below_log_start(&segments);
+        if config.retention_ms >= 0 {
+            let mut expired = 0;
+            while expired < deletable_max
+                && now_ms.saturating_sub(segments[expired].largest_timestamp_ms()?)
+                    > config.retention_ms
+            {
+                expired += 1;
+            }
+            count = count.max(expired);
+        }
+        if config.retention_bytes >= 0 {
+            let total: u64 = segments.iter().map(|segment| segment.size_bytes()).sum();
+            let mut excess = total as i64 - config.retention_bytes;
+            let mut over = 0;
+            while over < deletable_max && excess - segments[over].size_bytes() as i64 >= 0 {
+                excess -= segments[over].size_bytes() as i64;
+                over += 1;
+            }
+            count = count.max(over);
+        }
+        if count == 0 {
+            return Ok(0);
+        }
+        self.delete_oldest_locked(&segments[..count], "retention")?;
+        Ok(count)
+    }
+
+    /// How many of the oldest (non-active) segments hold only offsets below the log start.
+    fn count_below_log_start(&self, segments: &[Arc<Segment>]) -> usize {
+        let log_start_offset = self.log_start_offset();
+        let mut count = 0;
+        while count + 1 < segments.len() && segments[count + 1].base_offset() <= log_start_offset {
+            count += 1;
+        }
+        count
+    }
+
+    /// Removes `victims` (the oldest segments, never the active one) and advances the log
+    /// start offset to the new first segment. Under the append lock.
+    fn delete_oldest_locked(&self, victims: &[Arc<Segment>], reason: &str) -> Result<(), LogError> {
+        let new_first = {
+            let map = read_lock(&self.segments);
+            assert!(victims.len() < map.len());
+            map.keys().nth(victims.len()).copied()
+        };
+        if let Some(new_first) = new_first {
+            // Publish the new start first, so readers asking for deleted offsets get
+            // OffsetOutOfRange rather than data from a later segment.
+            self.log_start_offset.fetch_max(new_first, Ordering::AcqRel);
+        }
+        {
+            let mut map = write_lock(&self.segments);
+            for victim in victims {
+                map.remove(&victim.base_offset());
+            }
+        }
+        for victim in victims {
+            victim.delete_files()?;
+            debug!(
+                dir = %self.dir.display(),
+                base_offset = victim.base_offset(),
+                next_offset = victim.next_offset(),
+                reason,
+                "deleted segment"
+            );
+        }
+        self.dir_sync_needed.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// Drops every batch at and above `offset` (a batch holding `offset` goes whole, so the
+    /// new log end may be below `offset`). Below the log start, the log restarts empty at
+    /// `offset` (Kafka's `truncateFullyAndStartAt`).
+    pub fn truncate_to(&self, offset: i64) -> Result<(), LogError> {
+        let config = self.config();
+        let mut state = lock(&self.append_lock);
+        self.check_writable(&state)?;
+        let log_end_offset = self.log_end_offset();
+        if offset >= log_end_offset {
+            return Ok(());
+        }
+        if offset < 0 {
+            return Err(LogError::OffsetOutOfRange {
+                offset,
+                log_start_offset: self.log_start_offset(),
+                log_end_offset,
+            });
+        }
+        self.truncation_count.fetch_add(1, Ordering::AcqRel);
+        let result = if offset < self.log_start_offset() {
+            self.truncate_fully_locked(&config, offset)
+        } else {
+            self.truncate_locked(offset)
+        };
+        if let Err(error) = result {
+            state.offline = true;
+            error!(dir = %self.dir.display(), %error, "truncation failed; log taken offline");
+            return Err(error);
+        }
+        sync_dir(&self.dir)?;
+        debug!(
+            dir = %self.dir.display(),
+            offset,
+            log_end_offset = self.log_end_offset(),
+            "truncated log"
+        );
+        Ok(())
+    }
+
+    fn truncate_locked(&self, offset: i64) -> Result<(), LogError> {
+        let (victims, floor) = {
+            let mut map = write_lock(&self.segments);
+            let victims: Vec<i64> = map.range(offset + 1..).map(|(&base, _)| base).collect();
+            let victims: Vec<Arc<Segment>> =
+                victims.iter().filter_map(|base| map.remove(base)).collect();
+            let floor = map
+                .range(..=offset)
+                .next_back()
+                .map(|(_, segment)| Arc::clone(segment));
+            (victims, floor)
+        };
+        let Some(floor) = floor else {
+            return Err(LogError::Io(io::Error::other(
+                "no segment holds the offset",
+            )));
+        };
+        let new_log_end_offset = floor.truncate_to(offset)?;
+        self.log_end_offset
+            .store(new_log_end_offset, Ordering::Release);
+        self.log_start_offset
+            .fetch_min(new_log_end_offset, Ordering::AcqRel);
+        self.recovery_point
+            .fetch_min(new_log_end_offset, Ordering::AcqRel);
+        for victim in victims {
+            victim.delete_files()?;
+        }
+        Ok(())
+    }
+
+    fn truncate_fully_locked(&self, config: &LogConfig, offset: i64) -> Result<(), LogError> {
+        let victims: Vec<Arc<Segment>> = std::mem::take(&mut *write_lock(&self.segments))
+            .into_values()
+            .collect();
+        self.log_start_offset.store(offset, Ordering::Release);
+        self.log_end_offset.store(offset, Ordering::Release);
+        self.recovery_point.store(offset, Ordering::Release);
+        for victim in &victims {
+            victim.delete_files()?;
+        }
+        let segment = Segment::create(&self.dir, offset, config.segment_index_bytes)?;
+        write_lock(&self.segments).insert(offset, Arc::new(segment));
+        Ok(())
+    }
+
+    /// Advances the log start offset (DeleteRecords) and deletes the segments wholly below it.
+    /// Beyond the log end is [`LogError::OffsetOutOfRange`]; at or below the current start it
+    /// does nothing.
+    pub fn advance_log_start_offset(&self, offset: i64) -> Result<(), LogError> {
+        let state = lock(&self.append_lock);
+        self.check_writable(&state)?;
+        let log_start_offset = self.log_start_offset();
+        let log_end_offset = self.log_end_offset();
+        if offset > log_end_offset {
+            return Err(LogError::OffsetOutOfRange {
+                offset,
+                log_start_offset,
+                log_end_offset,
+            });
+        }
+        if offset <= log_start_offset {
+            return Ok(());
+        }
+        self.log_start_offset.store(offset, Ordering::Release);
+        let segments = self.segments_snapshot();
+        let count = self.count_below_log_start(&segments);
+        if count > 0 {
+            self.delete_oldest_locked(&segments[..count], "log start offset")?;
+        }
+        debug!(dir = %self.dir.display(), offset, "advanced log start offset");
+        Ok(())
+    }
+
+    /// Flush and close (clean shutdown): the active segment records its final time index
+    /// entry, everything is fsynced, and later writes fail.
+    pub fn close(&self) -> Result<(), LogError> {
+        {
+            let mut state = lock(&self.append_lock);
+            if state.closed {
+                return Ok(());
+            }
+            if !state.offline {
+                self.active_segment()?.on_become_inactive()?;
+            }
+            state.closed = true;
+        }
+        self.flush()?;
+        debug!(dir = %self.dir.display(), "closed partition log");
+        Ok(())
+    }
+
+    /// Removes the partition directory from disk (DeleteTopics). Readers still holding
+    /// segments keep reading from the open files; writes fail from now on.
+    pub fn delete_from_disk(&self) -> Result<(), LogError> {
+        let mut state = lock(&self.append_lock);
+        state.closed = true;
+        write_lock(&self.segments).clear();
+        match fs::remove_dir_all(&self.dir) {
+            Ok(()) => {}
+            Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+            Err(error) => return Err(error.into()),
+        }
+        if let Some(parent) = self.dir.parent() {
+            sync_dir(parent)?;
+        }
+        debug!(dir = %self.dir.display(), "deleted partition log");
+        Ok(())
+    }
+
+    /// Removes the partition directory from disk (DeleteTopics).
+    pub fn delete(self) -> Result<(), LogError> {
+        self.delete_from_disk()
+    }
+}
+
+fn is_too_old(active: &Segment, config: &LogConfig, now_ms: i64) -> bool {
+    active
+        .rolling_base_ms()
+        .is_some_and(|base_ms| now_ms.saturating_sub(base_ms) > config.segment_ms)
+}
+
+/// Why the active segment must roll before taking `append_bytes` more bytes ending at
+/// `last_offset`, if it must. An empty segment never rolls.
+fn should_roll(
+    active: &Segment,
+    config: &LogConfig,
+    append_bytes: u64,
+    last_offset: i64,
+    now_ms: i64,
+) -> Option<&'static str> {
+    if active.is_empty() {
+        return None;
+    }
+    let segment_bytes = config.segment_bytes.min(SEGMENT_BYTES_MAX);
+    if active.size_bytes().saturating_add(append_bytes) > segment_bytes {
+        return Some("segment.bytes");
+    }
+    if is_too_old(active, config, now_ms) {
+        return Some("segment.ms");
+    }
+    if active.is_index_full() {
+        return Some("index full");
+    }
+    if last_offset - active.base_offset() > i64::from(i32::MAX) {
+        return Some("relative offset overflow");
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::batch::testing::{batch, batch_with};
+    use crate::log::batch::{batches, validate, BatchHeader};
+    use bytes::BytesMut;
+    use kafka_protocol::records::Compression;
+    use proptest::prelude::*;
+    use std::fs::OpenOptions;
+    use std::os::unix::fs::FileExt;
+
+    const MAX: usize = 1 << 20;
+
+    fn small_config() -> LogConfig {
+        LogConfig {
+            segment_bytes: 600,
+            index_interval_bytes: 200,
+            ..LogConfig::default()
+        }
+    }
+
+    /// The stored headers of `bytes` as (base offset, last offset).
+    fn offsets(bytes: &Bytes) -> Vec<(i64, i64)> {
+        batches(bytes.clone(), usize::MAX)
+            .map(|batch| {
+                let batch = batch.expect("stored batches are valid");
+                (batch.header().base_offset(), batch.header().last_offset())
+            })
+            .collect()
+    }
+
+    /// Everything from the log start to the log end, segment by segment.
+    fn read_all(log: &PartitionLog) -> Vec<u8> {
+        let mut all = Vec::new();
+        let mut offset = log.log_start_offset();
+        loop {
+            let bytes = log.read(offset, MAX, i64::MAX, true).expect("read");
+            let Some(&(_, last)) = offsets(&bytes).last() else {
+                return all;
+            };
+            all.extend_from_slice(&bytes);
+            offset = last + 1;
+        }
+    }
+
+    fn open(dir: &Path, config: LogConfig, recovery_point: i64) -> PartitionLog {
+        PartitionLog::open(dir.to_path_buf(), config, recovery_point).expect("open")
+    }
+
+    #[test]
+    fn append_assigns_dense_offsets_and_rewrites_headers() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = open(dir.path(), LogConfig::default(), 0);
+        assert_eq!((log.log_start_offset(), log.log_end_offset()), (0, 0));
+        let info = log.append(batch(0, 3, 100), 1000, 7).expect("append");
+        assert_eq!((info.base_offset, info.last_offset), (0, 2));
+        assert_eq!(info.record_count, 3);
+        assert_eq!(info.log_append_time_ms, -1);
+        assert_eq!(info.max_timestamp_ms, 100);
+        // Two batches in one request, both claiming base offset 0.
+        let mut two = BytesMut::new();
+        two.extend_from_slice(&batch(0, 2, 200));
+        two.extend_from_slice(&batch(0, 4, 300));
+        let info = log.append(two.freeze(), 1000, 8).expect("append");
+        assert_eq!((info.base_offset, info.last_offset), (3, 8));
+        assert_eq!(
+            info.size_bytes,
+            log.size_bytes() as usize - batch(0, 3, 100).len()
+        );
+        assert_eq!(log.log_end_offset(), 9);
+        let stored = log.read(0, MAX, i64::MAX, false).expect("read");
+        assert_eq!(offsets(&stored), vec![(0, 2), (3, 4), (5, 8)]);
+        let epochs: Vec<i32> = batches(stored, usize::MAX)
+            .map(|batch| batch.expect("valid").header().partition_leader_epoch())
+            .collect();
+        assert_eq!(epochs, vec![7, 8, 8]);
+    }
+
+    #[test]
+    fn bad_batches_leave_the_log_unchanged() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = LogConfig {
+            max_message_bytes: 500,
+            ..LogConfig::default()
+        };
+        let log = open(dir.path(), config, 0);
+        let good = batch(0, 1, 1);
+        let mut corrupt = BytesMut::from(&batch(0, 2, 1)[..]);
+        let last = corrupt.len() - 3;
+        corrupt[last] ^= 0x55;
+        let mut request = BytesMut::new();
+        request.extend_from_slice(&good);
+        request.extend_from_slice(&corrupt);
+        assert!(matches!(
+            log.append(request.freeze(), 1, 0),
+            Err(LogError::CorruptBatch(_))
+        ));
+        let big = batch_with(0, &[1], 600, Compression::None);
+        assert!(matches!(
+            log.append(big, 1, 0),
+            Err(LogError::BatchTooLarge { max: 500, .. })
+        ));
+        let mut legacy = BytesMut::from(&good[..]);
+        legacy[16] = 1;
+        assert!(matches!(
+            log.append(legacy.freeze(), 1, 0),
+            Err(LogError::UnsupportedMagic(1))
+        ));
+        assert!(matches!(
+            log.append(Bytes::new(), 1, 0),
+            Err(LogError::CorruptBatch(_))
+        ));
+        assert_eq!(log.log_end_offset(), 0);
+        assert_eq!(log.size_bytes(), 0);
+    }
+
+    #[test]
+    fn log_append_time_sets_timestamps_and_a_valid_crc() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = LogConfig {
+            message_timestamp_type: TimestampType::LogAppendTime,
+            ..LogConfig::default()
+        };
+        let log = open(dir.path(), config, 0);
+        let info = log
+            .append(batch_with(0, &[5, 6, 7], 10, Compression::Gzip), 42_000, 1)
+            .expect("append");
+        assert_eq!(info.log_append_time_ms, 42_000);
+        assert_eq!(info.max_timestamp_ms, 42_000);
+        log.append(batch(0, 2, 8), 43_000, 1).expect("append");
+        let stored = log.read(0, MAX, i64::MAX, false).expect("read");
+        let all: Vec<_> = batches(stored, usize::MAX)
+            .map(|batch| batch.expect("CRC still valid"))
+            .collect();
+        assert_eq!(all.len(), 2);
+        for (batch, now) in all.iter().zip([42_000, 43_000]) {
+            let header = batch.header();
+            assert_eq!(header.timestamp_type(), TimestampType::LogAppendTime);
+            assert_eq!(header.max_timestamp_ms(), now);
+            assert!(validate(batch.bytes(), MAX).is_ok());
+        }
+        assert_eq!(
+            log.offset_for_timestamp(42_500).expect("lookup"),
+            Some((3, 43_000))
+        );
+        assert_eq!(
+            log.offset_for_timestamp(1).expect("lookup"),
+            Some((0, 42_000))
+        );
+        assert_eq!(log.max_timestamp().expect("max"), Some((43_000, 3)));
+    }
+
+    #[test]
+    fn append_replicated_requires_continuity() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = open(dir.path(), LogConfig::default(), 0);
+        log.append_replicated(batch(0, 2, 1)).expect("append");
+        assert!(matches!(
+            log.append_replicated(batch(5, 1, 1)),
+            Err(LogError::NonMonotonicOffset {
+                expected_at_least: 2,
+                got: 5
+            })
+        ));
+        assert!(matches!(
+            log.append_replicated(batch(1, 1, 1)),
+            Err(LogError::NonMonotonicOffset { .. })
+        ));
+        let info = log.append_replicated(batch(2, 3, 1)).expect("append");
+        assert_eq!((info.base_offset, info.last_offset), (2, 4));
+        assert_eq!(log.log_end_offset(), 5);
+    }
+
+    #[test]
+    fn rolls_by_bytes_and_reads_across_segments() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = open(dir.path(), small_config(), 0);
+        let mut expected = Vec::new();
+        for i in 0..40 {
+            log.append(batch(0, 2, i), 10, 0).expect("append");
+            let mut stored = BytesMut::from(&batch(0, 2, i)[..]);
+            crate::log::batch::set_base_offset(&mut stored, i * 2);
+            expected.extend_from_slice(&stored);
+        }
+        assert!(log.segment_count() > 3, "{}", log.segment_count());
+        for segment in read_lock(&log.segments).values() {
+            assert!(segment.size_bytes() <= 600);
+        }
+        assert_eq!(read_all(&log), expected);
+        // Every offset reads from the batch holding it, across segment boundaries.
+        for offset in 0..80 {
+            let bytes = log.read(offset, 100, i64::MAX, true).expect("read");
+            let first = offsets(&bytes)[0];
+            assert_eq!(first, (offset / 2 * 2, offset / 2 * 2 + 1));
+        }
+        // File names are the zero-padded base offsets.
+        for base in log.segment_base_offsets() {
+            assert!(dir.path().join(format!("{base:020}.log")).exists());
+            assert!(dir.path().join(format!("{base:020}.index")).exists());
+            assert!(dir.path().join(format!("{base:020}.timeindex")).exists());
+        }
+    }
+
+    #[test]
+    fn rolls_by_time_on_append_and_in_maybe_roll() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = LogConfig {
+            segment_ms: 100,
+            ..LogConfig::default()
+        };
+        let log = open(dir.path(), config, 0);
+        assert!(
+            !log.maybe_roll(1_000_000).expect("roll"),
+            "empty never rolls"
+        );
+        log.append(batch(0, 1, 1), 1000, 0).expect("append");
+        log.append(batch(0, 1, 1), 1100, 0).expect("append");
+        assert_eq!(log.segment_count(), 1);
+        log.append(batch(0, 1, 1), 1101, 0).expect("append");
+        assert_eq!(log.segment_base_offsets(), vec![0, 2]);
+        assert!(!log.maybe_roll(1150).expect("roll"));
+        assert!(log.maybe_roll(1202).expect("roll"));
+        assert_eq!(log.segment_base_offsets(), vec![0, 2, 3]);
+        assert!(!log.maybe_roll(5000).expect("roll"), "new segment is empty");
+    }
+
+    #[test]
+    fn rolls_when_the_index_is_full() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = LogConfig {
+            index_interval_bytes: 0,
+            // Two offset entries, one time entry.
+            segment_index_bytes: 16,
+            ..LogConfig::default()
+        };
+        let log = open(dir.path(), config, 0);
+        for i in 0..12 {
+            log.append(batch(0, 1, i), 1, 0).expect("append");
+        }
+        assert!(log.segment_count() >= 4, "{:?}", log.segment_base_offsets());
+        for segment in read_lock(&log.segments).values() {
+            assert!(segment.offset_index_entries().len() <= 2);
+        }
+        assert_eq!(read_all(&log).len(), 12 * batch(0, 1, 0).len());
+    }
+
+    #[test]
+    fn retention_by_time_deletes_old_segments_and_advances_the_start() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = LogConfig {
+            retention_ms: 1000,
+            ..small_config()
+        };
+        let log = open(dir.path(), config, 0);
+        // Record timestamps grow by 100 per batch.
+        for i in 0..30 {
+            log.append(batch(0, 2, i * 100), 1, 0).expect("append");
+        }
+        let before = log.segment_base_offsets();
+        assert!(before.len() > 3);
+        // Nothing is older than 1000 ms at time 3000 except segments whose newest record <2000.
+        let deleted = log.enforce_retention(3000).expect("retention");
+        assert!(deleted > 0);
+        let after = log.segment_base_offsets();
+        assert_eq!(after.len(), before.len() - deleted);
+        assert_eq!(log.log_start_offset(), after[0]);
+        for segment in read_lock(&log.segments).values().take(after.len() - 1) {
+            assert!(3000 - segment.largest_timestamp_ms().expect("ts") <= 1000);
+        }
+        assert!(matches!(
+            log.read(0, MAX, i64::MAX, true),
+            Err(LogError::OffsetOutOfRange { .. })
+        ));
+        assert!(!log
+            .read(log.log_start_offset(), MAX, i64::MAX, true)
+            .expect("read")
+            .is_empty());
+        // Far in the future: all but the (non-empty) active segment go.
+        log.enforce_retention(1_000_000).expect("retention");
+        assert_eq!(log.segment_count(), 1);
+        assert_eq!(log.log_end_offset(), 60);
+        assert!(!log
+            .read(log.log_start_offset(), MAX, i64::MAX, true)
+            .expect("read")
+            .is_empty());
+        // Files are gone.
+        assert!(!dir.path().join(format!("{:020}.log", 0)).exists());
+    }
+
+    #[test]
+    fn retention_by_bytes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = open(dir.path(), small_config(), 0);
+        for i in 0..60 {
+            log.append(batch(0, 1, i), 1, 0).expect("append");
+        }
+        let total = log.size_bytes();
+        let limit = total / 2;
+        log.set_config(LogConfig {
+            retention_bytes: limit as i64,
+            retention_ms: -1,
+            ..small_config()
+        });
+        let deleted = log.enforce_retention(1).expect("retention");
+        assert!(deleted > 0);
+        let size = log.size_bytes();
+        assert!(size <= limit + 600, "{size}");
+        // Deleting one more segment would have gone below the limit.
+        let first = read_lock(&log.segments)
+            .values()
+            .next()
+            .map_or(0, |segment| segment.size_bytes());
+        assert!(size - first < limit);
+        assert_eq!(log.log_start_offset(), log.segment_base_offsets()[0]);
+        assert_eq!(log.enforce_retention(1).expect("again"), 0);
+    }
+
+    #[test]
+    fn read_semantics() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = open(dir.path(), LogConfig::default(), 0);
+        for _ in 0..5 {
+            log.append(batch(0, 4, 1), 1, 0).expect("append");
+        }
+        let batch_bytes = batch(0, 4, 1).len();
+        // Inside a batch: the whole batch from its base offset.
+        let bytes = log.read(6, MAX, i64::MAX, false).expect("read");
+        assert_eq!(offsets(&bytes), vec![(4, 7), (8, 11), (12, 15), (16, 19)]);
+        // max_bytes cuts at whole batches; min_one_batch returns one oversized batch.
+        let bytes = log
+            .read(0, batch_bytes * 2 + 1, i64::MAX, false)
+            .expect("read");
+        assert_eq!(offsets(&bytes), vec![(0, 3), (4, 7)]);
+        assert!(log.read(0, 10, i64::MAX, false).expect("read").is_empty());
+        assert_eq!(
+            offsets(&log.read(0, 10, i64::MAX, true).expect("read")),
+            vec![(0, 3)]
+        );
+        // The high watermark excludes batches reaching it.
+        assert_eq!(
+            offsets(&log.read(0, MAX, 8, false).expect("read")),
+            vec![(0, 3), (4, 7)]
+        );
+        assert_eq!(
+            offsets(&log.read(0, MAX, 7, false).expect("read")),
+            vec![(0, 3)]
+        );
+        assert!(log.read(5, MAX, 7, true).expect("read").is_empty());
+        // At the end: empty; out of range: errors.
+        assert!(log.read(20, MAX, i64::MAX, true).expect("read").is_empty());
+        assert!(matches!(
+            log.read(21, MAX, i64::MAX, true),
+            Err(LogError::OffsetOutOfRange {
+                offset: 21,
+                log_start_offset: 0,
+                log_end_offset: 20
+            })
+        ));
+        log.advance_log_start_offset(5).expect("advance");
+        assert!(matches!(
+            log.read(4, MAX, i64::MAX, true),
+            Err(LogError::OffsetOutOfRange { .. })
+        ));
+        // The start inside a batch still returns that whole batch.
+        assert_eq!(
+            offsets(&log.read(5, 1, i64::MAX, true).expect("read")),
+            vec![(4, 7)]
+        );
+        assert!(matches!(
+            log.advance_log_start_offset(21),
+            Err(LogError::OffsetOutOfRange { .. })
+        ));
+    }
+
+    #[test]
+    fn offset_for_timestamp_across_segments_and_codecs() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = open(dir.path(), small_config(), 0);
+        assert_eq!(log.offset_for_timestamp(0).expect("lookup"), None);
+        assert_eq!(log.max_timestamp().expect("max"), None);
+        let codecs = [
+            Compression::None,
+            Compression::Gzip,
+            Compression::Snappy,
+            Compression::Lz4,
+            Compression::Zstd,
+        ];
+        // Batch i: 4 records at 1000*i + [40, 10, 30, 20] (not in order inside the batch).
+        for i in 0..20i64 {
+            let t = 1000 * i;
+            let codec = codecs[i as usize % codecs.len()];
+            log.append(
+                batch_with(0, &[t + 40, t + 10, t + 30, t + 20], 150, codec),
+                1,
+                0,
+            )
+            .expect("append");
+        }
+        assert!(log.segment_count() > 2);
+        for i in 0..20i64 {
+            let t = 1000 * i;
+            let base = 4 * i;
+            assert_eq!(
+                log.offset_for_timestamp(t).expect("lookup"),
+                Some((base, t + 40))
+            );
+            assert_eq!(
+                log.offset_for_timestamp(t + 35).expect("lookup"),
+                Some((base, t + 40))
+            );
+            assert_eq!(
+                log.offset_for_timestamp(t + 40).expect("lookup"),
+                Some((base, t + 40))
+            );
+            let next = if i == 19 {
+                None
+            } else {
+                Some((base + 4, t + 1040))
+            };
+            assert_eq!(log.offset_for_timestamp(t + 41).expect("lookup"), next);
+        }
+        assert_eq!(log.max_timestamp().expect("max"), Some((19_040, 76)));
+        // Below the log start offset nothing is returned.
+        log.advance_log_start_offset(41).expect("advance");
+        assert_eq!(
+            log.offset_for_timestamp(0).expect("lookup"),
+            Some((41, 10_010))
+        );
+    }
+
+    #[test]
+    fn max_timestamp_prefers_the_first_record_on_ties() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = open(dir.path(), small_config(), 0);
+        log.append(batch_with(0, &[5, 9, 9], 10, Compression::Lz4), 1, 0)
+            .expect("append");
+        log.append(batch_with(0, &[9, 1], 10, Compression::None), 1, 0)
+            .expect("append");
+        assert_eq!(log.max_timestamp().expect("max"), Some((9, 1)));
+    }
+
+    #[test]
+    fn flush_advances_the_recovery_point() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = LogConfig {
+            flush_messages: 5,
+            ..small_config()
+        };
+        let log = open(dir.path(), config, 0);
+        assert_eq!(log.recovery_point(), 0);
+        let info = log.append(batch(0, 3, 1), 1, 0).expect("append");
+        assert!(!info.flush_needed);
+        let info = log.append(batch(0, 3, 1), 1, 0).expect("append");
+        assert!(info.flush_needed);
+        assert_eq!(log.flush().expect("flush"), 6);
+        assert_eq!(log.recovery_point(), 6);
+        let info = log.append(batch(0, 1, 1), 1, 0).expect("append");
+        assert!(!info.flush_needed);
+        log.truncate_to(2).expect("truncate");
+        assert_eq!(
+            log.recovery_point(),
+            0,
+            "truncation drops the recovery point to the cut"
+        );
+    }
+
+    #[test]
+    fn recovery_cuts_torn_and_corrupt_tails_and_rebuilds_indexes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (expected, last_base, last_size) = {
+            let log = open(dir.path(), small_config(), 0);
+            for i in 0..40 {
+                log.append(batch(0, 2, i), 1, 0).expect("append");
+            }
+            log.flush().expect("flush");
+            let last_base = *log.segment_base_offsets().last().expect("segment");
+            (read_all(&log), last_base, batch(0, 2, 39).len())
+        };
+        let active_path = dir.path().join(format!("{last_base:020}.log"));
+        // 1. Indexes deleted: rebuilt, contents unchanged (clean open).
+        for base in [0, last_base] {
+            std::fs::remove_file(dir.path().join(format!("{base:020}.index"))).expect("rm");
+            std::fs::remove_file(dir.path().join(format!("{base:020}.timeindex"))).expect("rm");
+        }
+        {
+            let log = open(dir.path(), small_config(), i64::MAX);
+            assert_eq!(read_all(&log), expected);
+            assert_eq!(log.log_end_offset(), 80);
+            assert!(dir.path().join(format!("{:020}.index", 0)).exists());
+            log.close().expect("close");
+        }
+        // 2. Torn tail: the last batch half written.
+        let length = std::fs::metadata(&active_path).expect("meta").len();
+        OpenOptions::new()
+            .write(true)
+            .open(&active_path)
+            .expect("open")
+            .set_len(length - 10)
+            .expect("tear");
+        {
+            let log = open(dir.path(), small_config(), 0);
+            assert_eq!(log.log_end_offset(), 78);
+            assert_eq!(read_all(&log), expected[..expected.len() - last_size]);
+            // Appends continue at the cut.
+            let info = log.append(batch(0, 2, 39), 1, 0).expect("append");
+            assert_eq!(info.base_offset, 78);
+            assert_eq!(read_all(&log), expected);
+        }
+        // 3. Garbage in the middle of the last batch (unclean open from a recovery point in
+        //    an earlier segment).
+        let length = std::fs::metadata(&active_path).expect("meta").len();
+        let file = OpenOptions::new()
+            .write(true)
+            .open(&active_path)
+            .expect("open");
+        file.write_all_at(&[0xde, 0xad, 0xbe, 0xef], length - (last_size as u64) / 2)
+            .expect("corrupt");
+        drop(file);
+        let log = open(dir.path(), small_config(), 10);
+        assert_eq!(log.log_end_offset(), 78);
+        assert_eq!(read_all(&log), expected[..expected.len() - last_size]);
+        assert_eq!(log.recovery_point(), 10);
+    }
+
+    #[test]
+    fn recovery_deletes_segments_after_a_corrupt_one() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let bases = {
+            let log = open(dir.path(), small_config(), 0);
+            for i in 0..40 {
+                log.append(batch(0, 2, i), 1, 0).expect("append");
+            }
+            log.segment_base_offsets()
+        };
+        assert!(bases.len() >= 3);
+        // Corrupt the first batch of the second segment.
+        let path = dir.path().join(format!("{:020}.log", bases[1]));
+        let file = OpenOptions::new().write(true).open(&path).expect("open");
+        file.write_all_at(b"\xff\xff", 70).expect("corrupt");
+        drop(file);
+        let log = open(dir.path(), small_config(), 0);
+        assert_eq!(log.segment_base_offsets(), vec![0, bases[1]]);
+        assert_eq!(log.log_end_offset(), bases[1]);
+        assert!(!dir.path().join(format!("{:020}.log", bases[2])).exists());
+        // Appends go on from there.
+        assert_eq!(
+            log.append(batch(0, 1, 1), 1, 0)
+                .expect("append")
+                .base_offset,
+            bases[1]
+        );
+    }
+
+    #[test]
+    fn truncate_to_mid_batch_and_below_the_start() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = open(dir.path(), small_config(), 0);
+        for i in 0..40 {
+            log.append(batch(0, 2, i), 1, 0).expect("append");
+        }
+        let segments_before = log.segment_count();
+        log.truncate_to(81).expect("no-op past the end");
+        assert_eq!(log.log_end_offset(), 80);
+        log.truncate_to(31).expect("truncate");
+        assert_eq!(log.log_end_offset(), 30);
+        assert!(log.segment_count() < segments_before);
+        let all = read_all(&log);
+        assert_eq!(offsets(&Bytes::from(all)).last(), Some(&(28, 29)));
+        assert_eq!(
+            log.append(batch(0, 1, 1), 1, 0)
+                .expect("append")
+                .base_offset,
+            30
+        );
+        // Below the log start: the log restarts empty there.
+        log.advance_log_start_offset(20).expect("advance");
+        log.truncate_to(10).expect("truncate");
+        assert_eq!(log.log_start_offset(), 10);
+        assert_eq!(log.log_end_offset(), 10);
+        assert_eq!(log.segment_base_offsets(), vec![10]);
+        assert_eq!(
+            log.append(batch(0, 1, 1), 1, 0)
+                .expect("append")
+                .base_offset,
+            10
+        );
+        drop(log);
+        let log = open(dir.path(), small_config(), 0);
+        assert_eq!((log.log_start_offset(), log.log_end_offset()), (10, 11));
+    }
+
+    #[test]
+    fn closed_and_deleted_logs() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("t-0");
+        let log = open(&path, LogConfig::default(), 0);
+        log.append(batch(0, 1, 1), 1, 0).expect("append");
+        log.close().expect("close");
+        log.close().expect("close twice");
+        assert!(matches!(
+            log.append(batch(0, 1, 1), 1, 0),
+            Err(LogError::Io(_))
+        ));
+        assert_eq!(
+            log.read(0, MAX, i64::MAX, true)
+                .expect("reads still work")
+                .len(),
+            batch(0, 1, 1).len()
+        );
+        log.delete().expect("delete");
+        assert!(!path.exists());
+    }
+
+    #[test]
+    fn concurrent_reads_see_only_whole_published_batches() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = open(dir.path(), small_config(), 0);
+        let done = AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                for i in 0..400 {
+                    log.append(batch(0, 1 + (i % 3) as usize, i), 1, 0)
+                        .expect("append");
+                    if i % 50 == 0 {
+                        log.flush().expect("flush");
+                    }
+                }
+                done.store(true, Ordering::Release);
+            });
+            scope.spawn(|| {
+                let mut reads = 0u64;
+                while !done.load(Ordering::Acquire) || reads < 100 {
+                    let end = log.log_end_offset();
+                    if end == 0 {
+                        continue;
+                    }
+                    let offset = (reads as i64 * 7919) % end;
+                    let bytes = log.read(offset, 4000, i64::MAX, true).expect("read");
+                    let mut first = true;
+                    for batch in batches(bytes, usize::MAX) {
+                        let batch = batch.expect("whole, valid batches only");
+                        if first {
+                            assert!(batch.header().base_offset() <= offset);
+                            assert!(batch.header().last_offset() >= offset);
+                            first = false;
+                        }
+                    }
+                    assert!(
+                        !first,
+                        "offset {offset} below the end {end} returned nothing"
+                    );
+                    reads += 1;
+                }
+            });
+        });
+    }
+
+    /// One step of the random-operations test.
+    #[derive(Debug, Clone)]
+    enum Op {
+        /// Batches of (record count, value bytes).
+        Append(Vec<(usize, usize)>),
+        Read {
+            offset_pick: u32,
+            max_bytes: usize,
+            limit_pick: u32,
+            min_one_batch: bool,
+        },
+        Roll,
+        Flush,
+        Truncate(u32),
+        Reopen {
+            clean: bool,
+        },
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => prop::collection::vec((1usize..5, 0usize..300), 1..4).prop_map(Op::Append),
+            3 => (any::<u32>(), 0usize..3000, any::<u32>(), any::<bool>()).prop_map(
+                |(offset_pick, max_bytes, limit_pick, min_one_batch)| Op::Read {
+                    offset_pick,
+                    max_bytes,
+                    limit_pick,
+                    min_one_batch,
+                }
+            ),
+            1 => Just(Op::Roll),
+            1 => Just(Op::Flush),
+            1 => any::<u32>().prop_map(Op::Truncate),
+            1 => any::<bool>().prop_map(|clean| Op::Reopen { clean }),
+        ]
+    }
+
+    /// The model: every stored batch, in order, as the log should hold it.
+    #[derive(Default)]
+    struct Model {
+        batches: Vec<Bytes>,
+    }
+
+    impl Model {
+        fn end(&self) -> i64 {
+            self.batches
+                .last()
+                .and_then(|b| BatchHeader::parse(b).ok())
+                .map_or(0, |h| h.last_offset() + 1)
+        }
+
+        fn header(batch: &Bytes) -> (i64, i64) {
+            let header = BatchHeader::parse(batch).expect("header");
+            (header.base_offset(), header.last_offset())
+        }
+
+        fn expected_read(
+            &self,
+            offset: i64,
+            max_bytes: usize,
+            limit: i64,
+            min_one_batch: bool,
+            segment_bases: &[i64],
+        ) -> Vec<u8> {
+            let Some(start) = self
+                .batches
+                .iter()
+                .position(|b| Model::header(b).1 >= offset)
+            else {
+                return Vec::new();
+            };
+            let first_base = Model::header(&self.batches[start]).0;
+            let segment_end = segment_bases
+                .iter()
+                .copied()
+                .find(|&base| base > first_base)
+                .unwrap_or(i64::MAX);
+            let mut out = Vec::new();
+            for (index, batch) in self.batches[start..].iter().enumerate() {
+                let (base, last) = Model::header(batch);
+                if base >= segment_end || last >= limit {
+                    break;
+                }
+                let fits = out.len() + batch.len() <= max_bytes || (index == 0 && min_one_batch);
+                if !fits {
+                    break;
+                }
+                out.extend_from_slice(batch);
+            }
+            out
+        }
+    }
+
+    fn run_ops(ops: Vec<Op>) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = LogConfig {
+            segment_bytes: 2000,
+            index_interval_bytes: 150,
+            segment_index_bytes: 96,
+            ..LogConfig::default()
+        };
+        let mut log = open(dir.path(), config.clone(), 0);
+        let mut model = Model::default();
+        for (step, op) in ops.into_iter().enumerate() {
+            match op {
+                Op::Append(specs) => {
+                    let mut request = BytesMut::new();
+                    let mut expected = Vec::new();
+                    let mut next = model.end();
+                    for (index, (count, value_bytes)) in specs.iter().enumerate() {
+                        let codec = if (step + index) % 5 == 0 {
+                            Compression::Lz4
+                        } else {
+                            Compression::None
+                        };
+                        let timestamps: Vec<i64> =
+                            (0..*count).map(|r| (step * 10 + r) as i64).collect();
+                        let original = batch_with(0, &timestamps, *value_bytes, codec);
+                        request.extend_from_slice(&original);
+                        let mut stored = BytesMut::from(&original[..]);
+                        crate::log::batch::set_base_offset(&mut stored, next);
+                        crate::log::batch::set_partition_leader_epoch(&mut stored, 3);
+                        next += *count as i64;
+                        expected.push(stored.freeze());
+                    }
+                    let info = log.append(request.freeze(), 1, 3).expect("append");
+                    assert_eq!(info.base_offset, model.end());
+                    model.batches.extend(expected);
+                    assert_eq!(info.last_offset + 1, model.end());
+                }
+                Op::Read {
+                    offset_pick,
+                    max_bytes,
+                    limit_pick,
+                    min_one_batch,
+                } => {
+                    let end = model.end();
+                    let offset = i64::from(offset_pick) % (end + 1);
+                    let limit = if limit_pick % 3 == 0 {
+                        i64::MAX
+                    } else {
+                        i64::from(limit_pick) % (end + 2)
+                    };
+                    let got = log
+                        .read(offset, max_bytes, limit, min_one_batch)
+                        .expect("read");
+                    let want = if offset >= limit {
+                        Vec::new()
+                    } else {
+                        model.expected_read(
+                            offset,
+                            max_bytes,
+                            limit,
+                            min_one_batch,
+                            &log.segment_base_offsets(),
+                        )
+                    };
+                    assert_eq!(&got[..], &want[..], "read({offset}, {max_bytes}, {limit})");
+                }
+                Op::Roll => {
+                    let active_base = log.segment_base_offsets().last().copied();
+                    let rolled = log.roll().expect("roll");
+                    assert_eq!(rolled, active_base < Some(model.end()));
+                }
+                Op::Flush => {
+                    assert_eq!(log.flush().expect("flush"), model.end());
+                }
+                Op::Truncate(pick) => {
+                    let end = model.end();
+                    let offset = i64::from(pick) % (end + 1);
+                    log.truncate_to(offset).expect("truncate");
+                    if let Some(cut) = model
+                        .batches
+                        .iter()
+                        .position(|b| Model::header(b).1 >= offset)
+                    {
+                        model.batches.truncate(cut);
+                    }
+                }
+                Op::Reopen { clean } => {
+                    let recovery_point = if clean {
+                        log.close().expect("close");
+                        i64::MAX
+                    } else {
+                        log.recovery_point()
+                    };
+                    drop(log);
+                    log = open(dir.path(), config.clone(), recovery_point);
+                }
+            }
+            assert_eq!(log.log_end_offset(), model.end(), "after step {step}");
+            assert!(log.recovery_point() <= log.log_end_offset());
+            let all: Vec<u8> = model
+                .batches
+                .iter()
+                .flat_map(|b| b.iter().copied())
+                .collect();
+            assert_eq!(read_all(&log), all, "contents after step {step}");
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+        #[test]
+        fn random_operations_match_the_model(ops in prop::collection::vec(op(), 1..40)) {
+            run_ops(ops);
+        }
+    }
+}

@@ -1,0 +1,196 @@
+//! The `gregor` command: `gregor broker` runs one broker, `gregor dev` a local cluster.
+//!
+//! Settings come from, in increasing precedence: defaults, `--config FILE` (TOML, Kafka key
+//! names), `GREGOR_<KEY>` environment variables (`GREGOR_LOG_SEGMENT_BYTES`), then flags.
+//! Logging goes through `tracing`; `RUST_LOG` (e.g. `RUST_LOG=gregor=debug`) sets the level,
+//! `info` by default. SIGINT and SIGTERM stop the broker cleanly (flush, checkpoint, marker).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use gregor::broker::{self, RunningBroker};
+use gregor::config::BrokerConfig;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "gregor",
+    version,
+    about = "A Kafka wire-protocol-compatible message broker"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run one broker.
+    Broker(BrokerArgs),
+    /// Run a local cluster on 127.0.0.1 for development (one process, one data dir).
+    Dev(DevArgs),
+}
+
+#[derive(Debug, Args)]
+struct BrokerArgs {
+    /// This broker's node id (node.id).
+    #[arg(long, env = "GREGOR_NODE_ID")]
+    node_id: Option<i32>,
+    /// Address to listen on for clients.
+    #[arg(long, default_value = "0.0.0.0:9092", env = "GREGOR_LISTEN")]
+    listen: SocketAddr,
+    /// host:port given to clients in Metadata (default: the listen address).
+    #[arg(long, env = "GREGOR_ADVERTISED")]
+    advertised: Option<String>,
+    /// Data directory.
+    #[arg(long, default_value = "./gregor-data", env = "GREGOR_DATA_DIR")]
+    data_dir: PathBuf,
+    /// TOML config file with Kafka-named settings (e.g. `log.segment.bytes = 1048576`).
+    #[arg(long, env = "GREGOR_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct DevArgs {
+    /// Number of brokers (1 until replication lands).
+    #[arg(long, default_value_t = 1)]
+    brokers: u16,
+    /// Directory holding every broker's data (broker-<id>/ below it).
+    #[arg(long, default_value = "./gregor-dev-data")]
+    data_dir: PathBuf,
+    /// Port of the first broker; the others follow.
+    #[arg(long, default_value_t = 9092)]
+    port: u16,
+    /// TOML config file applied to every broker.
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("gregor: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Broker(args) => run_broker(args).await,
+            Command::Dev(args) => run_dev(args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("gregor: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load_config(
+    listen: SocketAddr,
+    data_dir: PathBuf,
+    file: Option<&PathBuf>,
+) -> Result<BrokerConfig, String> {
+    let mut config = BrokerConfig::new(listen, data_dir);
+    if let Some(file) = file {
+        config.apply_file(file).map_err(|e| e.to_string())?;
+    }
+    config.apply_env().map_err(|e| e.to_string())?;
+    Ok(config)
+}
+
+async fn run_broker(args: BrokerArgs) -> Result<(), String> {
+    let mut config = load_config(args.listen, args.data_dir, args.config.as_ref())?;
+    if let Some(node_id) = args.node_id {
+        config
+            .set("node.id", &node_id.to_string())
+            .map_err(|e| e.to_string())?;
+    }
+    if let Some(advertised) = args.advertised {
+        let (host, port) = advertised
+            .rsplit_once(':')
+            .ok_or_else(|| format!("--advertised '{advertised}' is not host:port"))?;
+        config.advertised_host = host.to_string();
+        config.advertised_port = port
+            .parse()
+            .map_err(|e| format!("--advertised port '{port}': {e}"))?;
+    } else if config.listen.ip().is_unspecified() {
+        config.advertised_host = "localhost".to_string();
+    }
+    let running = broker::start(config).await.map_err(|e| e.to_string())?;
+    wait_for_signal().await;
+    running.shutdown().await.map_err(|e| e.to_string())
+}
+
+async fn run_dev(args: DevArgs) -> Result<(), String> {
+    if args.brokers != 1 {
+        return Err(format!(
+            "--brokers {}: only single-broker clusters are available until replication lands",
+            args.brokers
+        ));
+    }
+    let mut running: Vec<RunningBroker> = Vec::new();
+    for i in 0..args.brokers {
+        let node_id = i32::from(i) + 1;
+        let port = args
+            .port
+            .checked_add(i)
+            .ok_or_else(|| "port out of range".to_string())?;
+        let listen = SocketAddr::from(([127, 0, 0, 1], port));
+        let dir = args.data_dir.join(format!("broker-{node_id}"));
+        let mut config = load_config(listen, dir, args.config.as_ref())?;
+        config
+            .set("node.id", &node_id.to_string())
+            .map_err(|e| e.to_string())?;
+        running.push(broker::start(config).await.map_err(|e| e.to_string())?);
+    }
+    let bootstrap: Vec<String> = running.iter().map(|b| b.bootstrap()).collect();
+    println!(
+        "gregor dev cluster is up: bootstrap.servers={}",
+        bootstrap.join(",")
+    );
+    println!("try: kcat -b {} -L    (Ctrl-C stops it)", bootstrap[0]);
+    wait_for_signal().await;
+    for b in running {
+        b.shutdown().await.map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+    tracing::info!("signal received: shutting down");
+}

@@ -1,0 +1,46 @@
+//! Partitions hosted by this broker and the manager that owns them.
+//!
+//! - [`partition`]: one hosted partition: its log, leader epoch, high watermark (published on a
+//!   `watch` channel so long-poll fetches wake on appends) and group commit of fsyncs.
+//! - [`manager`]: creates, opens and deletes partitions as the metadata image says, answers
+//!   "which partition is this" for handlers, and runs the periodic log duties (time-based
+//!   roll, retention, `flush.ms`).
+//!
+//! With the cluster issue this layer gains followers, the ISR and the fetcher; handlers already
+//! go through [`ReplicaManager::leader_partition`], which is where NOT_LEADER_OR_FOLLOWER will
+//! come from.
+
+pub mod manager;
+pub mod partition;
+
+pub use manager::ReplicaManager;
+pub use partition::{FetchedData, Partition};
+
+use crate::log::LogError;
+
+/// Why a partition operation failed; mapped to a Kafka error code by the API layer.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplicaError {
+    /// UNKNOWN_TOPIC_OR_PARTITION.
+    #[error("unknown topic or partition {topic}-{partition}")]
+    UnknownTopicOrPartition {
+        /// Topic.
+        topic: String,
+        /// Partition.
+        partition: i32,
+    },
+    /// NOT_LEADER_OR_FOLLOWER.
+    #[error("this broker does not lead {topic}-{partition}")]
+    NotLeader {
+        /// Topic.
+        topic: String,
+        /// Partition.
+        partition: i32,
+    },
+    /// A log error (corrupt batch, out of range, I/O...).
+    #[error(transparent)]
+    Log(#[from] LogError),
+    /// The log could not be made durable (fsync failed).
+    #[error("flush failed: {0}")]
+    Flush(String),
+}

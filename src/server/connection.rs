@@ -1,0 +1,277 @@
+//! One client connection: framing, pipelining, in-order responses.
+//!
+//! The read side buffers bytes as they arrive (memory follows what the client actually sent,
+//! not what a size field claims), checks the 4-byte size against `socket.request.max.bytes`
+//! before anything else, and splits each complete frame off the buffer without copying
+//! (`Bytes` slices, so a Produce's records stay a view of the frame all the way to the log).
+//!
+//! Each request runs phase one of its handler at once, in arrival order; a handler that must
+//! wait (long-poll fetch, fsync) hands back a future, which runs as its own task. Responses go
+//! to the write side through a bounded queue of at most `queued.max.requests` entries, in
+//! request order; when the queue is full the read side stops reading, which pushes back on
+//! the client through TCP.
+//!
+//! A malformed frame, an unknown API key or an unsupported version (other than ApiVersions,
+//! which gets Kafka's v0 downgrade answer) closes this connection after the responses already
+//! queued are written, with a log line; it never affects other connections.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::{Buf, Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, ResponseKind};
+use std::io::IoSlice;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::api::{self, api_versions, Reply, RequestContext};
+use crate::broker::Broker;
+use crate::protocol::codec::{self, Decoded};
+use crate::protocol::Frame;
+
+/// Largest single read-buffer growth step, so a claimed size does not allocate up front.
+const READ_CHUNK_BYTES: usize = 64 * 1024;
+
+/// A response on its way to the socket, in request order.
+enum Outgoing {
+    /// Encoded and ready.
+    Frame(Frame),
+    /// Still being computed by its own task.
+    Pending(JoinHandle<Option<Frame>>),
+}
+
+/// Most iovecs handed to one `writev`.
+const IOVECS_MAX: usize = 64;
+
+/// Serves one connection until the client closes it, it misbehaves, or the broker stops.
+pub async fn run(
+    stream: TcpStream,
+    peer: SocketAddr,
+    broker: Arc<Broker>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    tracing::debug!(%peer, "connection opened");
+    let (read_half, write_half) = stream.into_split();
+    let (queue, queued) = mpsc::channel(broker.config.queued_max_requests());
+    let writer = tokio::spawn(write_responses(write_half, queued, peer));
+    let outcome = read_requests(read_half, peer, &broker, &queue, &mut shutdown).await;
+    match outcome {
+        Ok(()) => tracing::debug!(%peer, "connection closed"),
+        Err(reason) => tracing::info!(%peer, %reason, "closing connection"),
+    }
+    drop(queue);
+    let _ = writer.await;
+}
+
+async fn read_requests(
+    mut socket: OwnedReadHalf,
+    peer: SocketAddr,
+    broker: &Arc<Broker>,
+    queue: &mpsc::Sender<Outgoing>,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<(), String> {
+    let max_frame_bytes = broker.config.socket_request_max_bytes();
+    let mut buf = BytesMut::with_capacity(READ_CHUNK_BYTES);
+    loop {
+        // Split off every complete frame already buffered.
+        while buf.len() >= 4 {
+            let size = i32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]);
+            let size =
+                usize::try_from(size).map_err(|_| format!("negative request size {size}"))?;
+            if size > max_frame_bytes {
+                return Err(format!(
+                    "request of {size} bytes exceeds socket.request.max.bytes ({max_frame_bytes})"
+                ));
+            }
+            if buf.len() < 4 + size {
+                buf.reserve((4 + size - buf.len()).min(READ_CHUNK_BYTES));
+                break;
+            }
+            buf.advance(4);
+            let frame = buf.split_to(size).freeze();
+            let outgoing = handle_frame(frame, peer, broker).await?;
+            if let Some(outgoing) = outgoing {
+                if queue.send(outgoing).await.is_err() {
+                    return Err("response writer stopped".to_string());
+                }
+            }
+        }
+        if buf.capacity() == buf.len() {
+            buf.reserve(READ_CHUNK_BYTES);
+        }
+        let read = tokio::select! {
+            read = socket.read_buf(&mut buf) => read,
+            _ = shutdown.changed() => return Ok(()),
+        };
+        match read {
+            Ok(0) if buf.is_empty() => return Ok(()),
+            Ok(0) => {
+                return Err(format!(
+                    "client closed mid-frame ({} bytes buffered)",
+                    buf.len()
+                ))
+            }
+            Ok(_) => {}
+            Err(e) => return Err(format!("read failed: {e}")),
+        }
+    }
+}
+
+/// Decodes a frame and runs phase one of its handler.
+async fn handle_frame(
+    frame: Bytes,
+    peer: SocketAddr,
+    broker: &Arc<Broker>,
+) -> Result<Option<Outgoing>, String> {
+    let decoded =
+        codec::decode_request(frame, api::supported_versions).map_err(|e| e.to_string())?;
+    let (header, api_key, version, body) = match decoded {
+        Decoded::Request {
+            header,
+            api_key,
+            version,
+            body,
+        } => (header, api_key, version, body),
+        Decoded::ApiVersionsUnsupported {
+            correlation_id,
+            version,
+        } => {
+            tracing::debug!(%peer, version, "ApiVersions at an unsupported version: answering v0");
+            let body = ResponseKind::ApiVersions(api_versions::unsupported_version_response());
+            let frame = codec::encode_response(correlation_id, ApiKey::ApiVersions, 0, &body)
+                .map_err(|e| e.to_string())?;
+            return Ok(Some(Outgoing::Frame(frame)));
+        }
+    };
+    let correlation_id = header.correlation_id;
+    tracing::trace!(%peer, ?api_key, version, correlation_id, "request");
+    let ctx = RequestContext {
+        broker: broker.clone(),
+        header,
+        version,
+        peer,
+    };
+    let encode = move |body: ResponseKind| -> Option<Frame> {
+        match codec::encode_response(correlation_id, api_key, version, &body) {
+            Ok(frame) => Some(frame),
+            Err(e) => {
+                tracing::error!(%peer, error = %e, "response encoding failed");
+                None
+            }
+        }
+    };
+    match api::handle(ctx, body).await {
+        Reply::Ready(body) => match encode(body) {
+            Some(frame) => Ok(Some(Outgoing::Frame(frame))),
+            None => Err(format!("could not encode the {api_key:?} response")),
+        },
+        Reply::NoResponse => Ok(None),
+        Reply::Deferred(pending) => Ok(Some(Outgoing::Pending(tokio::spawn(async move {
+            pending.await.and_then(encode)
+        })))),
+    }
+}
+
+/// Writes responses in request order. Ready frames are gathered (up to [`IOVECS_MAX`] chunks)
+/// and written with vectored writes, so pipelined responses and referenced record chunks go
+/// out in as few system calls as possible and without copying.
+async fn write_responses(
+    mut socket: OwnedWriteHalf,
+    mut queued: mpsc::Receiver<Outgoing>,
+    peer: SocketAddr,
+) {
+    let mut pending: Vec<Bytes> = Vec::new();
+    while let Some(outgoing) = queued.recv().await {
+        let frame = match resolve(outgoing, peer).await {
+            Some(frame) => frame,
+            None => break,
+        };
+        pending.extend(frame);
+        // Gather whatever else is already ready, without waiting.
+        let mut stop = false;
+        while pending.len() < IOVECS_MAX {
+            match queued.try_recv() {
+                Ok(Outgoing::Frame(frame)) => pending.extend(frame),
+                Ok(pending_task) => {
+                    // Not ready yet: write what we have, then wait for it in order.
+                    if let Err(e) = write_all_vectored(&mut socket, &mut pending).await {
+                        tracing::debug!(%peer, error = %e, "write failed");
+                        return;
+                    }
+                    match resolve(pending_task, peer).await {
+                        Some(frame) => pending.extend(frame),
+                        None => {
+                            stop = true;
+                            break;
+                        }
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        if let Err(e) = write_all_vectored(&mut socket, &mut pending).await {
+            tracing::debug!(%peer, error = %e, "write failed");
+            return;
+        }
+        if stop {
+            break;
+        }
+    }
+    let _ = socket.shutdown().await;
+}
+
+async fn resolve(outgoing: Outgoing, peer: SocketAddr) -> Option<Frame> {
+    match outgoing {
+        Outgoing::Frame(frame) => Some(frame),
+        Outgoing::Pending(task) => match task.await {
+            Ok(Some(frame)) => Some(frame),
+            Ok(None) => {
+                tracing::warn!(%peer, "a deferred request produced no response; closing");
+                None
+            }
+            Err(e) => {
+                tracing::error!(%peer, error = %e, "request task failed; closing");
+                None
+            }
+        },
+    }
+}
+
+/// Writes every chunk, handling partial writes; empties `chunks`.
+async fn write_all_vectored(
+    socket: &mut OwnedWriteHalf,
+    chunks: &mut Vec<Bytes>,
+) -> std::io::Result<()> {
+    let mut start = 0;
+    while start < chunks.len() {
+        let end = (start + IOVECS_MAX).min(chunks.len());
+        let slices: Vec<IoSlice<'_>> = chunks[start..end].iter().map(|c| IoSlice::new(c)).collect();
+        let mut written = socket.write_vectored(&slices).await?;
+        if written == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::WriteZero,
+                "socket closed",
+            ));
+        }
+        while written > 0 && start < chunks.len() {
+            let len = chunks[start].len();
+            if written >= len {
+                written -= len;
+                start += 1;
+            } else {
+                chunks[start].advance(written);
+                written = 0;
+            }
+        }
+        // Skip empty chunks so the loop always makes progress.
+        while start < chunks.len() && chunks[start].is_empty() {
+            start += 1;
+        }
+    }
+    chunks.clear();
+    Ok(())
+}

@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# The whole test suite: what README.md calls "the test command" and what .ci/run runs.
+#
+# Installs what it needs when missing (Debian packages for kcat and building librdkafka,
+# Python client packages in a venv), checks formatting and lints, builds, then runs the Rust
+# unit and integration tests and the compat suites. Suites that share no ports run in
+# parallel. Ends with one summary line "N passed, M failed" over the suites.
+set -uo pipefail
+
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+LOGS=${GREGOR_TEST_LOGS:-$ROOT/target/test-logs}
+mkdir -p "$LOGS"
+export CARGO_TERM_COLOR=never
+
+step() { printf '\n==> %s (%s)\n' "$*" "$(date +%H:%M:%S)"; }
+
+step "prerequisites"
+need_pkgs=()
+for pair in kcat:kcat gcc:build-essential make:make pkg-config:pkg-config; do
+  command -v "${pair%%:*}" >/dev/null 2>&1 || need_pkgs+=("${pair#*:}")
+done
+dpkg -s zlib1g-dev >/dev/null 2>&1 || need_pkgs+=(zlib1g-dev)
+if ((${#need_pkgs[@]})); then
+  echo "installing: ${need_pkgs[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq && apt-get install -y -qq "${need_pkgs[@]}" >/dev/null || { echo "apt-get failed"; exit 1; }
+fi
+
+step "format and lints"
+cargo fmt --all -- --check || { echo "cargo fmt: not clean"; exit 1; }
+cargo clippy --all-targets -- -D warnings 2>&1 | tail -n 20
+[ "${PIPESTATUS[0]}" -eq 0 ] || { echo "clippy: not clean"; exit 1; }
+
+step "build (release binary for the compat suites, debug test binaries)"
+cargo build --release --bin gregor 2>&1 | tail -n 3
+[ "${PIPESTATUS[0]}" -eq 0 ] || exit 1
+cargo test --no-run 2>&1 | tail -n 3
+[ "${PIPESTATUS[0]}" -eq 0 ] || exit 1
+export GREGOR_BIN=$ROOT/target/release/gregor
+
+# name -> command; each writes its own log.
+declare -A suites=(
+  [rust]="cargo test -- --test-threads=2"
+  [kcat]="bash compat/kcat/run.sh"
+  [python]="bash compat/python/run.sh"
+  [librdkafka]="bash compat/librdkafka/run.sh"
+)
+order=(rust kcat python librdkafka)
+
+step "suites: ${order[*]}"
+declare -A pids
+run_suite() {
+  local name=$1
+  local start=$SECONDS
+  if [ ! -e "${suites[$name]#bash }" ] && [ "$name" != rust ]; then
+    echo "suite $name: script missing" >"$LOGS/$name.log"
+    return 1
+  fi
+  bash -c "${suites[$name]}" >"$LOGS/$name.log" 2>&1
+  local rc=$?
+  echo "$((SECONDS - start))" >"$LOGS/$name.seconds"
+  return $rc
+}
+# The Rust tests and the compat suites use ephemeral or distinct ports: run two at a time.
+passed=0; failed=0; failed_names=()
+run_pair() {
+  local a=$1 b=${2:-}
+  run_suite "$a" & local pa=$!
+  local pb=
+  if [ -n "$b" ]; then run_suite "$b" & pb=$!; fi
+  for pair in "$a:$pa" ${b:+"$b:$pb"}; do
+    local name=${pair%%:*} pid=${pair#*:}
+    if wait "$pid"; then
+      passed=$((passed + 1)); echo "suite $name: PASS ($(cat "$LOGS/$name.seconds" 2>/dev/null)s)"
+    else
+      failed=$((failed + 1)); failed_names+=("$name"); echo "suite $name: FAIL ($(cat "$LOGS/$name.seconds" 2>/dev/null)s)"
+    fi
+    tail -n 15 "$LOGS/$name.log" | sed "s/^/  [$name] /"
+  done
+}
+run_pair rust kcat
+run_pair python librdkafka
+
+step "summary"
+grep -h "test result:" "$LOGS/rust.log" | sed 's/^/  rust: /'
+echo "logs in $LOGS"
+((failed)) && echo "failed suites: ${failed_names[*]}"
+echo "$passed passed, $failed failed"
+((failed == 0))
