@@ -17,6 +17,7 @@ use kafka_protocol::ResponseError;
 
 use super::errors::replica_error_code;
 use super::{Reply, RequestContext};
+use crate::log::batch::frame_size;
 use crate::log::TimestampType;
 use crate::replica::manager::now_ms;
 use crate::replica::Partition;
@@ -87,6 +88,17 @@ pub fn handle(ctx: RequestContext, req: ProduceRequest) -> Reply {
                 ));
                 continue;
             };
+            // Kafka takes exactly one batch per partition from v3 on.
+            if matches!(frame_size(&records), Ok(size) if size < records.len()) {
+                partitions.push(error(
+                    ResponseError::InvalidRecord.code(),
+                    Some(
+                        "produce requests from v3 carry exactly one record batch per partition"
+                            .to_string(),
+                    ),
+                ));
+                continue;
+            }
             match partition.append_as_leader(records, now) {
                 Ok(info) => {
                     let mut response = partition_response(version, index, 0, None)

@@ -1,0 +1,151 @@
+//! Produce error paths over a real connection: a corrupt batch gets CORRUPT_MESSAGE for its
+//! partition while the others in the same request succeed and nothing bad is stored; too
+//! large a batch gets MESSAGE_TOO_LARGE; two batches in one partition get INVALID_RECORD;
+//! unknown topics and bad acks get their codes.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use common::{create_topic, TestBroker};
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse, RequestHeader, TopicName};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
+
+const VERSION: i16 = 9;
+
+fn batch(values: &[&[u8]]) -> Bytes {
+    let records: Vec<Record> = values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| Record {
+            transactional: false,
+            control: false,
+            partition_leader_epoch: 0,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            sequence: i as i32,
+            timestamp: 1_700_000_000_000,
+            key: None,
+            value: Some(Bytes::copy_from_slice(v)),
+            headers: Default::default(),
+            delete_horizon: false,
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        &records,
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
+    )
+    .expect("encode");
+    buf.freeze()
+}
+
+fn produce(port: u16, topic: &str, partitions: Vec<(i32, Bytes)>, acks: i16) -> ProduceResponse {
+    let req = ProduceRequest::default()
+        .with_acks(acks)
+        .with_timeout_ms(5000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+            .with_partition_data(
+                partitions
+                    .into_iter()
+                    .map(|(index, records)| {
+                        PartitionProduceData::default()
+                            .with_index(index)
+                            .with_records(Some(records))
+                    })
+                    .collect(),
+            )]);
+    let mut buf = BytesMut::new();
+    buf.put_i32(0);
+    RequestHeader::default()
+        .with_request_api_key(ApiKey::Produce as i16)
+        .with_request_api_version(VERSION)
+        .with_correlation_id(1)
+        .encode(&mut buf, ApiKey::Produce.request_header_version(VERSION))
+        .expect("header");
+    req.encode(&mut buf, VERSION).expect("body");
+    let size = (buf.len() - 4) as i32;
+    buf[0..4].copy_from_slice(&size.to_be_bytes());
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    s.write_all(&buf).expect("write");
+    let mut size = [0u8; 4];
+    s.read_exact(&mut size).expect("response size");
+    let mut frame = vec![0u8; i32::from_be_bytes(size) as usize];
+    s.read_exact(&mut frame).expect("response");
+    let mut frame = Bytes::from(frame);
+    let _header = frame.get_i32();
+    frame.advance(1); // flexible response header: empty tagged fields
+    ProduceResponse::decode(&mut frame, VERSION).expect("decode")
+}
+
+fn codes(r: &ProduceResponse) -> Vec<(i32, i16, i64)> {
+    r.responses[0]
+        .partition_responses
+        .iter()
+        .map(|p| (p.index, p.error_code, p.base_offset))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_partition_errors() {
+    let broker = TestBroker::start(&[]).await;
+    create_topic(
+        &broker.bootstrap,
+        "errs",
+        4,
+        &[("max.message.bytes", "2000")],
+    )
+    .await;
+    let port = broker.port();
+    tokio::task::block_in_place(|| {
+        let good = batch(&[b"a", b"b", b"c"]);
+        let mut corrupt = good.to_vec();
+        let last = corrupt.len() - 1;
+        corrupt[last] ^= 0xff; // inside the CRC-covered records
+        let big = batch(&[&[7u8; 3000]]);
+        let mut two = good.to_vec();
+        two.extend_from_slice(&good);
+        let r = produce(
+            port,
+            "errs",
+            vec![
+                (0, good.clone()),
+                (1, Bytes::from(corrupt)),
+                (2, big),
+                (3, Bytes::from(two)),
+            ],
+            1,
+        );
+        assert_eq!(
+            codes(&r),
+            vec![(0, 0, 0), (1, 2, -1), (2, 10, -1), (3, 87, -1)],
+            "expected NONE, CORRUPT_MESSAGE, MESSAGE_TOO_LARGE, INVALID_RECORD"
+        );
+        // Nothing was stored for the refused partitions: the next good batch gets offset 0.
+        let r = produce(port, "errs", vec![(1, good.clone()), (0, good.clone())], -1);
+        assert_eq!(codes(&r), vec![(1, 0, 0), (0, 0, 3)]);
+        // Unknown topic and partition; bad acks.
+        let r = produce(port, "no-such-topic", vec![(0, good.clone())], 1);
+        assert_eq!(codes(&r), vec![(0, 3, -1)]);
+        let r = produce(port, "errs", vec![(99, good.clone())], 1);
+        assert_eq!(codes(&r), vec![(99, 3, -1)]);
+        let r = produce(port, "errs", vec![(0, good.clone())], 2);
+        assert_eq!(codes(&r), vec![(0, 21, -1)]);
+    });
+}
