@@ -19,13 +19,14 @@
 //! - Checkpoints are replaced atomically: written to `<name>.tmp`, fsynced, renamed over the
 //!   old file, then the directory is fsynced. A crash leaves the old or the new file whole.
 //! - A checkpoint never claims more than was flushed: it records each log's recovery point.
-//! - At most one `PartitionLog` per partition is open (opens are serialized).
+//! - At most one `PartitionLog` per partition is open: opens and removals of one partition are
+//!   serialized, different partitions open (and recover) in parallel.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock};
 
 use tracing::{debug, error, info};
 
@@ -59,8 +60,10 @@ pub struct LogManager {
     /// Log start offsets, likewise.
     log_start_offsets: Mutex<HashMap<PartitionKey, i64>>,
     logs: RwLock<HashMap<PartitionKey, Arc<PartitionLog>>>,
-    /// Serializes opens (recovery can take a while; `get` must not wait for it).
-    open_lock: Mutex<()>,
+    /// Partitions being opened or removed right now: one at a time per partition, while
+    /// different partitions open (and recover) in parallel and `get` never waits.
+    busy: Mutex<HashSet<PartitionKey>>,
+    busy_released: Condvar,
     /// Serializes checkpoint writes (they share the `.tmp` file).
     checkpoint_lock: Mutex<()>,
 }
@@ -178,7 +181,8 @@ impl LogManager {
             recovery_points: Mutex::new(recovery_points),
             log_start_offsets: Mutex::new(log_start_offsets),
             logs: RwLock::new(HashMap::new()),
-            open_lock: Mutex::new(()),
+            busy: Mutex::new(HashSet::new()),
+            busy_released: Condvar::new(),
             checkpoint_lock: Mutex::new(()),
         })
     }
@@ -191,6 +195,23 @@ impl LogManager {
     /// Whether the previous shutdown was clean (the marker was present at open).
     pub fn had_clean_shutdown(&self) -> bool {
         self.clean_shutdown
+    }
+
+    /// Waits until no one else is opening or removing `key`, then claims it until the guard
+    /// drops.
+    fn claim(&self, key: &PartitionKey) -> Claim<'_> {
+        let mut busy = lock(&self.busy);
+        while busy.contains(key) {
+            busy = self
+                .busy_released
+                .wait(busy)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+        busy.insert(key.clone());
+        Claim {
+            manager: self,
+            key: key.clone(),
+        }
     }
 
     fn partition_dir(&self, topic: &str, partition: i32) -> Result<PathBuf, LogError> {
@@ -240,7 +261,7 @@ impl LogManager {
     ) -> Result<Arc<PartitionLog>, LogError> {
         let dir = self.partition_dir(topic, partition)?;
         let key = (topic.to_string(), partition);
-        let _open = lock(&self.open_lock);
+        let _claim = self.claim(&key);
         if let Some(log) = self.get(topic, partition) {
             log.set_config(config);
             return Ok(log);
@@ -274,7 +295,7 @@ impl LogManager {
     pub fn remove(&self, topic: &str, partition: i32) -> Result<(), LogError> {
         let dir = self.partition_dir(topic, partition)?;
         let key = (topic.to_string(), partition);
-        let _open = lock(&self.open_lock);
+        let _claim = self.claim(&key);
         let log = write_lock(&self.logs).remove(&key);
         lock(&self.recovery_points).remove(&key);
         lock(&self.log_start_offsets).remove(&key);
@@ -349,6 +370,21 @@ impl LogManager {
     }
 }
 
+/// A partition claimed by [`LogManager::claim`]; released on drop (also on error paths).
+struct Claim<'a> {
+    manager: &'a LogManager,
+    key: PartitionKey,
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        let mut busy: MutexGuard<'_, HashSet<PartitionKey>> = lock(&self.manager.busy);
+        busy.remove(&self.key);
+        drop(busy);
+        self.manager.busy_released.notify_all();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -359,6 +395,15 @@ mod tests {
             segment_bytes: 2000,
             ..LogConfig::default()
         }
+    }
+
+    #[test]
+    fn log_types_are_send_and_sync() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<LogManager>();
+        assert_send_sync::<PartitionLog>();
+        assert_send_sync::<crate::log::LogError>();
+        assert_send_sync::<crate::log::segment::Segment>();
     }
 
     #[test]
@@ -417,6 +462,28 @@ mod tests {
         fs::create_dir(dir.path().join("other-2")).expect("mkdir");
         manager.remove("other", 2).expect("remove");
         assert!(!dir.path().join("other-2").exists());
+    }
+
+    #[test]
+    fn opens_in_parallel_once_per_partition() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let manager = LogManager::open(dir.path().to_path_buf()).expect("open");
+        let logs: Vec<Arc<PartitionLog>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..8)
+                .map(|i| {
+                    let manager = &manager;
+                    scope.spawn(move || manager.open_log("t", i % 2, config()).expect("open"))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|handle| handle.join().expect("thread"))
+                .collect()
+        });
+        for (i, log) in logs.iter().enumerate() {
+            assert!(Arc::ptr_eq(log, &logs[i % 2]));
+        }
+        assert_eq!(manager.existing_partitions().expect("list").len(), 2);
     }
 
     #[test]

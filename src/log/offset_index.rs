@@ -144,8 +144,11 @@ impl OffsetIndex {
             if relative < 0 || position < 0 {
                 return Err(format!("negative entry ({relative}, {position})"));
             }
+            let Some(offset) = self.base_offset.checked_add(i64::from(relative)) else {
+                return Err(format!("relative offset {relative} overflows"));
+            };
             let entry = OffsetPosition {
-                offset: self.base_offset + i64::from(relative),
+                offset,
                 position: position as u32,
             };
             if u64::from(entry.position) >= log_size_bytes {

@@ -143,7 +143,13 @@ impl PartitionLog {
         config: LogConfig,
         recovery_point: i64,
     ) -> Result<PartitionLog, LogError> {
+        let dir_existed = dir.is_dir();
         fs::create_dir_all(&dir)?;
+        if !dir_existed {
+            if let Some(parent) = dir.parent() {
+                sync_dir(parent)?;
+            }
+        }
         let mut log_bases = Vec::new();
         let mut index_bases = Vec::new();
         for entry in fs::read_dir(&dir)? {
@@ -182,6 +188,14 @@ impl PartitionLog {
                     );
                     cut_from = Some(index);
                     break;
+                }
+                if base > previous {
+                    warn!(
+                        dir = %dir.display(),
+                        base,
+                        previous_next_offset = previous,
+                        "gap between segments: offsets in between are missing"
+                    );
                 }
             }
             // A segment may hold offsets >= recovery_point if the next one starts above it (or
@@ -358,20 +372,28 @@ impl PartitionLog {
         let config = self.config();
         let batches = batch::validate_all(records, config.max_message_bytes as usize)?;
         let log_append_time = config.message_timestamp_type == TimestampType::LogAppendTime;
+        // Everything that needs no offset happens before the lock: the LogAppendTime copy and
+        // CRC; under the lock only the 16-byte heads are written.
+        let mut writes: Vec<AppendBatch> = batches
+            .iter()
+            .map(|batch| {
+                if log_append_time {
+                    AppendBatch::with_log_append_time(batch, now_ms)
+                } else {
+                    AppendBatch::unchanged(batch)
+                }
+            })
+            .collect();
         let mut state = lock(&self.append_lock);
         self.check_writable(&state)?;
         let mut next_offset = self.log_end_offset();
-        let mut writes = Vec::with_capacity(batches.len());
-        for batch in &batches {
+        for write in &mut writes {
+            let last_offset_delta = write.last_offset() - write.base_offset();
             let base_offset = next_offset;
             next_offset = base_offset
-                .checked_add(i64::from(batch.header().last_offset_delta()) + 1)
+                .checked_add(last_offset_delta + 1)
                 .ok_or_else(|| LogError::corrupt("offset overflow"))?;
-            writes.push(if log_append_time {
-                AppendBatch::with_log_append_time(batch, base_offset, leader_epoch, now_ms)
-            } else {
-                AppendBatch::with_offset(batch, base_offset, leader_epoch)
-            });
+            write.assign_offsets(base_offset, leader_epoch);
         }
         let mut info = self.append_locked(&mut state, &config, &writes, now_ms)?;
         if log_append_time {
@@ -420,11 +442,22 @@ impl PartitionLog {
             return Err(LogError::corrupt("no record batch"));
         };
         let size_bytes: usize = writes.iter().map(AppendBatch::size_bytes).sum();
-        if size_bytes as u64 > SEGMENT_BYTES_MAX {
+        // As Kafka (RecordBatchTooLargeException): an append must fit in one segment.
+        let segment_bytes = config.segment_bytes.min(SEGMENT_BYTES_MAX);
+        if size_bytes as u64 > segment_bytes {
             return Err(LogError::BatchTooLarge {
                 size: size_bytes,
-                max: SEGMENT_BYTES_MAX as usize,
+                max: segment_bytes as usize,
             });
+        }
+        // Offsets in a segment are stored relative to its base in 4 bytes, so one append may
+        // not span more (compressed batches can claim any record count without decompression).
+        if last.last_offset() - first.base_offset() > i64::from(i32::MAX) {
+            return Err(LogError::corrupt(format!(
+                "append spans offsets {} to {}, more than one segment can address",
+                first.base_offset(),
+                last.last_offset()
+            )));
         }
         let mut active = self.active_segment()?;
         if let Some(reason) = should_roll(
@@ -1078,6 +1111,36 @@ mod tests {
     }
 
     #[test]
+    fn an_append_spanning_too_many_offsets_is_rejected() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = open(dir.path(), LogConfig::default(), 0);
+        // A compressed batch may claim any record count (it is not decompressed on append).
+        let claim = |bytes: Bytes| {
+            let mut bytes = BytesMut::from(&bytes[..]);
+            let count = i32::MAX - 10;
+            bytes[23..27].copy_from_slice(&(count - 1).to_be_bytes());
+            bytes[57..61].copy_from_slice(&count.to_be_bytes());
+            let crc = crate::log::batch::compute_crc(&bytes);
+            bytes[17..21].copy_from_slice(&crc.to_be_bytes());
+            bytes.freeze()
+        };
+        let huge = claim(batch_with(0, &[1], 10, Compression::Lz4));
+        let mut request = BytesMut::new();
+        request.extend_from_slice(&huge);
+        request.extend_from_slice(&huge);
+        assert!(matches!(
+            log.append(request.freeze(), 1, 0),
+            Err(LogError::CorruptBatch(_))
+        ));
+        assert_eq!(log.log_end_offset(), 0);
+        // One such batch fits (Kafka would find the count wrong only by decompressing).
+        log.append(huge.clone(), 1, 0).expect("append");
+        log.append(huge, 1, 0)
+            .expect("rolls to a new segment first");
+        assert_eq!(log.segment_count(), 2);
+    }
+
+    #[test]
     fn append_replicated_requires_continuity() {
         let dir = tempfile::tempdir().expect("tempdir");
         let log = open(dir.path(), LogConfig::default(), 0);
@@ -1120,6 +1183,16 @@ mod tests {
             let first = offsets(&bytes)[0];
             assert_eq!(first, (offset / 2 * 2, offset / 2 * 2 + 1));
         }
+        // An append must fit in one segment (Kafka's RecordBatchTooLargeException).
+        let mut request = BytesMut::new();
+        for _ in 0..8 {
+            request.extend_from_slice(&batch(0, 2, 1));
+        }
+        assert!(matches!(
+            log.append(request.freeze(), 10, 0),
+            Err(LogError::BatchTooLarge { max: 600, .. })
+        ));
+        assert_eq!(log.log_end_offset(), 80);
         // File names are the zero-padded base offsets.
         for base in log.segment_base_offsets() {
             assert!(dir.path().join(format!("{base:020}.log")).exists());
@@ -1317,7 +1390,7 @@ mod tests {
             let t = 1000 * i;
             let codec = codecs[i as usize % codecs.len()];
             log.append(
-                batch_with(0, &[t + 40, t + 10, t + 30, t + 20], 150, codec),
+                batch_with(0, &[t + 40, t + 10, t + 30, t + 20], 100, codec),
                 1,
                 0,
             )
@@ -1603,7 +1676,7 @@ mod tests {
 
     fn op() -> impl Strategy<Value = Op> {
         prop_oneof![
-            4 => prop::collection::vec((1usize..5, 0usize..300), 1..4).prop_map(Op::Append),
+            4 => prop::collection::vec((1usize..5, 0usize..150), 1..4).prop_map(Op::Append),
             3 => (any::<u32>(), 0usize..3000, any::<u32>(), any::<bool>()).prop_map(
                 |(offset_pick, max_bytes, limit_pick, min_one_batch)| Op::Read {
                     offset_pick,
@@ -1678,7 +1751,7 @@ mod tests {
     fn run_ops(ops: Vec<Op>) {
         let dir = tempfile::tempdir().expect("tempdir");
         let config = LogConfig {
-            segment_bytes: 2000,
+            segment_bytes: 2500,
             index_interval_bytes: 150,
             segment_index_bytes: 96,
             ..LogConfig::default()

@@ -243,34 +243,11 @@ impl AppendBatch {
         )
     }
 
-    /// The leader path: a new base offset and partition leader epoch (outside the CRC), the
-    /// record data shared with the request buffer.
-    pub fn with_offset(batch: &Batch, base_offset: i64, leader_epoch: i32) -> AppendBatch {
-        let bytes = batch.bytes();
-        let mut head = AppendBatch::head_of(bytes);
-        head[..8].copy_from_slice(&base_offset.to_be_bytes());
-        head[PARTITION_LEADER_EPOCH_POSITION..].copy_from_slice(&leader_epoch.to_be_bytes());
-        let header = batch.header();
-        AppendBatch::from_parts(
-            head,
-            bytes.slice(HEAD_BYTES..),
-            &header,
-            header.max_timestamp_ms(),
-        )
-    }
-
-    /// The LogAppendTime path: as [`AppendBatch::with_offset`], and the batch is marked
-    /// LogAppendTime with `now_ms` as max timestamp. This changes CRC-covered bytes, so the batch
-    /// is copied and its CRC recomputed.
-    pub fn with_log_append_time(
-        batch: &Batch,
-        base_offset: i64,
-        leader_epoch: i32,
-        now_ms: i64,
-    ) -> AppendBatch {
+    /// The LogAppendTime path: the batch marked LogAppendTime with `now_ms` as max timestamp.
+    /// This changes CRC-covered bytes, so the batch is copied and its CRC recomputed (callers
+    /// do this before taking the append lock, then [`AppendBatch::assign_offsets`]).
+    pub fn with_log_append_time(batch: &Batch, now_ms: i64) -> AppendBatch {
         let mut copy = BytesMut::from(&batch.bytes()[..]);
-        batch::set_base_offset(&mut copy, base_offset);
-        batch::set_partition_leader_epoch(&mut copy, leader_epoch);
         batch::set_log_append_time(&mut copy, now_ms);
         let bytes = copy.freeze();
         AppendBatch::from_parts(
@@ -279,6 +256,16 @@ impl AppendBatch {
             &batch.header(),
             now_ms,
         )
+    }
+
+    /// The leader path: sets the base offset and partition leader epoch, both outside the CRC,
+    /// in the separate 16-byte head; the record data stays shared with the request buffer.
+    pub fn assign_offsets(&mut self, base_offset: i64, leader_epoch: i32) {
+        let last_offset_delta = self.last_offset - self.base_offset;
+        self.head[..8].copy_from_slice(&base_offset.to_be_bytes());
+        self.head[PARTITION_LEADER_EPOCH_POSITION..].copy_from_slice(&leader_epoch.to_be_bytes());
+        self.base_offset = base_offset;
+        self.last_offset = base_offset + last_offset_delta;
     }
 
     /// Size in bytes.
@@ -1004,6 +991,14 @@ impl Segment {
             };
             let header = BatchHeader::parse(header_bytes)?;
             let size = header.check()?;
+            // Published batches always fit; a length that does not is corruption, and must not
+            // size an allocation.
+            if position + size as u64 > end {
+                return Err(LogError::corrupt(format!(
+                    "{}: batch at position {position} of {size} bytes overruns the segment",
+                    self.log_path.display()
+                )));
+            }
             let location = BatchLocation::from_header(&header, position);
             if stop(&location) {
                 return Ok(Some(location));

@@ -137,9 +137,12 @@ impl TimeIndex {
             if relative < 0 || timestamp_ms < 0 {
                 return Err(format!("negative entry ({timestamp_ms}, {relative})"));
             }
+            let Some(offset) = self.base_offset.checked_add(i64::from(relative)) else {
+                return Err(format!("relative offset {relative} overflows"));
+            };
             let entry = TimestampOffset {
                 timestamp_ms,
-                offset: self.base_offset + i64::from(relative),
+                offset,
             };
             if let Some(previous) = previous {
                 if entry.timestamp_ms <= previous.timestamp_ms || entry.offset <= previous.offset {
