@@ -67,6 +67,26 @@ async fn roll_and_retention_by_size_and_time() {
         .join(first[0].replace(".log", ".timeindex"))
         .exists());
 
+    // Kafka flushes a segment when it rolls: the recovery point reaches the newest segment.
+    let log = broker
+        .broker()
+        .replicas
+        .leader_partition("timed", 0)
+        .expect("partition")
+        .log()
+        .clone();
+    let newest_base = *log.segment_base_offsets().last().expect("segments");
+    assert!(newest_base > 0, "no roll happened");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while log.recovery_point() < newest_base {
+        assert!(
+            Instant::now() < deadline,
+            "roll did not flush: recovery point {}",
+            log.recovery_point()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
     let bootstrap = broker.bootstrap.clone();
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {

@@ -101,6 +101,9 @@ pub struct AppendInfo {
     pub log_start_offset: i64,
     /// `flush.messages` reached since the last flush (the caller then calls `flush`).
     pub flush_needed: bool,
+    /// This append rolled a new segment: the caller flushes the old one (Kafka flushes on roll,
+    /// in the background, so a roll never waits for an fsync).
+    pub rolled: bool,
 }
 
 /// State only the append path touches (under `append_lock`).
@@ -460,6 +463,7 @@ impl PartitionLog {
             )));
         }
         let mut active = self.active_segment()?;
+        let mut rolled = false;
         if let Some(reason) = should_roll(
             &active,
             config,
@@ -468,6 +472,7 @@ impl PartitionLog {
             now_ms,
         ) {
             active = self.roll_locked(state, config, reason)?;
+            rolled = true;
         }
         if let Err(error) = active.append(writes, config.index_interval_bytes, now_ms) {
             state.offline = true;
@@ -496,6 +501,7 @@ impl PartitionLog {
             size_bytes,
             log_start_offset: self.log_start_offset(),
             flush_needed: unflushed >= config.flush_messages,
+            rolled,
         })
     }
 

@@ -128,11 +128,21 @@ impl Partition {
     /// acknowledges (that wait is phase two of a produce, so it does not hold up the
     /// connection).
     pub fn append_as_leader(
-        &self,
+        self: &Arc<Self>,
         records: Bytes,
         now_ms: i64,
     ) -> Result<AppendInfo, ReplicaError> {
         let info = self.log.append(records, now_ms, self.leader_epoch())?;
+        let runtime = tokio::runtime::Handle::try_current();
+        if let (true, false, Ok(runtime)) = (info.rolled, info.flush_needed, runtime) {
+            // Flush on roll, in the background: the previous segment is complete.
+            let partition = Arc::clone(self);
+            runtime.spawn(async move {
+                if let Err(e) = partition.flush_to(info.base_offset).await {
+                    tracing::warn!(topic = partition.topic(), partition = partition.index(), error = %e, "flush on roll failed");
+                }
+            });
+        }
         // Single replica: the leader's log end is the high watermark. The cluster issue moves
         // this to the ISR's minimum.
         self.high_watermark.send_if_modified(|hw| {
