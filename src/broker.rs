@@ -50,6 +50,9 @@ pub struct Broker {
     pub controller: Controller,
     /// Hosted partitions.
     pub replicas: ReplicaManager,
+    /// Turns true when the broker starts stopping: long polls answer at once, connections stop
+    /// reading, the listener stops accepting.
+    shutdown: watch::Sender<bool>,
 }
 
 impl Broker {
@@ -60,10 +63,12 @@ impl Broker {
         let controller = Controller::open(config.clone())?;
         let replicas = ReplicaManager::open(config.clone())?;
         replicas.reconcile(&controller.image())?;
+        let (shutdown, _) = watch::channel(false);
         Ok(Arc::new(Broker {
             config,
             controller,
             replicas,
+            shutdown,
         }))
     }
 
@@ -78,6 +83,16 @@ impl Broker {
                 .map_err(|e| ControllerError::Storage(e.to_string()))?;
         }
         Ok(topic)
+    }
+
+    /// A receiver that turns true when the broker starts stopping.
+    pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.shutdown.subscribe()
+    }
+
+    /// Whether the broker is stopping.
+    pub fn is_shutting_down(&self) -> bool {
+        *self.shutdown.borrow()
     }
 
     /// Deletes a topic and its data.
@@ -97,7 +112,6 @@ pub struct RunningBroker {
     pub broker: Arc<Broker>,
     /// The bound client listener address.
     pub local_addr: SocketAddr,
-    shutdown: watch::Sender<bool>,
     server: JoinHandle<()>,
     duties: JoinHandle<()>,
 }
@@ -118,14 +132,16 @@ pub async fn start(mut config: BrokerConfig) -> Result<RunningBroker, StartError
         config.advertised_port = local_addr.port();
     }
     let broker = Broker::open(config)?;
-    let (shutdown, shutdown_rx) = watch::channel(false);
-    let server = tokio::spawn(server::serve(listener, broker.clone(), shutdown_rx.clone()));
-    let duties = tokio::spawn(run_duties(broker.clone(), shutdown_rx));
+    let server = tokio::spawn(server::serve(
+        listener,
+        broker.clone(),
+        broker.shutdown_signal(),
+    ));
+    let duties = tokio::spawn(run_duties(broker.clone(), broker.shutdown_signal()));
     tracing::info!(%local_addr, node_id = broker.config.node_id(), data_dir = %broker.config.data_dir.display(), "broker started");
     Ok(RunningBroker {
         broker,
         local_addr,
-        shutdown,
         server,
         duties,
     })
@@ -142,7 +158,7 @@ impl RunningBroker {
 
     /// Stops accepting, drains connections, flushes and closes the logs.
     pub async fn shutdown(self) -> Result<(), LogError> {
-        let _ = self.shutdown.send(true);
+        self.broker.shutdown.send_replace(true);
         let _ = self.server.await;
         let _ = self.duties.await;
         let broker = self.broker;

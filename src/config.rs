@@ -126,6 +126,13 @@ pub const BROKER_CONFIGS: &[ConfigDef] = &[
         sensitive: false,
         doc: "Whether batches keep the producer's timestamp or get the broker's append time.",
     },
+    ConfigDef {
+        name: "compression.type",
+        default: "producer",
+        kind: ConfigKind::Choice(&["producer"]),
+        sensitive: false,
+        doc: "Batches are stored as the producer compressed them (the only value gregor honours).",
+    },
     long(
         "log.flush.interval.messages",
         "9223372036854775807",
@@ -180,6 +187,7 @@ pub const BROKER_CONFIGS: &[ConfigDef] = &[
 /// Topic-level settings: (topic name, the broker setting that gives its default).
 pub const TOPIC_CONFIGS: &[(&str, &str)] = &[
     ("cleanup.policy", ""),
+    ("compression.type", "compression.type"),
     ("segment.bytes", "log.segment.bytes"),
     ("segment.ms", "log.roll.ms"),
     ("retention.ms", "log.retention.ms"),

@@ -309,3 +309,35 @@ async fn long_poll_fetch_wakes_on_produce() {
     assert_eq!(got.0.as_deref(), Some(&b"now"[..]));
     assert!(got.1 < Duration::from_secs(3), "woke after {:?}", got.1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_is_not_held_up_by_parked_long_polls() {
+    let mut broker = TestBroker::start(&[]).await;
+    create_topic(&broker.bootstrap, "parked", 1, &[]).await;
+    let consumer: BaseConsumer = rdkafka::config::ClientConfig::new()
+        .set("bootstrap.servers", &broker.bootstrap)
+        .set("group.id", "unused")
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "20000")
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset("parked", 0, Offset::Beginning)
+        .expect("tpl");
+    consumer.assign(&tpl).expect("assign");
+    // Let the consumer park a long poll at the end of the empty partition.
+    tokio::task::block_in_place(|| assert!(consumer.poll(Duration::from_millis(1500)).is_none()));
+    let started = Instant::now();
+    broker
+        .running
+        .take()
+        .expect("running")
+        .shutdown()
+        .await
+        .expect("clean shutdown");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "shutdown took {:?} with a parked long poll",
+        started.elapsed()
+    );
+}

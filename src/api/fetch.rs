@@ -9,7 +9,8 @@
 //! - Long poll: if fewer than `min_bytes` are available and no partition has an error, the
 //!   request waits, without holding up the connection, until enough bytes arrive (any requested
 //!   partition's high watermark moving wakes it) or `max_wait_ms` passes (capped by
-//!   `fetch.max.wait.ms.max`).
+//!   `fetch.max.wait.ms.max`). A stopping broker answers parked long polls at once, so a
+//!   consumer's long poll never delays a shutdown.
 //! - Fetch sessions (KIP-227, v7+) are declined: every response carries session id 0, which
 //!   tells the client to keep sending full fetch requests.
 //! - `read_committed` reads stop at the last stable offset (equal to the high watermark until
@@ -80,19 +81,38 @@ pub fn handle(ctx: RequestContext, req: FetchRequest) -> Reply {
                 }
             }
         }
+        let mut shutdown = ctx.broker.shutdown_signal();
         loop {
-            if watchers.is_empty() {
-                tokio::time::sleep_until(deadline).await;
-            } else {
-                let changes = watchers.iter_mut().map(|w| Box::pin(w.changed()));
-                tokio::select! {
-                    _ = select_all(changes) => {}
-                    _ = tokio::time::sleep_until(deadline) => {}
+            let stopping = *shutdown.borrow_and_update();
+            if !stopping {
+                // A watcher whose partition went away (topic deleted) reports its index so it
+                // is dropped instead of waking this loop again and again.
+                let changes = async {
+                    if watchers.is_empty() {
+                        std::future::pending::<Option<usize>>().await
+                    } else {
+                        let (changed, index, _) =
+                            select_all(watchers.iter_mut().map(|w| Box::pin(w.changed()))).await;
+                        changed.is_err().then_some(index)
+                    }
+                };
+                let closed = tokio::select! {
+                    closed = changes => closed,
+                    _ = tokio::time::sleep_until(deadline) => None,
+                    _ = shutdown.changed() => None,
+                };
+                if let Some(index) = closed {
+                    watchers.swap_remove(index);
                 }
             }
             let (response, bytes, has_error) =
                 read_all(&ctx, &topics, response_max_bytes, read_committed);
-            if bytes >= min_bytes || has_error || tokio::time::Instant::now() >= deadline {
+            let stopping = stopping || *shutdown.borrow();
+            if bytes >= min_bytes
+                || has_error
+                || stopping
+                || tokio::time::Instant::now() >= deadline
+            {
                 return Some(ResponseKind::Fetch(response));
             }
         }

@@ -22,6 +22,17 @@ use crate::cluster::{ControllerError, CreateTopicSpec, MetadataImage, TopicInfo}
 /// Handled versions.
 pub const VERSIONS: VersionRange = VersionRange { min: 0, max: 13 };
 
+/// Without an authorizer Kafka grants every operation a resource supports. Bits are Kafka's
+/// AclOperation codes: topic READ(3) WRITE(4) CREATE(5) DELETE(6) ALTER(7) DESCRIBE(8)
+/// DESCRIBE_CONFIGS(10) ALTER_CONFIGS(11).
+const TOPIC_OPERATIONS_ALL: i32 =
+    (1 << 3) | (1 << 4) | (1 << 5) | (1 << 6) | (1 << 7) | (1 << 8) | (1 << 10) | (1 << 11);
+
+/// Cluster: CREATE(5) ALTER(7) DESCRIBE(8) CLUSTER_ACTION(9) DESCRIBE_CONFIGS(10)
+/// ALTER_CONFIGS(11) IDEMPOTENT_WRITE(12).
+const CLUSTER_OPERATIONS_ALL: i32 =
+    (1 << 5) | (1 << 7) | (1 << 8) | (1 << 9) | (1 << 10) | (1 << 11) | (1 << 12);
+
 /// Answers Metadata.
 pub async fn handle(ctx: &RequestContext, req: MetadataRequest) -> MetadataResponse {
     let version = ctx.version;
@@ -88,6 +99,14 @@ pub async fn handle(ctx: &RequestContext, req: MetadataRequest) -> MetadataRespo
     }
     if version >= 2 {
         response.cluster_id = Some(StrBytes::from_string(image.cluster_id.clone()));
+    }
+    if (8..=10).contains(&version) && req.include_cluster_authorized_operations {
+        response.cluster_authorized_operations = CLUSTER_OPERATIONS_ALL;
+    }
+    if version >= 8 && req.include_topic_authorized_operations {
+        for topic in response.topics.iter_mut().filter(|t| t.error_code == 0) {
+            topic.topic_authorized_operations = TOPIC_OPERATIONS_ALL;
+        }
     }
     response
 }

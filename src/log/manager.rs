@@ -169,9 +169,16 @@ impl LogManager {
             fs::remove_file(&marker)?;
             sync_dir(&data_dir)?;
         }
+        let previous_stop = if clean_shutdown {
+            "clean"
+        } else if recovery_points.is_empty() && log_start_offsets.is_empty() {
+            "none (new data dir)"
+        } else {
+            "unclean: recovering from the checkpointed recovery points"
+        };
         info!(
             data_dir = %data_dir.display(),
-            clean_shutdown,
+            previous_stop,
             checkpointed_partitions = recovery_points.len(),
             "opened log manager"
         );
