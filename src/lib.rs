@@ -16,6 +16,7 @@
 //!   replica manager that owns them, group commit of fsyncs, and long-poll wake-ups.
 //! - [`cluster`]: the metadata image (brokers, topics, partitions) and the controller that
 //!   changes it (local and persisted today; a Raft quorum with the cluster issue).
+//! - [`group`]: the consumer group coordinator and committed offsets; I/O-free, time injected.
 //! - [`log`]: Kafka's segment log on local disk; knows nothing of replication or the wire.
 //! - [`broker`]: wires the pieces into one running broker with a clean shutdown.
 
@@ -25,6 +26,7 @@ pub mod api;
 pub mod broker;
 pub mod cluster;
 pub mod config;
+pub mod group;
 pub mod log;
 pub mod protocol;
 pub mod replica;
