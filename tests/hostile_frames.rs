@@ -1,15 +1,16 @@
 //! Hostile request frames against `decode_request`: no frame may abort or panic the process,
 //! resident memory stays bounded, and valid frames decode exactly as before.
 //!
-//! `kafka-protocol` sizes vectors from element counts read off the wire; without
-//! `protocol::guard` the first test here dies with "memory allocation of … bytes failed"
-//! (SIGABRT). Every test also checks that the guard caught no panic: a caught panic is a
-//! decoder bug worth knowing about even though the broker survives it.
+//! `kafka-protocol` sizes vectors from element counts read off the wire. With the guard's
+//! mapping route switched off, this binary dies on its first hostile frame ("memory allocation
+//! of 412316860224 bytes failed", SIGABRT), so every test here depends on `protocol::guard`.
+//! Every test also checks that the guard caught no panic: a caught panic is a decoder bug worth
+//! knowing about even though the broker survives it.
 
 use std::sync::{Mutex, MutexGuard};
 
 use bytes::{BufMut, Bytes, BytesMut};
-use gregor::protocol::codec::{decode_request, Decoded};
+use gregor::protocol::codec::{decode_request, DecodeError, Decoded};
 use gregor::protocol::guard;
 use kafka_protocol::messages::create_topics_request::{
     CreatableReplicaAssignment, CreatableTopic, CreatableTopicConfig,
@@ -432,6 +433,31 @@ fn first_count_of_every_api_and_version_claims_the_maximum() {
     assert_memory_bounded();
 }
 
+/// What the fuzzer found after 373 executions with the guard disabled: an UpdateRaftVoter v0
+/// frame whose compact array count asks for 2^32 - 2 elements of 96 bytes (384 GiB), which
+/// aborted the process.
+#[test]
+fn fuzzer_finding_without_the_guard_is_an_error() {
+    let _serial = serial();
+    let mut frame = vec![0x00, 0x52, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01];
+    frame.extend_from_slice(&[0x00, 0x04, b's', b'e', b'e', b'd', 0x00, 0x01]);
+    frame.extend_from_slice(&[0x00; 24]);
+    frame.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x00]);
+    let before = guard::stats();
+    assert!(!decode_survives(&frame));
+    let after = guard::stats();
+    assert!(after.mapped_blocks_in_decode_total > before.mapped_blocks_in_decode_total);
+    assert!(after.mapped_bytes_peak >= (u64::from(u32::MAX) - 1) * 96);
+    assert!(matches!(
+        decode_request(Bytes::from(frame), every_version),
+        Err(DecodeError::Malformed {
+            api_key: ApiKey::UpdateRaftVoter,
+            version: 0,
+            ..
+        })
+    ));
+}
+
 #[test]
 fn maximum_count_at_every_offset_of_every_valid_frame() {
     let _serial = serial();
@@ -603,7 +629,7 @@ fn apply(frame: &mut Vec<u8>, mutation: &Mutation) {
 
 proptest! {
     #![proptest_config(ProptestConfig {
-        cases: 3000,
+        cases: 10_000,
         failure_persistence: None,
         ..ProptestConfig::default()
     })]
