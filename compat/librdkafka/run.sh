@@ -1,0 +1,341 @@
+#!/usr/bin/env bash
+# Run librdkafka's own test suite (Debian's source package, tests/) against a
+# fresh single-node gregor.  See README.md.
+#
+# Usage:
+#   compat/librdkafka/run.sh                 # setup (idempotent) + run allowlist.txt
+#   compat/librdkafka/run.sh 0001 "0022 -l"  # run just these allow-list-style entries
+#   compat/librdkafka/run.sh --setup-only    # only prepare the suite
+#
+# Environment knobs:
+#   GREGOR_PORT (default 39092)   port for the broker we start (the next free
+#                                 one is used if it is taken)
+#   TEST_TIMEOUT (default 180)    per-test timeout in seconds
+#   ALLOWLIST   (default allowlist.txt next to this script)
+#   GREGOR_BIN  (default <repo>/target/release/gregor)
+#   KEEP_LOGS=1                   keep the per-test logs dir
+set -uo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO="$(cd "$HERE/../.." && pwd)"
+WORK="$HERE/work"
+PORT="${GREGOR_PORT:-39092}"
+TEST_TIMEOUT="${TEST_TIMEOUT:-180}"
+ALLOWLIST="${ALLOWLIST:-$HERE/allowlist.txt}"
+GREGOR_BIN="${GREGOR_BIN:-$REPO/target/release/gregor}"
+export DEBIAN_FRONTEND=noninteractive
+
+log() { echo "[librdkafka-compat] $*" >&2; }
+
+SUDO=""
+if [ "$(id -u)" != 0 ]; then SUDO="sudo -n"; fi
+
+# ---------------------------------------------------------------- setup ----
+
+# Add deb-src entries mirroring the machine's active Debian "deb" entries.
+add_deb_src() {
+    local out=/etc/apt/sources.list.d/gregor-librdkafka-deb-src.sources
+    if [ -s "$out" ]; then return 0; fi
+    local tmp
+    tmp="$(mktemp)"
+    # deb822 files: copy each Debian stanza with "Types: deb-src".
+    local f
+    for f in /etc/apt/sources.list.d/*.sources; do
+        [ -e "$f" ] || continue
+        [ "$f" = "$out" ] && continue
+        awk 'BEGIN { RS=""; ORS="\n\n" }
+             {
+               if ($0 !~ /(^|\n)Types:[^\n]*deb/) next
+               if ($0 !~ /(^|\n)URIs:[^\n]*debian/) next
+               if ($0 ~ /(^|\n)Enabled:[ \t]*no/) next
+               n = split($0, L, "\n"); s = ""
+               for (i = 1; i <= n; i++) {
+                 if (L[i] ~ /^Types:/) L[i] = "Types: deb-src"
+                 s = s L[i] "\n"
+               }
+               printf "%s\n", s
+             }' "$f" >>"$tmp"
+    done
+    # One-line format (sources.list and *.list)
+    local lists=()
+    [ -e /etc/apt/sources.list ] && lists+=(/etc/apt/sources.list)
+    for f in /etc/apt/sources.list.d/*.list; do [ -e "$f" ] && lists+=("$f"); done
+    local tmpl
+    tmpl="$(mktemp)"
+    if [ ${#lists[@]} -gt 0 ]; then
+        grep -h -E '^[[:space:]]*deb[[:space:]].*debian' "${lists[@]}" 2>/dev/null |
+            sed -E 's/^[[:space:]]*deb[[:space:]]/deb-src /' >"$tmpl" || true
+    fi
+    if [ ! -s "$tmp" ] && [ ! -s "$tmpl" ]; then
+        log "no Debian apt sources found to derive deb-src entries from"
+        rm -f "$tmp" "$tmpl"
+        return 1
+    fi
+    if [ -s "$tmp" ]; then
+        $SUDO install -m 644 "$tmp" "$out"
+    fi
+    if [ -s "$tmpl" ]; then
+        $SUDO install -m 644 "$tmpl" /etc/apt/sources.list.d/gregor-librdkafka-deb-src.list
+        [ -s "$out" ] || echo "# see gregor-librdkafka-deb-src.list" | $SUDO tee "$out" >/dev/null
+    fi
+    rm -f "$tmp" "$tmpl"
+    $SUDO apt-get -o DPkg::Lock::Timeout=900 update -qq || return 1
+}
+
+find_src_dir() {
+    local d
+    for d in "$WORK"/librdkafka-*/; do
+        [ -d "$d/tests" ] && { echo "${d%/}"; return 0; }
+    done
+    return 1
+}
+
+setup_suite() {
+    mkdir -p "$WORK"
+    local src
+    if src="$(find_src_dir)" && [ -x "$src/tests/test-runner" ]; then
+        SRC="$src"
+        return 0
+    fi
+    log "setting up librdkafka test suite in $WORK"
+    if ! command -v dpkg-source >/dev/null; then
+        $SUDO apt-get -o DPkg::Lock::Timeout=900 update -qq && $SUDO apt-get -o DPkg::Lock::Timeout=900 install -y -qq dpkg-dev >/dev/null || return 1
+    fi
+    if ! src="$(find_src_dir)"; then
+        add_deb_src || return 1
+        (cd "$WORK" && apt-get source -qq librdkafka) || {
+            $SUDO apt-get -o DPkg::Lock::Timeout=900 update -qq
+            (cd "$WORK" && apt-get source -qq librdkafka) || return 1
+        }
+        src="$(find_src_dir)" || return 1
+    fi
+    if [ ! -e "$WORK/.build-dep-done" ]; then
+        add_deb_src || return 1
+        $SUDO apt-get -o DPkg::Lock::Timeout=900 build-dep -y -qq librdkafka >"$WORK/build-dep.log" 2>&1 || {
+            $SUDO apt-get -o DPkg::Lock::Timeout=900 update -qq
+            $SUDO apt-get -o DPkg::Lock::Timeout=900 build-dep -y -qq librdkafka >"$WORK/build-dep.log" 2>&1 ||
+                { tail -20 "$WORK/build-dep.log" >&2; return 1; }
+        }
+        touch "$WORK/.build-dep-done"
+    fi
+    local jobs
+    jobs="$(nproc 2>/dev/null || echo 2)"
+    (
+        cd "$src" || exit 1
+        if [ ! -e Makefile.config ]; then
+            ./configure --no-download >"$WORK/configure.log" 2>&1 || exit 1
+        fi
+        make -j"$jobs" libs >"$WORK/make-libs.log" 2>&1 || exit 1
+        make -j"$jobs" -C tests build >"$WORK/make-tests.log" 2>&1 || exit 1
+    ) || { log "build failed; see $WORK/*.log"; return 1; }
+    SRC="$src"
+    [ -x "$SRC/tests/test-runner" ]
+}
+
+build_gregor() {
+    if [ -x "$GREGOR_BIN" ]; then return 0; fi
+    log "building gregor (cargo build --release)"
+    (cd "$REPO" && cargo build --release) >&2 || return 1
+    [ -x "$GREGOR_BIN" ]
+}
+
+# ---------------------------------------------------------------- broker ---
+
+GREGOR_PID=""
+TEST_PID=""
+DATA_DIR=""
+LOGDIR=""
+cleanup() {
+    if [ -n "$TEST_PID" ]; then
+        kill "$TEST_PID" 2>/dev/null
+        wait "$TEST_PID" 2>/dev/null
+    fi
+    stop_gregor
+    if [ -n "$LOGDIR" ] && [ "${KEEP_LOGS:-0}" != 1 ]; then rm -rf "$LOGDIR"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+stop_gregor() {
+    if [ -n "$GREGOR_PID" ]; then
+        kill "$GREGOR_PID" 2>/dev/null
+        for _ in $(seq 1 20); do
+            kill -0 "$GREGOR_PID" 2>/dev/null || break
+            sleep 0.5
+        done
+        kill -9 "$GREGOR_PID" 2>/dev/null
+        wait "$GREGOR_PID" 2>/dev/null
+        GREGOR_PID=""
+    fi
+    [ -n "$DATA_DIR" ] && rm -rf "$DATA_DIR"
+    DATA_DIR=""
+}
+
+BROKER_SCENARIO=""
+# start_gregor [scenario]: scenario is one of tests/scenarios/*.json that we
+# can express as gregor settings: "default" or "noautocreate".
+start_gregor() {
+    local scenario="${1:-default}" autocreate=true
+    case "$scenario" in
+        default) autocreate=true ;;
+        noautocreate) autocreate=false ;;
+        *) log "unsupported test scenario $scenario"; return 1 ;;
+    esac
+    if port_open "$PORT"; then
+        log "port $PORT already in use; set GREGOR_PORT"
+        return 1
+    fi
+    DATA_DIR="$(mktemp -d /tmp/gregor-librdkafka.XXXXXX)"
+    # Broker settings of the suite's "default" scenario (tests/scenarios/
+    # default.json): auto-created topics get 4 partitions.  Its replication
+    # factor 3 needs 3 brokers; a single broker is what we test here.
+    cat >"$DATA_DIR/gregor.toml" <<TOML
+"num.partitions" = 4
+"auto.create.topics.enable" = $autocreate
+TOML
+    BROKER_SCENARIO="$scenario"
+    "$GREGOR_BIN" dev --brokers 1 --data-dir "$DATA_DIR/data" --port "$PORT" \
+        --config "$DATA_DIR/gregor.toml" >>"$LOGDIR/gregor.log" 2>&1 &
+    GREGOR_PID=$!
+    for _ in $(seq 1 100); do
+        if port_open "$PORT"; then
+            echo "metadata.broker.list=127.0.0.1:$PORT" >"$LOGDIR/test.conf"
+            return 0
+        fi
+        kill -0 "$GREGOR_PID" 2>/dev/null || break
+        sleep 0.2
+    done
+    log "gregor did not come up; log:"
+    tail -20 "$LOGDIR/gregor.log" >&2
+    return 1
+}
+
+# ---------------------------------------------------------------- tests ----
+
+read_allowlist() {
+    # "NNNN [runner flags]" from each non-comment line, e.g. "0039 -L"
+    sed -e 's/#.*//' "$ALLOWLIST" | awk 'NF { $1 = $1; print }'
+}
+
+# Run one test number (plus optional runner flags such as -l / -L) in its own
+# test-runner process.  Sets STATUS (PASS/FAIL/TIMEOUT/SKIP) and LAST_LOG.
+run_one() {
+    local num="$1"; shift
+    local logf
+    logf="$LOGDIR/${num}$(printf '%s' "$*" | tr -c 'A-Za-z0-9_.-' '_').log"
+    local rc a envs=() flags=()
+    # NAME=VALUE tokens (e.g. SUBTESTS=DeleteTopics) go to the environment,
+    # the rest are test-runner flags.
+    for a in "$@"; do
+        if [[ "$a" =~ ^[A-Z_][A-Z0-9_]*= ]]; then envs+=("$a"); else flags+=("$a"); fi
+    done
+    # Background + wait so that INT/TERM reach our trap at once; the subshell
+    # execs timeout, so TEST_PID is timeout's pid and killing it stops the test.
+    (
+        cd "$SRC/tests" || exit 1
+        export LD_LIBRARY_PATH="$SRC/src:$SRC/src-cpp${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+        export TESTS="$num"
+        exec env "${envs[@]}" timeout -k 10 "$TEST_TIMEOUT" \
+            stdbuf -oL -eL ./test-runner -p1 "${flags[@]}" </dev/null
+    ) >"$logf" 2>&1 &
+    TEST_PID=$!
+    wait "$TEST_PID" 2>/dev/null # no "Aborted" job notices: the log has it
+    rc=$?
+    TEST_PID=""
+    if [ $rc -eq 124 ] || [ $rc -eq 137 ] ||
+        grep -qa 'timed out (timeout set to' "$logf"; then
+        STATUS=TIMEOUT # ours, or the runner's own per-test timeout
+    elif [ $rc -ne 0 ] || grep -qa 'Test .* FAILED' "$logf"; then
+        STATUS=FAIL
+    elif grep -qa 'Test .* PASSED' "$logf"; then
+        STATUS=PASS
+    else
+        STATUS=SKIP # ran nothing (filtered, or skipped by the test itself)
+    fi
+    LAST_LOG="$logf"
+}
+
+main() {
+    local setup_only=0
+    local tests=()
+    for a in "$@"; do
+        case "$a" in
+            --setup-only) setup_only=1 ;;
+            *) tests+=("$a") ;;
+        esac
+    done
+    local t0=$SECONDS
+    setup_suite || { log "suite setup failed"; exit 2; }
+    log "suite ready in $SRC ($((SECONDS - t0))s)"
+    [ "$setup_only" = 1 ] && exit 0
+    build_gregor || { log "gregor build failed"; exit 2; }
+
+    if [ ${#tests[@]} -eq 0 ]; then
+        mapfile -t tests < <(read_allowlist)
+    fi
+    [ ${#tests[@]} -gt 0 ] || { log "no tests selected"; exit 2; }
+
+    local p
+    for p in $(seq "$PORT" $((PORT + 50))); do
+        port_open "$p" || { PORT=$p; break; }
+    done
+    LOGDIR="$(mktemp -d /tmp/librdkafka-compat-logs.XXXXXX)"
+    [ "${KEEP_LOGS:-0}" = 1 ] && log "logs in $LOGDIR"
+
+    # The runner reads test.conf from its cwd (tests/) unless RDKAFKA_TEST_CONF
+    # points elsewhere.  BROKERS is only read by helpers that shell out to
+    # Kafka's CLI tools (they also need KAFKA_PATH, which we never set).
+    export RDKAFKA_TEST_CONF="$LOGDIR/test.conf" # written by start_gregor
+    export BROKERS="127.0.0.1:$PORT"
+    unset KAFKA_PATH ZK_ADDRESS
+    # gregor speaks the Kafka 4.x protocol.  The suite (librdkafka 2.0.2) only
+    # uses the version for ">= X" gates (the highest is 3.1), so 4.0.0 enables
+    # every version-gated test.
+    export TEST_KAFKA_VERSION="${TEST_KAFKA_VERSION:-4.0.0}"
+    export CI=true # the runner's CI mode: timeouts x3
+
+    local pass=0 fail=0 failed=()
+    local entry start dur
+    for entry in "${tests[@]}"; do
+        # shellcheck disable=SC2086
+        set -- $entry
+        # "-s <scenario>" selects a test scenario: (re)start the broker to
+        # match it (tests of another scenario are skipped by the runner).
+        local scenario=default prev=""
+        for a in "$@"; do
+            [ "$prev" = "-s" ] && scenario="$a"
+            prev="$a"
+        done
+        if [ "$scenario" != "$BROKER_SCENARIO" ] || ! kill -0 "$GREGOR_PID" 2>/dev/null; then
+            stop_gregor
+            start_gregor "$scenario" || { log "cannot start gregor"; exit 2; }
+        fi
+        start=$SECONDS
+        run_one "$@"
+        dur=$((SECONDS - start))
+        if [ "$STATUS" = PASS ]; then
+            pass=$((pass + 1))
+        else
+            fail=$((fail + 1)); failed+=("$entry")
+        fi
+        printf '%-8s %-34s %4ss\n' "$STATUS" "$entry" "$dur"
+        if [ "$STATUS" != PASS ]; then
+            grep -aE 'FAIL|Assert|SKIP' "$LAST_LOG" | head -6 |
+                cut -c1-300 | sed 's/^/    | /'
+        fi
+        if ! kill -0 "$GREGOR_PID" 2>/dev/null; then
+            log "gregor died during test $entry (restarted for the next test); log tail:"
+            tail -20 "$LOGDIR/gregor.log" >&2
+            GREGOR_PID=""
+        fi
+    done
+    if [ ${#failed[@]} -gt 0 ]; then
+        log "not passing: ${failed[*]}"
+    fi
+    echo "$pass passed, $fail failed"
+    [ "$fail" -eq 0 ]
+}
+
+main "$@"; exit $?
