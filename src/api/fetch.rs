@@ -83,37 +83,36 @@ pub fn handle(ctx: RequestContext, req: FetchRequest) -> Reply {
         }
         let mut shutdown = ctx.broker.shutdown_signal();
         loop {
-            let stopping = *shutdown.borrow_and_update();
-            if !stopping {
-                // A watcher whose partition went away (topic deleted) reports its index so it
-                // is dropped instead of waking this loop again and again.
-                let changes = async {
-                    if watchers.is_empty() {
-                        std::future::pending::<Option<usize>>().await
-                    } else {
-                        let (changed, index, _) =
-                            select_all(watchers.iter_mut().map(|w| Box::pin(w.changed()))).await;
-                        changed.is_err().then_some(index)
-                    }
-                };
-                let closed = tokio::select! {
-                    closed = changes => closed,
-                    _ = tokio::time::sleep_until(deadline) => None,
-                    _ = shutdown.changed() => None,
-                };
-                if let Some(index) = closed {
-                    watchers.swap_remove(index);
-                }
-            }
+            // Read again now that the watchers are subscribed: a record appended between phase
+            // one's read and the subscriptions would otherwise wake nobody.
             let (response, bytes, has_error) =
                 read_all(&ctx, &topics, response_max_bytes, read_committed);
-            let stopping = stopping || *shutdown.borrow();
+            let stopping = *shutdown.borrow_and_update();
             if bytes >= min_bytes
                 || has_error
                 || stopping
                 || tokio::time::Instant::now() >= deadline
             {
                 return Some(ResponseKind::Fetch(response));
+            }
+            // A watcher whose partition went away (topic deleted) reports its index so it is
+            // dropped instead of waking this loop again and again.
+            let changes = async {
+                if watchers.is_empty() {
+                    std::future::pending::<Option<usize>>().await
+                } else {
+                    let (changed, index, _) =
+                        select_all(watchers.iter_mut().map(|w| Box::pin(w.changed()))).await;
+                    changed.is_err().then_some(index)
+                }
+            };
+            let closed = tokio::select! {
+                closed = changes => closed,
+                _ = tokio::time::sleep_until(deadline) => None,
+                _ = shutdown.changed() => None,
+            };
+            if let Some(index) = closed {
+                watchers.swap_remove(index);
             }
         }
     }))
