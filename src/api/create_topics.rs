@@ -36,9 +36,9 @@ use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse, TopicN
 use kafka_protocol::protocol::{StrBytes, VersionRange};
 use kafka_protocol::ResponseError;
 
-use super::errors::controller_error_code;
+use super::errors::Refusal;
 use super::RequestContext;
-use crate::cluster::{ControllerError, CreateTopicSpec, TopicInfo};
+use crate::cluster::{CreateTopicSpec, TopicInfo};
 use crate::config;
 
 /// Handled versions.
@@ -46,31 +46,6 @@ pub const VERSIONS: VersionRange = VersionRange { min: 2, max: 7 };
 
 /// Kafka's KRaft metadata log; clients may not create a topic of that name.
 const CLUSTER_METADATA_TOPIC: &str = "__cluster_metadata";
-
-/// Why one topic was not created: a Kafka error code and the message for the client.
-#[derive(Debug)]
-struct Refusal {
-    code: i16,
-    message: String,
-}
-
-impl Refusal {
-    fn new(error: ResponseError, message: impl Into<String>) -> Refusal {
-        Refusal {
-            code: error.code(),
-            message: message.into(),
-        }
-    }
-}
-
-impl From<ControllerError> for Refusal {
-    fn from(e: ControllerError) -> Refusal {
-        Refusal {
-            code: controller_error_code(&e),
-            message: e.to_string(),
-        }
-    }
-}
 
 /// Answers CreateTopics.
 pub fn handle(ctx: &RequestContext, req: CreateTopicsRequest) -> CreateTopicsResponse {
@@ -350,31 +325,23 @@ fn effective_configs(ctx: &RequestContext, info: &TopicInfo) -> Vec<CreatableTop
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::test_support::broker_with;
     use crate::api::RequestContext;
     use crate::broker::Broker;
-    use crate::config::BrokerConfig;
     use bytes::BytesMut;
     use kafka_protocol::messages::create_topics_request::{
         CreatableReplicaAssignment, CreatableTopicConfig,
     };
-    use kafka_protocol::messages::{ApiKey, BrokerId, RequestHeader};
+    use kafka_protocol::messages::{ApiKey, BrokerId};
     use kafka_protocol::protocol::Encodable;
     use std::sync::Arc;
 
     fn broker(dir: &std::path::Path) -> Arc<Broker> {
-        let config = BrokerConfig::new("127.0.0.1:9092".parse().unwrap(), dir.to_path_buf());
-        Broker::open(config).unwrap()
+        broker_with(dir, &[])
     }
 
     fn ctx(broker: &Arc<Broker>, version: i16) -> RequestContext {
-        RequestContext {
-            broker: broker.clone(),
-            header: RequestHeader::default()
-                .with_request_api_key(ApiKey::CreateTopics as i16)
-                .with_request_api_version(version),
-            version,
-            peer: "127.0.0.1:50000".parse().unwrap(),
-        }
+        crate::api::test_support::ctx(broker, ApiKey::CreateTopics, version)
     }
 
     fn topic(name: &str, partitions: i32, replication_factor: i16) -> CreatableTopic {

@@ -253,34 +253,19 @@ fn result(outcome: Outcome, version: i16) -> DeletableTopicResult {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::test_support::broker_with;
     use crate::api::RequestContext;
     use crate::broker::Broker;
     use crate::cluster::CreateTopicSpec;
-    use crate::config::BrokerConfig;
     use bytes::BytesMut;
     use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
-    use kafka_protocol::messages::{ApiKey, RequestHeader};
+    use kafka_protocol::messages::ApiKey;
     use kafka_protocol::protocol::Encodable;
     use std::collections::BTreeMap;
     use std::sync::Arc;
 
-    fn broker_with(dir: &std::path::Path, settings: &[(&str, &str)]) -> Arc<Broker> {
-        let mut config = BrokerConfig::new("127.0.0.1:9092".parse().unwrap(), dir.to_path_buf());
-        for (k, v) in settings {
-            config.set(k, v).unwrap();
-        }
-        Broker::open(config).unwrap()
-    }
-
     fn ctx(broker: &Arc<Broker>, version: i16) -> RequestContext {
-        RequestContext {
-            broker: broker.clone(),
-            header: RequestHeader::default()
-                .with_request_api_key(ApiKey::DeleteTopics as i16)
-                .with_request_api_version(version),
-            version,
-            peer: "127.0.0.1:50000".parse().unwrap(),
-        }
+        crate::api::test_support::ctx(broker, ApiKey::DeleteTopics, version)
     }
 
     fn create(broker: &Broker, name: &str) -> Uuid {

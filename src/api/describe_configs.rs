@@ -34,6 +34,7 @@ use kafka_protocol::messages::{DescribeConfigsRequest, DescribeConfigsResponse};
 use kafka_protocol::protocol::{StrBytes, VersionRange};
 use kafka_protocol::ResponseError;
 
+use super::errors::Refusal;
 use super::RequestContext;
 use crate::cluster::metadata::validate_topic_name;
 use crate::config::{self, ConfigDef, ConfigKind, ConfigSource};
@@ -89,22 +90,6 @@ const TOPIC_ONLY_SETTINGS: &[(&str, i8, &str)] = &[
         "Replicas that must acknowledge an acks=all produce.",
     ),
 ];
-
-/// A refused resource: a Kafka error code and the message for the client.
-#[derive(Debug)]
-struct Refusal {
-    code: i16,
-    message: String,
-}
-
-impl Refusal {
-    fn new(error: ResponseError, message: impl Into<String>) -> Refusal {
-        Refusal {
-            code: error.code(),
-            message: message.into(),
-        }
-    }
-}
 
 /// What the request asks to include, shared by its resources.
 #[derive(Debug, Clone, Copy)]
@@ -374,32 +359,17 @@ fn config_type(name: &str, kind: ConfigKind) -> i8 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::test_support::broker_with;
     use crate::api::RequestContext;
     use crate::broker::Broker;
     use crate::cluster::CreateTopicSpec;
-    use crate::config::BrokerConfig;
     use bytes::BytesMut;
-    use kafka_protocol::messages::{ApiKey, RequestHeader};
+    use kafka_protocol::messages::ApiKey;
     use kafka_protocol::protocol::Encodable;
     use std::sync::Arc;
 
-    fn broker_with(dir: &std::path::Path, settings: &[(&str, &str)]) -> Arc<Broker> {
-        let mut config = BrokerConfig::new("127.0.0.1:9092".parse().unwrap(), dir.to_path_buf());
-        for (k, v) in settings {
-            config.set(k, v).unwrap();
-        }
-        Broker::open(config).unwrap()
-    }
-
     fn ctx(broker: &Arc<Broker>, version: i16) -> RequestContext {
-        RequestContext {
-            broker: broker.clone(),
-            header: RequestHeader::default()
-                .with_request_api_key(ApiKey::DescribeConfigs as i16)
-                .with_request_api_version(version),
-            version,
-            peer: "127.0.0.1:50000".parse().unwrap(),
-        }
+        crate::api::test_support::ctx(broker, ApiKey::DescribeConfigs, version)
     }
 
     fn create(broker: &Broker, name: &str, overrides: &[(&str, &str)]) {

@@ -51,3 +51,29 @@ pub fn controller_error_code(e: &ControllerError) -> i16 {
 pub fn code(e: ResponseError) -> i16 {
     e.code()
 }
+
+/// Why one item of a request (a topic, a resource) was refused: a Kafka error code and the
+/// message for the client.
+#[derive(Debug)]
+pub(crate) struct Refusal {
+    pub(crate) code: i16,
+    pub(crate) message: String,
+}
+
+impl Refusal {
+    pub(crate) fn new(error: ResponseError, message: impl Into<String>) -> Refusal {
+        Refusal {
+            code: error.code(),
+            message: message.into(),
+        }
+    }
+}
+
+impl From<ControllerError> for Refusal {
+    fn from(e: ControllerError) -> Refusal {
+        Refusal {
+            code: controller_error_code(&e),
+            message: e.to_string(),
+        }
+    }
+}

@@ -224,13 +224,13 @@ fn error(partition_index: i32, code: i16) -> ListOffsetsPartitionResponse {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::test_support::broker_with;
     use crate::api::RequestContext;
     use crate::broker::Broker;
     use crate::cluster::CreateTopicSpec;
-    use crate::config::BrokerConfig;
     use bytes::{Bytes, BytesMut};
     use kafka_protocol::messages::list_offsets_request::ListOffsetsTopic;
-    use kafka_protocol::messages::{ApiKey, BrokerId, RequestHeader, TopicName};
+    use kafka_protocol::messages::{ApiKey, BrokerId, TopicName};
     use kafka_protocol::protocol::{Encodable, StrBytes};
     use kafka_protocol::records::{
         Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
@@ -239,19 +239,11 @@ mod tests {
     use std::sync::Arc;
 
     fn broker(dir: &std::path::Path) -> Arc<Broker> {
-        let config = BrokerConfig::new("127.0.0.1:9092".parse().unwrap(), dir.to_path_buf());
-        Broker::open(config).unwrap()
+        broker_with(dir, &[])
     }
 
     fn ctx(broker: &Arc<Broker>, version: i16) -> RequestContext {
-        RequestContext {
-            broker: broker.clone(),
-            header: RequestHeader::default()
-                .with_request_api_key(ApiKey::ListOffsets as i16)
-                .with_request_api_version(version),
-            version,
-            peer: "127.0.0.1:50000".parse().unwrap(),
-        }
+        crate::api::test_support::ctx(broker, ApiKey::ListOffsets, version)
     }
 
     fn create(broker: &Broker, name: &str, partitions: i32) {

@@ -22,6 +22,8 @@ pub mod fetch;
 pub mod list_offsets;
 pub mod metadata;
 pub mod produce;
+#[cfg(test)]
+mod test_support;
 
 use std::future::Future;
 use std::net::SocketAddr;

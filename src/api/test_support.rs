@@ -1,0 +1,32 @@
+//! Fixtures for the handlers' unit tests: a real broker in a temporary dir and a request
+//! context for calling a handler directly.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use kafka_protocol::messages::{ApiKey, RequestHeader};
+
+use super::RequestContext;
+use crate::broker::Broker;
+use crate::config::BrokerConfig;
+
+/// A broker on `dir` with `settings` (Kafka names) applied.
+pub(crate) fn broker_with(dir: &Path, settings: &[(&str, &str)]) -> Arc<Broker> {
+    let mut config = BrokerConfig::new("127.0.0.1:9092".parse().unwrap(), dir.to_path_buf());
+    for (k, v) in settings {
+        config.set(k, v).unwrap();
+    }
+    Broker::open(config).unwrap()
+}
+
+/// A context for a request of `api_key` at `version`.
+pub(crate) fn ctx(broker: &Arc<Broker>, api_key: ApiKey, version: i16) -> RequestContext {
+    RequestContext {
+        broker: broker.clone(),
+        header: RequestHeader::default()
+            .with_request_api_key(api_key as i16)
+            .with_request_api_version(version),
+        version,
+        peer: "127.0.0.1:50000".parse().unwrap(),
+    }
+}
