@@ -69,6 +69,9 @@ pub enum Reply {
     NoResponse,
     /// Finish later; the future yields the response (or none).
     Deferred(Pending),
+    /// No handler for a request the decoder let through: a bug in the version table. The
+    /// connection is closed (answering nothing would leave the client waiting forever).
+    Unhandled,
 }
 
 impl std::fmt::Debug for Reply {
@@ -77,6 +80,7 @@ impl std::fmt::Debug for Reply {
             Reply::Ready(r) => f.debug_tuple("Ready").field(r).finish(),
             Reply::NoResponse => f.write_str("NoResponse"),
             Reply::Deferred(_) => f.write_str("Deferred(..)"),
+            Reply::Unhandled => f.write_str("Unhandled"),
         }
     }
 }
@@ -119,10 +123,9 @@ pub async fn handle(ctx: RequestContext, body: RequestKind) -> Reply {
         )),
         other => {
             // The decoder only lets SUPPORTED APIs through, so this is a table/dispatch
-            // mismatch: a bug. Answering nothing would hang the client; the connection layer
-            // closes the connection on NoResponse only for this case via the log line below.
+            // mismatch: a bug, reported and answered by closing the connection.
             tracing::error!(request = ?std::mem::discriminant(&other), "no handler for a decoded request");
-            Reply::NoResponse
+            Reply::Unhandled
         }
     }
 }

@@ -170,6 +170,7 @@ async fn handle_frame(
             None => Err(format!("could not encode the {api_key:?} response")),
         },
         Reply::NoResponse => Ok(None),
+        Reply::Unhandled => Err(format!("no handler for {api_key:?} v{version}")),
         Reply::Deferred(pending) => Ok(Some(Outgoing::Pending(tokio::spawn(async move {
             pending.await.and_then(encode)
         })))),
