@@ -83,8 +83,20 @@ run_pair rust kcat
 run_pair python librdkafka
 
 step "summary"
-grep -h "test result:" "$LOGS/rust.log" | sed 's/^/  rust: /'
+# Individual test counts per suite, from each runner's own closing lines.
+count() { grep -oE "$2" "$LOGS/$1.log" 2>/dev/null | grep -oE '^[0-9]+' | awk '{s+=$1} END {print s+0}'; }
+tests_passed=0; tests_failed=0
+for name in "${order[@]}"; do
+  case $name in
+    rust) p=$(count rust '[0-9]+ passed;'); f=$(count rust '[0-9]+ failed;') ;;
+    python) p=$(count python '[0-9]+ passed'); f=$(count python '[0-9]+ failed') ;;
+    *) p=$(count "$name" '^[0-9]+ passed'); f=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$LOGS/$name.log" 2>/dev/null | tail -1 | grep -oE '[0-9]+ failed' | grep -oE '^[0-9]+'); f=${f:-0} ;;
+  esac
+  printf '  %-11s %5s tests passed, %s failed\n' "$name" "$p" "$f"
+  tests_passed=$((tests_passed + p)); tests_failed=$((tests_failed + f))
+done
 echo "logs in $LOGS"
 ((failed)) && echo "failed suites: ${failed_names[*]}"
-echo "$passed passed, $failed failed"
+echo "suites: $passed passed, $failed failed"
+echo "$tests_passed passed, $tests_failed failed"
 ((failed == 0))
