@@ -63,8 +63,9 @@
 //! Every decode of an untrusted frame goes through [`guarded`] (or [`guarded_decode`]);
 //! `codec::decode_request` is the one caller on the request path.
 
-// The allocator has to call `mmap` and implement `GlobalAlloc`: the crate denies unsafe code
-// everywhere else. Every unsafe block below carries its SAFETY argument.
+// The allocator has to call `mmap` and implement `GlobalAlloc`. The crate denies unsafe code
+// everywhere but here and `frame.rs` (whose `BufMut` impl only delegates to `BytesMut`).
+// Every unsafe block below carries its SAFETY argument.
 #![allow(unsafe_code)]
 
 use std::alloc::{GlobalAlloc, Layout, System};
