@@ -111,8 +111,8 @@ const USAGE: &str = "usage: cargo bench --bench gregor_bench -- [--quick] [--mar
   --paced-seconds    seconds of each paced (per-request cost) phase (default 3)
   --fetch-wait-ms N  fetch.wait.max.ms of the latency consumer (default 1)
   --no-ceiling       skip the no-op server
-  --phases LIST      comma-separated subset of produce,consume,paced,latency (default all;
-                     consume reads what produce wrote)";
+  --phases LIST      comma-separated subset of produce,consume,paced,latency,groups (default
+                     all; consume reads what produce wrote)";
 
 #[derive(Debug, Clone)]
 struct Options {
@@ -208,10 +208,17 @@ enum Phase {
     Consume,
     Paced,
     Latency,
+    Groups,
 }
 
 impl Phase {
-    const ALL: [Phase; 4] = [Phase::Produce, Phase::Consume, Phase::Paced, Phase::Latency];
+    const ALL: [Phase; 5] = [
+        Phase::Produce,
+        Phase::Consume,
+        Phase::Paced,
+        Phase::Latency,
+        Phase::Groups,
+    ];
 
     fn parse(name: &str) -> Result<Phase, String> {
         match name {
@@ -219,6 +226,7 @@ impl Phase {
             "consume" => Ok(Phase::Consume),
             "paced" => Ok(Phase::Paced),
             "latency" => Ok(Phase::Latency),
+            "groups" => Ok(Phase::Groups),
             other => Err(format!("unknown phase {other:?}")),
         }
     }
@@ -311,6 +319,7 @@ struct Report {
     consume: Vec<ConsumeRun>,
     paced: Vec<PacedRun>,
     latency: Option<LatencyRun>,
+    groups: Option<GroupsRun>,
     gregor_peak_rss_kb: Option<u64>,
     noop_peak_rss_kb: Option<u64>,
     wall: Duration,
@@ -441,6 +450,20 @@ fn run(options: &Options) -> BenchResult<()> {
         None
     };
 
+    // 6: consumer groups: join -> Stable, and offset commits.
+    let groups = if options.runs(Phase::Groups) {
+        let result = groups_phase(&gregor, options.quick)?;
+        eprintln!(
+            "groups: join p50 {} µs, 10 members {} ms, {:.0} sync commits/s",
+            result.join.value_at_quantile(0.5),
+            result.ten_members.as_millis(),
+            result.commits_per_second()
+        );
+        Some(result)
+    } else {
+        None
+    };
+
     // 4: peak memory, then a clean stop.
     let gregor_peak_rss_kb = gregor.peak_rss_kb();
     let noop_peak_rss_kb = noop.as_ref().and_then(Server::peak_rss_kb);
@@ -460,6 +483,7 @@ fn run(options: &Options) -> BenchResult<()> {
         consume,
         paced,
         latency,
+        groups,
         gregor_peak_rss_kb,
         noop_peak_rss_kb,
         wall: wall.elapsed(),
@@ -500,6 +524,9 @@ impl Server {
             .arg("--data-dir")
             .arg(dir.path().join("data"))
             .env("GREGOR_NUM_PARTITIONS", PARTITIONS.to_string())
+            // The groups phase measures the broker, not Kafka's default 3 s wait for more
+            // members before a new group's first rebalance.
+            .env("GREGOR_GROUP_INITIAL_REBALANCE_DELAY_MS", "0")
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(log)
@@ -1815,6 +1842,15 @@ impl Report {
                 );
             }
         }
+        if let Some(groups) = &self.groups {
+            let _ = writeln!(
+                out,
+                "\nconsumer groups (group.initial.rebalance.delay.ms=0):"
+            );
+            for [what, value] in groups.rows() {
+                let _ = writeln!(out, "  {what:<58} {value}");
+            }
+        }
         let _ = writeln!(out, "\ntargets:");
         for (label, met, detail) in self.targets(&summaries) {
             let verdict = if met { "met" } else { "MISSED" };
@@ -1869,6 +1905,17 @@ impl Report {
                     server,
                     rates.join(", ")
                 );
+            }
+        }
+        if let Some(groups) = &self.groups {
+            let _ = writeln!(
+                out,
+                "\nConsumer groups (broker with `group.initial.rebalance.delay.ms=0`):\n"
+            );
+            let _ = writeln!(out, "| measurement | result |");
+            let _ = writeln!(out, "|---|---:|");
+            for [what, value] in groups.rows() {
+                let _ = writeln!(out, "| {what} | {value} |");
             }
         }
         let _ = writeln!(out, "\n| target | result | measured |");
@@ -2163,4 +2210,247 @@ mod noop {
             .collect();
         ProduceResponse::default().with_responses(responses)
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Consumer groups
+// ---------------------------------------------------------------------------------------------
+
+/// Topic of the groups phase.
+const TOPIC_GROUPS: &str = "bench-groups";
+/// Members of the "many join at once" measurement.
+const GROUP_MEMBERS: usize = 10;
+
+/// What the groups phase measured.
+struct GroupsRun {
+    /// subscribe() -> first assignment of a lone member of a new group, µs.
+    join: Histogram<u64>,
+    /// subscribe() of 10 members at once -> every member assigned.
+    ten_members: Duration,
+    /// A member joining a Stable group of 5 -> all 6 hold their new assignment.
+    sixth_member: Duration,
+    /// Synchronous commits of 8 partitions: latency (µs) of each.
+    commit_latency: Histogram<u64>,
+    commit_elapsed: Duration,
+    /// Broker CPU during the commit loop.
+    commit_server_cpu: Cpu,
+}
+
+impl GroupsRun {
+    fn commits_per_second(&self) -> f64 {
+        self.commit_latency.len() as f64 / self.commit_elapsed.as_secs_f64().max(1e-9)
+    }
+
+    fn rows(&self) -> Vec<[String; 2]> {
+        let us = |v: u64| format!("{:.2} ms", v as f64 / 1000.0);
+        vec![
+            [
+                format!(
+                    "lone member: subscribe -> assigned ({} new groups)",
+                    self.join.len()
+                ),
+                format!(
+                    "p50 {}, p99 {}, max {}",
+                    us(self.join.value_at_quantile(0.5)),
+                    us(self.join.value_at_quantile(0.99)),
+                    us(self.join.max())
+                ),
+            ],
+            [
+                format!("{GROUP_MEMBERS} members subscribe at once -> all assigned"),
+                format!("{} ms", self.ten_members.as_millis()),
+            ],
+            [
+                "6th member joins a Stable group of 5 -> all 6 reassigned".to_string(),
+                format!("{} ms", self.sixth_member.as_millis()),
+            ],
+            [
+                "sync OffsetCommit of 8 partitions, one consumer".to_string(),
+                format!(
+                    "{} commits/s; p50 {}, p99 {}",
+                    thousands(self.commits_per_second()),
+                    us(self.commit_latency.value_at_quantile(0.5)),
+                    us(self.commit_latency.value_at_quantile(0.99))
+                ),
+            ],
+            [
+                "broker CPU per commit (8 partitions)".to_string(),
+                format!(
+                    "{:.1} µs",
+                    per_record_us(self.commit_server_cpu, self.commit_latency.len())
+                ),
+            ],
+        ]
+    }
+}
+
+/// Counts assignments seen by one member.
+#[derive(Default)]
+struct Assignments {
+    assigned: AtomicU64,
+}
+
+impl ClientContext for Assignments {}
+
+impl rdkafka::consumer::ConsumerContext for Assignments {
+    fn post_rebalance(
+        &self,
+        _consumer: &BaseConsumer<Self>,
+        rebalance: &rdkafka::consumer::Rebalance<'_>,
+    ) {
+        if let rdkafka::consumer::Rebalance::Assign(_) = rebalance {
+            self.assigned.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+fn group_member(bootstrap: &str, group: &str) -> BenchResult<BaseConsumer<Assignments>> {
+    ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("session.timeout.ms", "10000")
+        // The rebalance of a Stable group starts when members learn of it from a heartbeat
+        // response; a short interval keeps that client-side wait small.
+        .set("heartbeat.interval.ms", "100")
+        .create_with_context(Assignments::default())
+        .map_err(|e| format!("group consumer: {e}"))
+}
+
+fn member_assignment(m: &BaseConsumer<Assignments>) -> usize {
+    m.assignment().map(|a| a.count()).unwrap_or(0)
+}
+
+/// Polls `members` until `done` or `bound`; returns the elapsed time since `start`.
+fn poll_members(
+    members: &[BaseConsumer<Assignments>],
+    start: Instant,
+    bound: Duration,
+    what: &str,
+    done: impl Fn(&[BaseConsumer<Assignments>]) -> bool,
+) -> BenchResult<Duration> {
+    loop {
+        for m in members {
+            let _ = m.poll(Duration::from_millis(1));
+        }
+        if done(members) {
+            return Ok(start.elapsed());
+        }
+        if start.elapsed() > bound {
+            return Err(format!("groups phase: timed out waiting for {what}"));
+        }
+    }
+}
+
+fn groups_phase(server: &Server, quick: bool) -> BenchResult<GroupsRun> {
+    create_topics(&server.bootstrap, &[TOPIC_GROUPS])?;
+    let bound = Duration::from_secs(30);
+    // 1: a lone member of a new group (the first one also creates __consumer_offsets).
+    let mut join = Histogram::<u64>::new(3).map_err(|e| e.to_string())?;
+    let rounds = if quick { 5 } else { 20 };
+    for round in 0..=rounds {
+        let m = group_member(&server.bootstrap, &format!("bench-join-{round}"))?;
+        let start = Instant::now();
+        m.subscribe(&[TOPIC_GROUPS])
+            .map_err(|e| format!("subscribe: {e}"))?;
+        let members = [m];
+        let took = poll_members(&members, start, bound, "a lone member", |ms| {
+            member_assignment(&ms[0]) > 0
+        })?;
+        if round > 0 {
+            join.record(took.as_micros() as u64)
+                .map_err(|e| e.to_string())?;
+        }
+    }
+    // 2: ten members at once.
+    let members: Vec<_> = (0..GROUP_MEMBERS)
+        .map(|_| group_member(&server.bootstrap, "bench-ten"))
+        .collect::<BenchResult<_>>()?;
+    let start = Instant::now();
+    for m in &members {
+        m.subscribe(&[TOPIC_GROUPS])
+            .map_err(|e| format!("subscribe: {e}"))?;
+    }
+    // 8 partitions over 10 members: 8 members hold one each; every member has had an
+    // assignment (possibly empty) delivered.
+    let ten_members = poll_members(&members, start, bound, "ten members", |ms| {
+        ms.iter()
+            .all(|m| m.context().assigned.load(Ordering::SeqCst) > 0)
+            && ms.iter().map(member_assignment).sum::<usize>() == PARTITIONS as usize
+    })?;
+    drop(members);
+    // 3: a sixth member joining a Stable group of five.
+    let mut members: Vec<_> = (0..5)
+        .map(|_| group_member(&server.bootstrap, "bench-six"))
+        .collect::<BenchResult<_>>()?;
+    for m in &members {
+        m.subscribe(&[TOPIC_GROUPS])
+            .map_err(|e| format!("subscribe: {e}"))?;
+    }
+    poll_members(&members, Instant::now(), bound, "five members", |ms| {
+        ms.iter().map(member_assignment).sum::<usize>() == PARTITIONS as usize
+            && ms
+                .iter()
+                .all(|m| m.context().assigned.load(Ordering::SeqCst) > 0)
+    })?;
+    let before: Vec<u64> = members
+        .iter()
+        .map(|m| m.context().assigned.load(Ordering::SeqCst))
+        .collect();
+    let sixth = group_member(&server.bootstrap, "bench-six")?;
+    let start = Instant::now();
+    sixth
+        .subscribe(&[TOPIC_GROUPS])
+        .map_err(|e| format!("subscribe: {e}"))?;
+    members.push(sixth);
+    let sixth_member = poll_members(&members, start, bound, "the sixth member", |ms| {
+        ms.iter()
+            .zip(&before)
+            .all(|(m, b)| m.context().assigned.load(Ordering::SeqCst) > *b)
+            && ms[5].context().assigned.load(Ordering::SeqCst) > 0
+            && ms.iter().map(member_assignment).sum::<usize>() == PARTITIONS as usize
+    })?;
+    drop(members);
+    // 4: synchronous commits of every partition by one member.
+    let m = group_member(&server.bootstrap, "bench-commit")?;
+    m.subscribe(&[TOPIC_GROUPS])
+        .map_err(|e| format!("subscribe: {e}"))?;
+    let members = [m];
+    poll_members(&members, Instant::now(), bound, "the committer", |ms| {
+        member_assignment(&ms[0]) == PARTITIONS as usize
+    })?;
+    let m = &members[0];
+    let mut commit_latency = Histogram::<u64>::new(3).map_err(|e| e.to_string())?;
+    let run_for = if quick {
+        Duration::from_secs(2)
+    } else {
+        Duration::from_secs(5)
+    };
+    let cpu_before = server.cpu();
+    let start = Instant::now();
+    let mut offset = 0i64;
+    while start.elapsed() < run_for {
+        offset += 1;
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..PARTITIONS {
+            tpl.add_partition_offset(TOPIC_GROUPS, p, Offset::Offset(offset))
+                .map_err(|e| e.to_string())?;
+        }
+        let sent = Instant::now();
+        m.commit(&tpl, rdkafka::consumer::CommitMode::Sync)
+            .map_err(|e| format!("commit: {e}"))?;
+        commit_latency
+            .record(sent.elapsed().as_micros() as u64)
+            .map_err(|e| e.to_string())?;
+    }
+    let commit_elapsed = start.elapsed();
+    let commit_server_cpu = server.cpu().since(cpu_before);
+    Ok(GroupsRun {
+        join,
+        ten_members,
+        sixth_member,
+        commit_latency,
+        commit_elapsed,
+        commit_server_cpu,
+    })
 }

@@ -17,6 +17,7 @@ use tokio::task::JoinHandle;
 
 use crate::cluster::{Controller, ControllerError, CreateTopicSpec, TopicInfo};
 use crate::config::BrokerConfig;
+use crate::coordinator::{GroupService, OFFSETS_TOPIC};
 use crate::log::LogError;
 use crate::replica::manager::now_ms;
 use crate::replica::ReplicaManager;
@@ -49,7 +50,11 @@ pub struct Broker {
     /// Metadata controller.
     pub controller: Controller,
     /// Hosted partitions.
-    pub replicas: ReplicaManager,
+    pub replicas: Arc<ReplicaManager>,
+    /// The group coordinator.
+    pub groups: GroupService,
+    /// Serialises creating `__consumer_offsets`.
+    offsets_topic_lock: tokio::sync::Mutex<()>,
     /// Turns true when the broker starts stopping: long polls answer at once, connections stop
     /// reading, the listener stops accepting.
     shutdown: watch::Sender<bool>,
@@ -61,13 +66,19 @@ impl Broker {
         std::fs::create_dir_all(&config.data_dir).map_err(LogError::from)?;
         let config = Arc::new(config);
         let controller = Controller::open(config.clone())?;
-        let replicas = ReplicaManager::open(config.clone())?;
+        let replicas = Arc::new(ReplicaManager::open(config.clone())?);
         replicas.reconcile(&controller.image())?;
+        let groups = GroupService::new(config.clone(), replicas.clone());
+        // Groups of led partitions answer COORDINATOR_LOAD_IN_PROGRESS until `start` has
+        // replayed them.
+        groups.host_led_partitions();
         let (shutdown, _) = watch::channel(false);
         Ok(Arc::new(Broker {
             config,
             controller,
             replicas,
+            groups,
+            offsets_topic_lock: tokio::sync::Mutex::new(()),
             shutdown,
         }))
     }
@@ -83,6 +94,52 @@ impl Broker {
                 .map_err(|e| ControllerError::Storage(e.to_string()))?;
         }
         Ok(topic)
+    }
+
+    /// Creates `__consumer_offsets` if it does not exist (as Kafka does on the first
+    /// FindCoordinator) and makes sure every partition of it this broker leads is being served.
+    /// Its replication factor is `offsets.topic.replication.factor`, capped at the brokers
+    /// registered now.
+    pub async fn ensure_offsets_topic(self: &Arc<Self>) -> Result<(), ControllerError> {
+        let _serial = self.offsets_topic_lock.lock().await;
+        let image = self.controller.image();
+        if image.topic(OFFSETS_TOPIC).is_none() {
+            let brokers = i16::try_from(image.brokers.len())
+                .unwrap_or(i16::MAX)
+                .max(1);
+            let mut configs = std::collections::BTreeMap::new();
+            configs.insert(
+                "segment.bytes".to_string(),
+                self.config.offsets_topic_segment_bytes().to_string(),
+            );
+            // Kafka's settings for the offsets topic: compacted (the latest commit per key
+            // is all a replay needs), batches kept as written.
+            configs.insert("cleanup.policy".to_string(), "compact".to_string());
+            configs.insert("compression.type".to_string(), "producer".to_string());
+            let spec = CreateTopicSpec {
+                name: OFFSETS_TOPIC.to_string(),
+                partitions: self.config.offsets_topic_num_partitions(),
+                replication_factor: self.config.offsets_topic_replication_factor().min(brokers),
+                configs,
+                validate_only: false,
+                internal: true,
+            };
+            let broker = self.clone();
+            let started = std::time::Instant::now();
+            match tokio::task::spawn_blocking(move || broker.create_topic(spec)).await {
+                Ok(Ok(_)) => {
+                    tracing::info!(
+                        elapsed_ms = started.elapsed().as_millis() as u64,
+                        "created __consumer_offsets"
+                    );
+                }
+                Ok(Err(ControllerError::TopicAlreadyExists(_))) => {}
+                Ok(Err(error)) => return Err(error),
+                Err(error) => return Err(ControllerError::Storage(error.to_string())),
+            }
+        }
+        self.groups.host_and_load().await;
+        Ok(())
     }
 
     /// A receiver that turns true when the broker starts stopping.
@@ -101,6 +158,8 @@ impl Broker {
         self.replicas
             .reconcile(&self.controller.image())
             .map_err(|e| ControllerError::Storage(e.to_string()))?;
+        self.groups
+            .run(|coordinator, now| coordinator.on_topic_deleted(now, name));
         Ok(topic)
     }
 }
@@ -114,6 +173,7 @@ pub struct RunningBroker {
     pub local_addr: SocketAddr,
     server: JoinHandle<()>,
     duties: JoinHandle<()>,
+    cleaner: JoinHandle<()>,
 }
 
 /// Starts a broker: binds, opens the data dir, serves until [`RunningBroker::shutdown`].
@@ -138,12 +198,17 @@ pub async fn start(mut config: BrokerConfig) -> Result<RunningBroker, StartError
         broker.shutdown_signal(),
     ));
     let duties = tokio::spawn(run_duties(broker.clone(), broker.shutdown_signal()));
+    let cleaner = tokio::spawn(run_log_cleaner(broker.clone(), broker.shutdown_signal()));
+    tokio::spawn(broker.groups.clone().run_timers(broker.shutdown_signal()));
+    let groups = broker.groups.clone();
+    tokio::spawn(async move { groups.host_and_load().await });
     tracing::info!(%local_addr, node_id = broker.config.node_id(), data_dir = %broker.config.data_dir.display(), "broker started");
     Ok(RunningBroker {
         broker,
         local_addr,
         server,
         duties,
+        cleaner,
     })
 }
 
@@ -159,8 +224,11 @@ impl RunningBroker {
     /// Stops accepting, drains connections, flushes and closes the logs.
     pub async fn shutdown(self) -> Result<(), LogError> {
         self.broker.shutdown.send_replace(true);
+        self.broker.groups.shutdown();
         let _ = self.server.await;
         let _ = self.duties.await;
+        // A cleaning in progress finishes (or aborts) before the logs close.
+        let _ = self.cleaner.await;
         let broker = self.broker;
         tokio::task::spawn_blocking(move || broker.replicas.shutdown())
             .await
@@ -190,5 +258,31 @@ async fn run_duties(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
             let _ = tokio::task::spawn_blocking(move || b.replicas.run_log_duties(now_ms())).await;
             next_check = tokio::time::Instant::now() + check_every;
         }
+    }
+}
+
+/// The log cleaner: compacts partitions whose `cleanup.policy` includes `compact` every
+/// `log.cleaner.backoff.ms`, at once again while a run leaves work behind.
+async fn run_log_cleaner(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
+    if !broker.config.log_cleaner_enable() {
+        return;
+    }
+    let backoff = Duration::from_millis(broker.config.log_cleaner_backoff_ms().max(1));
+    let mut wait = backoff;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = shutdown.changed() => return,
+        }
+        let b = broker.clone();
+        let run = tokio::task::spawn_blocking(move || b.replicas.run_log_cleaner(now_ms())).await;
+        wait = match run {
+            Ok(run) if run.more_work() => Duration::ZERO,
+            Ok(_) => backoff,
+            Err(error) => {
+                tracing::error!(%error, "log cleaner task failed");
+                backoff
+            }
+        };
     }
 }

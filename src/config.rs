@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use crate::log::{LogConfig, TimestampType};
+use crate::log::{CleanupPolicy, LogConfig, TimestampType};
 
 /// Where an effective value came from (DescribeConfigs' `config_source`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,17 +38,24 @@ impl ConfigSource {
 }
 
 /// The value kind of a setting, used to validate it when it is set.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub enum ConfigKind {
     /// A signed 64-bit integer with an inclusive lower bound.
     Long { min: i64 },
+    /// A finite floating-point number in an inclusive range.
+    Double { min: f64, max: f64 },
     /// `true` or `false`.
     Boolean,
     /// One of a fixed set of strings.
     Choice(&'static [&'static str]),
+    /// A non-empty comma-separated list of items from a fixed set (Kafka's LIST type).
+    List(&'static [&'static str]),
     /// Free text.
     Text,
 }
+
+/// The policies `cleanup.policy` and `log.cleanup.policy` accept.
+const CLEANUP_POLICIES: &[&str] = &["delete", "compact"];
 
 /// One broker setting.
 #[derive(Debug)]
@@ -145,6 +152,57 @@ pub const BROKER_CONFIGS: &[ConfigDef] = &[
         0,
         "Milliseconds an appended record may wait before an fsync.",
     ),
+    ConfigDef {
+        name: "log.cleanup.policy",
+        default: "delete",
+        kind: ConfigKind::List(CLEANUP_POLICIES),
+        sensitive: false,
+        doc: "Default cleanup.policy of topics: delete (retention), compact (keep the latest record of each key) or both.",
+    },
+    ConfigDef {
+        name: "log.cleaner.enable",
+        default: "true",
+        kind: ConfigKind::Boolean,
+        sensitive: false,
+        doc: "Run the log cleaner, which compacts topics whose cleanup.policy includes compact.",
+    },
+    long(
+        "log.cleaner.backoff.ms",
+        "15000",
+        0,
+        "How long the log cleaner sleeps when there is nothing to clean.",
+    ),
+    long(
+        "log.cleaner.dedupe.buffer.size",
+        "134217728",
+        48,
+        "Memory for the cleaner's key to offset map, 24 bytes a key; more keys than fit are cleaned over several runs.",
+    ),
+    long(
+        "log.cleaner.delete.retention.ms",
+        "86400000",
+        0,
+        "Default delete.retention.ms: how long a tombstone is kept once the cleaner has seen it.",
+    ),
+    long(
+        "log.cleaner.min.compaction.lag.ms",
+        "0",
+        0,
+        "Default min.compaction.lag.ms: records newer than this are not compacted.",
+    ),
+    long(
+        "log.cleaner.max.compaction.lag.ms",
+        "9223372036854775807",
+        1,
+        "Default max.compaction.lag.ms: a record older than this is compacted whatever the dirty ratio.",
+    ),
+    ConfigDef {
+        name: "log.cleaner.min.cleanable.ratio",
+        default: "0.5",
+        kind: ConfigKind::Double { min: 0.0, max: 1.0 },
+        sensitive: false,
+        doc: "Default min.cleanable.dirty.ratio: compact a log only when its uncompacted share is above this.",
+    },
     long(
         "socket.request.max.bytes",
         "104857600",
@@ -182,11 +240,72 @@ pub const BROKER_CONFIGS: &[ConfigDef] = &[
         1,
         "Partitions one topic may have.",
     ),
+    long(
+        "group.min.session.timeout.ms",
+        "6000",
+        1,
+        "Smallest session timeout a group member may ask for.",
+    ),
+    long(
+        "group.max.session.timeout.ms",
+        "1800000",
+        1,
+        "Largest session timeout a group member may ask for.",
+    ),
+    long(
+        "group.initial.rebalance.delay.ms",
+        "3000",
+        0,
+        "How long the first rebalance of an empty group waits for more members.",
+    ),
+    long("group.max.size", "2147483647", 1, "Members one consumer group may have."),
+    long(
+        "offsets.topic.num.partitions",
+        "50",
+        1,
+        "Partitions of __consumer_offsets (fixed once the topic exists).",
+    ),
+    long(
+        "offsets.topic.replication.factor",
+        "3",
+        1,
+        "Replication factor of __consumer_offsets (capped at the brokers registered when it is created).",
+    ),
+    long(
+        "offsets.topic.segment.bytes",
+        "104857600",
+        14,
+        "Segment size of __consumer_offsets.",
+    ),
+    long(
+        "offsets.retention.minutes",
+        "10080",
+        1,
+        "How long the committed offsets of an empty group are kept.",
+    ),
+    long(
+        "offsets.retention.check.interval.ms",
+        "600000",
+        1,
+        "How often expired offsets are removed.",
+    ),
+    long(
+        "offsets.commit.timeout.ms",
+        "5000",
+        1,
+        "How long an offset commit or group write may wait to become durable before it fails.",
+    ),
+    long(
+        "offset.metadata.max.bytes",
+        "4096",
+        0,
+        "Longest metadata string an offset commit may carry.",
+    ),
 ];
 
 /// Topic-level settings: (topic name, the broker setting that gives its default).
 pub const TOPIC_CONFIGS: &[(&str, &str)] = &[
-    ("cleanup.policy", ""),
+    ("cleanup.policy", "log.cleanup.policy"),
     ("compression.type", "compression.type"),
     ("segment.bytes", "log.segment.bytes"),
     ("segment.ms", "log.roll.ms"),
@@ -198,6 +317,13 @@ pub const TOPIC_CONFIGS: &[(&str, &str)] = &[
     ("message.timestamp.type", "log.message.timestamp.type"),
     ("flush.messages", "log.flush.interval.messages"),
     ("flush.ms", "log.flush.interval.ms"),
+    ("delete.retention.ms", "log.cleaner.delete.retention.ms"),
+    ("min.compaction.lag.ms", "log.cleaner.min.compaction.lag.ms"),
+    ("max.compaction.lag.ms", "log.cleaner.max.compaction.lag.ms"),
+    (
+        "min.cleanable.dirty.ratio",
+        "log.cleaner.min.cleanable.ratio",
+    ),
     ("min.insync.replicas", ""),
 ];
 
@@ -233,7 +359,6 @@ pub fn validate(name: &str, value: &str) -> Result<(), ConfigError> {
         def.kind
     } else {
         match name {
-            "cleanup.policy" => ConfigKind::Choice(&["delete"]),
             "min.insync.replicas" => ConfigKind::Long { min: 1 },
             _ => match topic_default_key(name).and_then(broker_def) {
                 Some(def) => def.kind,
@@ -252,10 +377,24 @@ pub fn validate(name: &str, value: &str) -> Result<(), ConfigError> {
             Ok(_) => Err(invalid(format!("must be at least {min}"))),
             Err(e) => Err(invalid(e.to_string())),
         },
+        ConfigKind::Double { min, max } => match value.trim().parse::<f64>() {
+            Ok(v) if v.is_finite() && v >= min && v <= max => Ok(()),
+            Ok(_) => Err(invalid(format!("must be between {min} and {max}"))),
+            Err(e) => Err(invalid(e.to_string())),
+        },
         ConfigKind::Boolean => match value.trim() {
             "true" | "false" => Ok(()),
             _ => Err(invalid("must be true or false".to_string())),
         },
+        ConfigKind::List(choices) => {
+            if value.split(',').all(|item| choices.contains(&item.trim())) {
+                Ok(())
+            } else {
+                Err(invalid(format!(
+                    "must be a comma-separated list of {choices:?}"
+                )))
+            }
+        }
         ConfigKind::Choice(choices) => {
             if choices.contains(&value.trim()) {
                 Ok(())
@@ -271,7 +410,7 @@ fn broker_def(name: &str) -> Option<&'static ConfigDef> {
     BROKER_CONFIGS.iter().find(|d| d.name == name)
 }
 
-/// The broker setting that supplies a topic setting's default (None for `cleanup.policy`,
+/// The broker setting that supplies a topic setting's default (None for
 /// `min.insync.replicas` and unknown names).
 pub fn topic_default_key(topic_key: &str) -> Option<&'static str> {
     TOPIC_CONFIGS
@@ -421,6 +560,18 @@ impl BrokerConfig {
     pub fn retention_check_interval_ms(&self) -> u64 {
         u64::try_from(self.long("log.retention.check.interval.ms")).unwrap_or(300_000)
     }
+    /// `log.cleaner.enable`: whether the broker runs the log cleaner at all.
+    pub fn log_cleaner_enable(&self) -> bool {
+        self.boolean("log.cleaner.enable")
+    }
+    /// `log.cleaner.backoff.ms`: how often the broker runs the log cleaner when it is idle.
+    pub fn log_cleaner_backoff_ms(&self) -> u64 {
+        u64::try_from(self.long("log.cleaner.backoff.ms")).unwrap_or(15_000)
+    }
+    /// `log.cleaner.dedupe.buffer.size`: the cleaner's offset map budget in bytes.
+    pub fn log_cleaner_dedupe_buffer_size(&self) -> u64 {
+        u64::try_from(self.long("log.cleaner.dedupe.buffer.size")).unwrap_or(134_217_728)
+    }
     /// `topics.max`.
     pub fn topics_max(&self) -> usize {
         clamp_usize(self.long("topics.max"))
@@ -428,6 +579,39 @@ impl BrokerConfig {
     /// `partitions.per.topic.max`.
     pub fn partitions_per_topic_max(&self) -> i32 {
         clamp_i32(self.long("partitions.per.topic.max"))
+    }
+
+    /// The group coordinator's settings.
+    pub fn group_config(&self) -> crate::group::GroupConfig {
+        crate::group::GroupConfig {
+            group_min_session_timeout_ms: clamp_i32(self.long("group.min.session.timeout.ms")),
+            group_max_session_timeout_ms: clamp_i32(self.long("group.max.session.timeout.ms")),
+            group_initial_rebalance_delay_ms: clamp_i32(
+                self.long("group.initial.rebalance.delay.ms"),
+            ),
+            group_max_size: clamp_usize(self.long("group.max.size")),
+            offsets_topic_num_partitions: self.offsets_topic_num_partitions(),
+            offsets_retention_minutes: self.long("offsets.retention.minutes"),
+            offsets_retention_check_interval_ms: self.long("offsets.retention.check.interval.ms"),
+            offset_metadata_max_bytes: clamp_usize(self.long("offset.metadata.max.bytes")),
+            ..crate::group::GroupConfig::default()
+        }
+    }
+    /// `offsets.topic.num.partitions`.
+    pub fn offsets_topic_num_partitions(&self) -> i32 {
+        clamp_i32(self.long("offsets.topic.num.partitions")).max(1)
+    }
+    /// `offsets.topic.replication.factor`.
+    pub fn offsets_topic_replication_factor(&self) -> i16 {
+        i16::try_from(self.long("offsets.topic.replication.factor")).unwrap_or(i16::MAX)
+    }
+    /// `offsets.topic.segment.bytes`.
+    pub fn offsets_topic_segment_bytes(&self) -> i64 {
+        self.long("offsets.topic.segment.bytes")
+    }
+    /// `offsets.commit.timeout.ms`.
+    pub fn offsets_commit_timeout_ms(&self) -> u64 {
+        u64::try_from(self.long("offsets.commit.timeout.ms")).unwrap_or(5000)
     }
 
     /// The effective value of a topic setting given the topic's overrides.
@@ -440,7 +624,6 @@ impl BrokerConfig {
             return Some((v.clone(), ConfigSource::TopicOverride));
         }
         match name {
-            "cleanup.policy" => Some(("delete".to_string(), ConfigSource::Default)),
             "min.insync.replicas" => Some(("1".to_string(), ConfigSource::Default)),
             _ => self.value(topic_default_key(name)?),
         }
@@ -457,6 +640,14 @@ impl BrokerConfig {
             Some((v, _)) if v == "LogAppendTime" => TimestampType::LogAppendTime,
             _ => TimestampType::CreateTime,
         };
+        let cleanup_policy = self
+            .topic_value(overrides, "cleanup.policy")
+            .and_then(|(v, _)| CleanupPolicy::parse(&v))
+            .unwrap_or(CleanupPolicy::DELETE);
+        let min_cleanable_dirty_ratio = self
+            .topic_value(overrides, "min.cleanable.dirty.ratio")
+            .and_then(|(v, _)| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.5);
         LogConfig {
             segment_bytes: u64::try_from(long("segment.bytes")).unwrap_or(u64::MAX),
             segment_ms: long("segment.ms"),
@@ -468,7 +659,34 @@ impl BrokerConfig {
             message_timestamp_type: timestamp_type,
             flush_messages: u64::try_from(long("flush.messages")).unwrap_or(u64::MAX),
             flush_ms: long("flush.ms"),
+            cleanup_policy,
+            delete_retention_ms: long("delete.retention.ms"),
+            min_compaction_lag_ms: long("min.compaction.lag.ms"),
+            max_compaction_lag_ms: long("max.compaction.lag.ms"),
+            min_cleanable_dirty_ratio,
         }
+    }
+
+    /// Checks a topic's settings together, as Kafka's `LogConfig.validateValues` does (each
+    /// one was validated alone by [`validate`]): `min.compaction.lag.ms` may not exceed
+    /// `max.compaction.lag.ms`, counting broker defaults.
+    pub fn validate_topic_configs(
+        &self,
+        overrides: &BTreeMap<String, String>,
+    ) -> Result<(), ConfigError> {
+        let log = self.log_config(overrides);
+        if log.min_compaction_lag_ms > log.max_compaction_lag_ms {
+            return Err(ConfigError::Invalid {
+                name: "min.compaction.lag.ms".to_string(),
+                value: log.min_compaction_lag_ms.to_string(),
+                reason: format!(
+                    "conflicts with max.compaction.lag.ms {}: the minimum compaction lag may not \
+                     exceed the maximum",
+                    log.max_compaction_lag_ms
+                ),
+            });
+        }
+        Ok(())
     }
 }
 
@@ -544,8 +762,70 @@ mod tests {
             Err(ConfigError::Invalid { .. })
         ));
         assert!(validate("message.timestamp.type", "Whenever").is_err());
-        assert!(validate("cleanup.policy", "compact").is_err());
+        for policy in ["delete", "compact", "compact,delete", "delete, compact"] {
+            validate("cleanup.policy", policy).unwrap();
+        }
+        for policy in ["", "compact,", "shred", "compact;delete"] {
+            assert!(validate("cleanup.policy", policy).is_err(), "{policy:?}");
+        }
+        validate("min.cleanable.dirty.ratio", "0.01").unwrap();
+        for ratio in ["-0.1", "1.5", "NaN", "inf", "half"] {
+            assert!(
+                validate("min.cleanable.dirty.ratio", ratio).is_err(),
+                "{ratio}"
+            );
+        }
+        assert!(validate("max.compaction.lag.ms", "0").is_err());
+        assert!(validate("delete.retention.ms", "-1").is_err());
         validate("retention.ms", "-1").unwrap();
+    }
+
+    #[test]
+    fn compaction_settings_reach_the_log_config() {
+        let c = config()
+            .with("log.cleaner.delete.retention.ms", "1000")
+            .unwrap();
+        let defaults = c.log_config(&BTreeMap::new());
+        assert_eq!(defaults.cleanup_policy, CleanupPolicy::DELETE);
+        assert_eq!(defaults.delete_retention_ms, 1000);
+        assert_eq!(defaults.min_compaction_lag_ms, 0);
+        assert_eq!(defaults.max_compaction_lag_ms, i64::MAX);
+        assert_eq!(defaults.min_cleanable_dirty_ratio, 0.5);
+        assert!(c.log_cleaner_enable());
+        assert_eq!(c.log_cleaner_backoff_ms(), 15_000);
+        assert_eq!(c.log_cleaner_dedupe_buffer_size(), 134_217_728);
+
+        let mut overrides = BTreeMap::new();
+        overrides.insert("cleanup.policy".to_string(), "compact, delete".to_string());
+        overrides.insert("min.cleanable.dirty.ratio".to_string(), "0.1".to_string());
+        overrides.insert("min.compaction.lag.ms".to_string(), "5".to_string());
+        overrides.insert("max.compaction.lag.ms".to_string(), "50".to_string());
+        let log = c.log_config(&overrides);
+        assert_eq!(
+            log.cleanup_policy,
+            CleanupPolicy {
+                delete: true,
+                compact: true
+            }
+        );
+        assert_eq!(log.min_cleanable_dirty_ratio, 0.1);
+        assert_eq!(
+            (log.min_compaction_lag_ms, log.max_compaction_lag_ms),
+            (5, 50)
+        );
+        c.validate_topic_configs(&overrides).unwrap();
+        overrides.insert("max.compaction.lag.ms".to_string(), "4".to_string());
+        assert!(c.validate_topic_configs(&overrides).is_err());
+
+        let compact = config().with("log.cleanup.policy", "compact").unwrap();
+        assert_eq!(
+            compact.log_config(&BTreeMap::new()).cleanup_policy,
+            CleanupPolicy::COMPACT
+        );
+        assert_eq!(
+            compact.topic_value(&BTreeMap::new(), "cleanup.policy"),
+            Some(("compact".to_string(), ConfigSource::StaticBroker))
+        );
     }
 
     #[test]

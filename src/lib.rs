@@ -17,6 +17,8 @@
 //! - [`cluster`]: the metadata image (brokers, topics, partitions) and the controller that
 //!   changes it (local and persisted today; a Raft quorum with the cluster issue).
 //! - [`group`]: the consumer group coordinator and committed offsets; I/O-free, time injected.
+//! - [`coordinator`]: the coordinators' runtime: the clock, timers, the `__consumer_offsets`
+//!   appends and replay, and requests waiting for a rebalance.
 //! - [`log`]: Kafka's segment log on local disk; knows nothing of replication or the wire.
 //! - [`broker`]: wires the pieces into one running broker with a clean shutdown.
 
@@ -26,6 +28,7 @@ pub mod api;
 pub mod broker;
 pub mod cluster;
 pub mod config;
+pub mod coordinator;
 pub mod group;
 pub mod log;
 pub mod protocol;

@@ -1,7 +1,8 @@
 //! Produce error paths over a real connection: a corrupt batch gets CORRUPT_MESSAGE for its
 //! partition while the others in the same request succeed and nothing bad is stored; too
 //! large a batch gets MESSAGE_TOO_LARGE; two batches in one partition get INVALID_RECORD;
-//! unknown topics and bad acks get their codes.
+//! unknown topics and bad acks get their codes; a compacted topic refuses records without a key
+//! with INVALID_RECORD and `record_errors` naming them.
 
 mod common;
 
@@ -147,5 +148,34 @@ async fn per_partition_errors() {
         assert_eq!(codes(&r), vec![(99, 3, -1)]);
         let r = produce(port, "errs", vec![(0, good.clone())], 2);
         assert_eq!(codes(&r), vec![(0, 21, -1)]);
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compacted_topic_refuses_records_without_key_with_record_errors() {
+    let broker = TestBroker::start(&[]).await;
+    create_topic(
+        &broker.bootstrap,
+        "keys-only",
+        1,
+        &[("cleanup.policy", "compact")],
+    )
+    .await;
+    let port = broker.port();
+    tokio::task::block_in_place(|| {
+        let r = produce(port, "keys-only", vec![(0, batch(&[b"a", b"b"]))], 1);
+        assert_eq!(codes(&r), vec![(0, 87, -1)], "INVALID_RECORD");
+        let partition = &r.responses[0].partition_responses[0];
+        let message = partition.error_message.as_deref().unwrap_or_default();
+        assert!(
+            message.contains("Compacted topic cannot accept message without key"),
+            "{message}"
+        );
+        let indexes: Vec<i32> = partition
+            .record_errors
+            .iter()
+            .map(|e| e.batch_index)
+            .collect();
+        assert_eq!(indexes, vec![0, 1]);
     });
 }

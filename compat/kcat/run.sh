@@ -436,6 +436,74 @@ scenario_restart_persistence() {
     fi
 }
 
+# last_assignment FILE: the partitions of kcat -G's last rebalance line.
+last_assignment() {
+    { grep 'rebalanced' "$1" 2>/dev/null || true; } | tail -1 | sed -n 's/.*assigned: //p'
+}
+
+scenario_group_balanced() {
+    # Two balanced consumers (kcat -G) in one group split a 3-partition topic
+    # and together print every record exactly once; when one stops (SIGTERM:
+    # kcat closes the consumer, which leaves the group) the other takes over
+    # every partition and prints what is produced afterwards.
+    local c1 c2 a1 a2 split=0
+    printf 'seed\n' | kc -P -t grp
+    kcat -b "$BOOT" -u -G g-balanced -X auto.offset.reset=earliest -f '%p %s\n' grp \
+        >"$S/c1.out" 2>"$S/c1.err" &
+    c1=$!
+    kcat -b "$BOOT" -u -G g-balanced -X auto.offset.reset=earliest -f '%p %s\n' grp \
+        >"$S/c2.out" 2>"$S/c2.err" &
+    c2=$!
+    # Wait for the group to be Stable with both members holding part of it.
+    for _ in $(seq 1 300); do
+        a1="$(last_assignment "$S/c1.err")"; a2="$(last_assignment "$S/c2.err")"
+        if [ -n "$a1" ] && [ -n "$a2" ] && [ "$(echo "$a1, $a2" | tr ',' '\n' | grep -c 'grp' || true)" = 3 ]; then
+            split=1; break
+        fi
+        sleep 0.1
+    done
+    [ "$split" = 1 ] || { echo "    no split: c1 '$a1', c2 '$a2'"; cat "$S/c1.err" "$S/c2.err"; return 1; }
+    # Keyed, so the records spread over the partitions (by key hash).
+    seq -f 'r%05g' 1 300 | awk '{ print $1 ":" $1 }' | kc -P -t grp -K:
+    for _ in $(seq 1 300); do
+        [ "$(cat "$S/c1.out" "$S/c2.out" | grep -c ' r' || true)" -ge 300 ] && break
+        sleep 0.1
+    done
+    cat "$S/c1.out" "$S/c2.out" | awk '$2 ~ /^r/ { print $2 }' | sort >"$S/got.txt"
+    seq -f 'r%05g' 1 300 >"$S/exp.txt"
+    expect_same "records across both members" "$S/exp.txt" "$S/got.txt"
+    grep -q ' r' "$S/c1.out" && grep -q ' r' "$S/c2.out" \
+        || { echo "    one member got nothing"; return 1; }
+    kill -TERM "$c2"
+    wait "$c2" || true
+    wait_for_file_match "$S/c1.err" 'assigned: grp \[0\], grp \[1\], grp \[2\]' 30
+    seq -f 's%05g' 1 100 | awk '{ print $1 ":" $1 }' | kc -P -t grp -K:
+    for _ in $(seq 1 300); do
+        [ "$(grep -c ' s[0-9]' "$S/c1.out" || true)" -ge 100 ] && break
+        sleep 0.1
+    done
+    kill -TERM "$c1"
+    wait "$c1" || true
+    awk '$2 ~ /^s[0-9]/ { print $2 }' "$S/c1.out" | sort >"$S/got2.txt"
+    seq -f 's%05g' 1 100 >"$S/exp2.txt"
+    expect_same "records after the handover" "$S/exp2.txt" "$S/got2.txt"
+}
+
+scenario_group_resume() {
+    # A balanced consumer reads 6 of 10 records and exits (closing commits the
+    # offsets it stored); the next run in the same group prints exactly the
+    # remaining 4, and a third run finds nothing new.
+    seq -f 'm%g' 1 10 | kc -P -t grp-resume -p 0
+    kc -G g-resume -X auto.offset.reset=earliest -c 6 -f '%o %s\n' grp-resume >"$S/first.txt"
+    kc -G g-resume -X auto.offset.reset=earliest -e -f '%o %s\n' grp-resume >"$S/second.txt"
+    seq 0 5 | awk '{ print $1, "m" $1 + 1 }' >"$S/first.exp"
+    seq 6 9 | awk '{ print $1, "m" $1 + 1 }' >"$S/second.exp"
+    expect_same "first run" "$S/first.exp" "$S/first.txt"
+    expect_same "resumed run" "$S/second.exp" "$S/second.txt"
+    kc -G g-resume -X auto.offset.reset=earliest -e -f '%o %s\n' grp-resume >"$S/third.txt"
+    [ ! -s "$S/third.txt" ] || { echo "    third run re-read:"; cat "$S/third.txt"; return 1; }
+}
+
 # ------------------------------------------------------------------ driver
 
 ALL_SCENARIOS=(
@@ -456,6 +524,8 @@ ALL_SCENARIOS=(
     fetch_max_bytes_smaller_than_batch
     bulk
     restart_persistence
+    group_balanced
+    group_resume
 )
 if [ $# -gt 0 ]; then SCENARIOS=("$@"); else SCENARIOS=("${ALL_SCENARIOS[@]}"); fi
 

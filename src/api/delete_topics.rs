@@ -200,6 +200,16 @@ fn delete_all(ctx: &RequestContext, entries: Vec<(Option<String>, Uuid)>) -> Vec
 
 /// Deletes one resolved topic.
 fn delete_one(ctx: &RequestContext, target: &Target, name: String, id: Uuid) -> Outcome {
+    if name == crate::coordinator::OFFSETS_TOPIC {
+        // Deleting it would drop every group's offsets under live coordinators; Kafka's tools
+        // refuse it for the same reason.
+        return Outcome::error(
+            Some(name.clone()),
+            id,
+            ResponseError::InvalidRequest,
+            format!("{name} is an internal topic and cannot be deleted"),
+        );
+    }
     match ctx.broker.delete_topic(&name) {
         Ok(topic) => Outcome {
             name: Some(topic.name),

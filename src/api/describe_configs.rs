@@ -18,10 +18,11 @@
 //! so). With `include_synonyms` each entry lists where its value could come from, most
 //! specific first, as Kafka orders them: the topic override (DYNAMIC_TOPIC_CONFIG, under the
 //! topic key), the broker's static setting (STATIC_BROKER_CONFIG, under the broker key, e.g.
-//! `log.retention.ms` for `retention.ms`) and the broker default (DEFAULT_CONFIG); a topic
-//! setting with no broker setting behind it (`cleanup.policy`, `min.insync.replicas`) has only
-//! its override, as Kafka's topic-only settings do. From v3, `config_type` gives Kafka's type
-//! for the setting (INT where Kafka uses INT, LIST for `cleanup.policy`) and
+//! `log.retention.ms` for `retention.ms`, `log.cleanup.policy` for `cleanup.policy`) and the
+//! broker default (DEFAULT_CONFIG); a topic setting with no broker setting behind it
+//! (`min.insync.replicas`) has only its override, as Kafka's topic-only settings do. From v3,
+//! `config_type` gives Kafka's type for the setting (INT where Kafka uses INT, LIST for
+//! `cleanup.policy`, DOUBLE for `min.cleanable.dirty.ratio`, LONG for the `*.ms` ones) and
 //! `include_documentation` adds each setting's doc. Sensitive settings have null values.
 
 use std::collections::{BTreeMap, HashSet};
@@ -52,6 +53,7 @@ const TYPE_BOOLEAN: i8 = 1;
 const TYPE_STRING: i8 = 2;
 const TYPE_INT: i8 = 3;
 const TYPE_LONG: i8 = 5;
+const TYPE_DOUBLE: i8 = 6;
 const TYPE_LIST: i8 = 7;
 
 /// Settings whose Kafka type is INT; gregor stores every number as a 64-bit long, but clients
@@ -77,19 +79,11 @@ const KAFKA_INT_SETTINGS: &[&str] = &[
 
 /// Topic settings with no broker setting behind them: (name, Kafka type, doc). Their values
 /// and validation live in `config`; only what DescribeConfigs adds is here.
-const TOPIC_ONLY_SETTINGS: &[(&str, i8, &str)] = &[
-    (
-        "cleanup.policy",
-        TYPE_LIST,
-        "What happens to old segments: \"delete\" removes them past retention (compaction is \
-         not supported).",
-    ),
-    (
-        "min.insync.replicas",
-        TYPE_INT,
-        "Replicas that must acknowledge an acks=all produce.",
-    ),
-];
+const TOPIC_ONLY_SETTINGS: &[(&str, i8, &str)] = &[(
+    "min.insync.replicas",
+    TYPE_INT,
+    "Replicas that must acknowledge an acks=all produce.",
+)];
 
 /// What the request asks to include, shared by its resources.
 #[derive(Debug, Clone, Copy)]
@@ -351,7 +345,9 @@ fn config_type(name: &str, kind: ConfigKind) -> i8 {
     }
     match kind {
         ConfigKind::Long { .. } => TYPE_LONG,
+        ConfigKind::Double { .. } => TYPE_DOUBLE,
         ConfigKind::Boolean => TYPE_BOOLEAN,
+        ConfigKind::List(_) => TYPE_LIST,
         ConfigKind::Choice(_) | ConfigKind::Text => TYPE_STRING,
     }
 }
@@ -436,7 +432,10 @@ mod tests {
         create(
             &b,
             "orders",
-            &[("retention.ms", "1000"), ("cleanup.policy", "delete")],
+            &[
+                ("retention.ms", "1000"),
+                ("cleanup.policy", "compact,delete"),
+            ],
         );
         let mut req = request(vec![resource(RESOURCE_TOPIC, "orders", None)]);
         req.include_synonyms = true;
@@ -477,12 +476,53 @@ mod tests {
         );
 
         let cleanup = find(r, "cleanup.policy");
+        assert_eq!(cleanup.value.as_deref(), Some("compact,delete"));
         assert_eq!(cleanup.config_source, 1);
         assert_eq!(cleanup.config_type, TYPE_LIST);
         assert_eq!(
             synonyms(cleanup),
-            vec![("cleanup.policy", Some("delete"), 1)]
+            vec![
+                ("cleanup.policy", Some("compact,delete"), 1),
+                ("log.cleanup.policy", Some("delete"), 5)
+            ]
         );
+        // The compaction settings, with Kafka's types and defaults.
+        for (name, value, kafka_type, broker_name) in [
+            (
+                "delete.retention.ms",
+                "86400000",
+                TYPE_LONG,
+                "log.cleaner.delete.retention.ms",
+            ),
+            (
+                "min.compaction.lag.ms",
+                "0",
+                TYPE_LONG,
+                "log.cleaner.min.compaction.lag.ms",
+            ),
+            (
+                "max.compaction.lag.ms",
+                "9223372036854775807",
+                TYPE_LONG,
+                "log.cleaner.max.compaction.lag.ms",
+            ),
+            (
+                "min.cleanable.dirty.ratio",
+                "0.5",
+                TYPE_DOUBLE,
+                "log.cleaner.min.cleanable.ratio",
+            ),
+        ] {
+            let entry = find(r, name);
+            assert_eq!(entry.value.as_deref(), Some(value), "{name}");
+            assert_eq!(entry.config_source, 5, "{name}");
+            assert_eq!(entry.config_type, kafka_type, "{name}");
+            assert_eq!(
+                synonyms(entry),
+                vec![(broker_name, Some(value), 5)],
+                "{name}"
+            );
+        }
         let min_isr = find(r, "min.insync.replicas");
         assert_eq!(min_isr.value.as_deref(), Some("1"));
         assert_eq!(min_isr.config_source, 5);
@@ -566,6 +606,16 @@ mod tests {
         let auto_create = find(this, "auto.create.topics.enable");
         assert_eq!(auto_create.config_source, 5);
         assert_eq!(auto_create.config_type, TYPE_BOOLEAN);
+        assert_eq!(find(this, "log.cleanup.policy").config_type, TYPE_LIST);
+        assert_eq!(
+            find(this, "log.cleaner.min.cleanable.ratio").config_type,
+            TYPE_DOUBLE
+        );
+        assert_eq!(
+            find(this, "log.cleaner.dedupe.buffer.size").config_type,
+            TYPE_LONG
+        );
+        assert_eq!(find(this, "log.cleaner.enable").config_type, TYPE_BOOLEAN);
 
         assert_eq!(resp.results[1].error_code, 0);
         assert!(resp.results[1].configs.is_empty());

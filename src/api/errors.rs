@@ -3,6 +3,7 @@
 use kafka_protocol::ResponseError;
 
 use crate::cluster::ControllerError;
+use crate::group::GroupError;
 use crate::log::LogError;
 use crate::replica::ReplicaError;
 
@@ -14,6 +15,7 @@ pub fn log_error_code(e: &LogError) -> i16 {
         LogError::BatchTooLarge { .. } => ResponseError::MessageTooLarge.code(),
         LogError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange.code(),
         LogError::NonMonotonicOffset { .. } => ResponseError::UnknownServerError.code(),
+        LogError::InvalidRecord { .. } => ResponseError::InvalidRecord.code(),
         LogError::Io(_) => ResponseError::KafkaStorageError.code(),
     }
 }
@@ -45,6 +47,36 @@ pub fn controller_error_code(e: &ControllerError) -> i16 {
         ControllerError::DeletionDisabled => ResponseError::TopicDeletionDisabled.code(),
         ControllerError::Storage(_) => ResponseError::KafkaStorageError.code(),
     }
+}
+
+/// The Kafka error code for a group coordinator error.
+pub fn group_error_code(e: GroupError) -> i16 {
+    let error = match e {
+        GroupError::NotCoordinator => ResponseError::NotCoordinator,
+        GroupError::CoordinatorNotAvailable => ResponseError::CoordinatorNotAvailable,
+        GroupError::CoordinatorLoadInProgress => ResponseError::CoordinatorLoadInProgress,
+        GroupError::InvalidGroupId => ResponseError::InvalidGroupId,
+        GroupError::UnknownMemberId => ResponseError::UnknownMemberId,
+        GroupError::MemberIdRequired => ResponseError::MemberIdRequired,
+        GroupError::IllegalGeneration => ResponseError::IllegalGeneration,
+        GroupError::RebalanceInProgress => ResponseError::RebalanceInProgress,
+        GroupError::InconsistentGroupProtocol => ResponseError::InconsistentGroupProtocol,
+        GroupError::InvalidSessionTimeout => ResponseError::InvalidSessionTimeout,
+        GroupError::GroupMaxSizeReached => ResponseError::GroupMaxSizeReached,
+        GroupError::FencedInstanceId => ResponseError::FencedInstanceId,
+        GroupError::NonEmptyGroup => ResponseError::NonEmptyGroup,
+        GroupError::GroupIdNotFound => ResponseError::GroupIdNotFound,
+        GroupError::GroupSubscribedToTopic => ResponseError::GroupSubscribedToTopic,
+        GroupError::OffsetMetadataTooLarge => ResponseError::OffsetMetadataTooLarge,
+        GroupError::InvalidCommitOffsetSize => ResponseError::InvalidCommitOffsetSize,
+        GroupError::UnknownServerError => ResponseError::UnknownServerError,
+    };
+    error.code()
+}
+
+/// The code of an optional group error (0 for none).
+pub fn group_code(e: Option<GroupError>) -> i16 {
+    e.map_or(0, group_error_code)
 }
 
 /// Shorthand for a code of [`ResponseError`].

@@ -18,6 +18,7 @@ use super::errors::controller_error_code;
 use super::RequestContext;
 use crate::cluster::metadata::validate_topic_name;
 use crate::cluster::{ControllerError, CreateTopicSpec, MetadataImage, TopicInfo};
+use crate::coordinator::OFFSETS_TOPIC;
 
 /// Handled versions.
 pub const VERSIONS: VersionRange = VersionRange { min: 0, max: 13 };
@@ -132,6 +133,24 @@ async fn missing_topic(
             Uuid::nil(),
             ResponseError::UnknownTopicOrPartition.code(),
         );
+    }
+    if name.as_str() == OFFSETS_TOPIC {
+        // Kafka creates the internal topic with its own settings, whoever asks first.
+        let image = match ctx.broker.ensure_offsets_topic().await {
+            Ok(()) => ctx.broker.controller.image(),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot create __consumer_offsets");
+                return error_topic(Some(name.clone()), Uuid::nil(), controller_error_code(&e));
+            }
+        };
+        return match image.topic(OFFSETS_TOPIC) {
+            Some(topic) => topic_entry(&image, topic, version),
+            None => error_topic(
+                Some(name.clone()),
+                Uuid::nil(),
+                ResponseError::LeaderNotAvailable.code(),
+            ),
+        };
     }
     let spec = CreateTopicSpec {
         name: name.as_str().to_string(),

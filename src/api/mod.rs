@@ -15,13 +15,26 @@
 
 pub mod api_versions;
 pub mod create_topics;
+pub mod delete_groups;
 pub mod delete_topics;
 pub mod describe_configs;
+pub mod describe_groups;
 pub mod errors;
 pub mod fetch;
+pub mod find_coordinator;
+#[cfg(test)]
+mod group_tests;
+pub mod heartbeat;
+pub mod join_group;
+pub mod leave_group;
+pub mod list_groups;
 pub mod list_offsets;
 pub mod metadata;
+pub mod offset_commit;
+pub mod offset_delete;
+pub mod offset_fetch;
 pub mod produce;
+pub mod sync_group;
 #[cfg(test)]
 mod test_support;
 
@@ -41,10 +54,21 @@ pub const SUPPORTED: &[(ApiKey, VersionRange)] = &[
     (ApiKey::Fetch, fetch::VERSIONS),
     (ApiKey::ListOffsets, list_offsets::VERSIONS),
     (ApiKey::Metadata, metadata::VERSIONS),
+    (ApiKey::OffsetCommit, offset_commit::VERSIONS),
+    (ApiKey::OffsetFetch, offset_fetch::VERSIONS),
+    (ApiKey::FindCoordinator, find_coordinator::VERSIONS),
+    (ApiKey::JoinGroup, join_group::VERSIONS),
+    (ApiKey::Heartbeat, heartbeat::VERSIONS),
+    (ApiKey::LeaveGroup, leave_group::VERSIONS),
+    (ApiKey::SyncGroup, sync_group::VERSIONS),
+    (ApiKey::DescribeGroups, describe_groups::VERSIONS),
+    (ApiKey::ListGroups, list_groups::VERSIONS),
     (ApiKey::ApiVersions, api_versions::VERSIONS),
     (ApiKey::CreateTopics, create_topics::VERSIONS),
     (ApiKey::DeleteTopics, delete_topics::VERSIONS),
     (ApiKey::DescribeConfigs, describe_configs::VERSIONS),
+    (ApiKey::DeleteGroups, delete_groups::VERSIONS),
+    (ApiKey::OffsetDelete, offset_delete::VERSIONS),
 ];
 
 /// The handled version range of an API, if it is handled at all.
@@ -121,6 +145,27 @@ pub async fn handle(ctx: RequestContext, body: RequestKind) -> Reply {
         RequestKind::DescribeConfigs(req) => Reply::Ready(ResponseKind::DescribeConfigs(
             describe_configs::handle(&ctx, req),
         )),
+        RequestKind::FindCoordinator(req) => Reply::Ready(ResponseKind::FindCoordinator(
+            find_coordinator::handle(&ctx, req).await,
+        )),
+        RequestKind::JoinGroup(req) => join_group::handle(ctx, req),
+        RequestKind::SyncGroup(req) => sync_group::handle(ctx, req),
+        RequestKind::Heartbeat(req) => {
+            Reply::Ready(ResponseKind::Heartbeat(heartbeat::handle(&ctx, req)))
+        }
+        RequestKind::LeaveGroup(req) => leave_group::handle(ctx, req),
+        RequestKind::OffsetCommit(req) => offset_commit::handle(ctx, req),
+        RequestKind::OffsetFetch(req) => {
+            Reply::Ready(ResponseKind::OffsetFetch(offset_fetch::handle(&ctx, req)))
+        }
+        RequestKind::ListGroups(req) => {
+            Reply::Ready(ResponseKind::ListGroups(list_groups::handle(&ctx, req)))
+        }
+        RequestKind::DescribeGroups(req) => Reply::Ready(ResponseKind::DescribeGroups(
+            describe_groups::handle(&ctx, req),
+        )),
+        RequestKind::DeleteGroups(req) => delete_groups::handle(ctx, req),
+        RequestKind::OffsetDelete(req) => offset_delete::handle(ctx, req),
         other => {
             // The decoder only lets SUPPORTED APIs through, so this is a table/dispatch
             // mismatch: a bug, reported and answered by closing the connection.
@@ -157,6 +202,19 @@ mod tests {
                 ApiKey::DescribeConfigs => {
                     both::<DescribeConfigsRequest, DescribeConfigsResponse>()
                 }
+                ApiKey::OffsetCommit => both::<OffsetCommitRequest, OffsetCommitResponse>(),
+                ApiKey::OffsetFetch => both::<OffsetFetchRequest, OffsetFetchResponse>(),
+                ApiKey::FindCoordinator => {
+                    both::<FindCoordinatorRequest, FindCoordinatorResponse>()
+                }
+                ApiKey::JoinGroup => both::<JoinGroupRequest, JoinGroupResponse>(),
+                ApiKey::Heartbeat => both::<HeartbeatRequest, HeartbeatResponse>(),
+                ApiKey::LeaveGroup => both::<LeaveGroupRequest, LeaveGroupResponse>(),
+                ApiKey::SyncGroup => both::<SyncGroupRequest, SyncGroupResponse>(),
+                ApiKey::DescribeGroups => both::<DescribeGroupsRequest, DescribeGroupsResponse>(),
+                ApiKey::ListGroups => both::<ListGroupsRequest, ListGroupsResponse>(),
+                ApiKey::DeleteGroups => both::<DeleteGroupsRequest, DeleteGroupsResponse>(),
+                ApiKey::OffsetDelete => both::<OffsetDeleteRequest, OffsetDeleteResponse>(),
                 other => panic!("{other:?} has no range check"),
             };
             assert!(

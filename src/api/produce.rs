@@ -7,10 +7,14 @@
 //! with the cluster issue, the ISR for acks=all) and builds the response. acks=0 gets no
 //! response at all, as in Kafka.
 //!
-//! Errors are per partition; one bad partition does not fail the others. The record data is
+//! Errors are per partition; one bad partition does not fail the others. A compacted topic
+//! refuses records without a key (INVALID_RECORD, with `record_errors` naming them, as Kafka);
+//! the log layer checks that, so only compacted topics pay for looking inside batches. The record data is
 //! never copied: the `records` field is a slice of the request frame, written to the segment.
 
-use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::produce_response::{
+    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
+};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse, ResponseKind};
 use kafka_protocol::protocol::{StrBytes, VersionRange};
 use kafka_protocol::ResponseError;
@@ -18,9 +22,9 @@ use kafka_protocol::ResponseError;
 use super::errors::replica_error_code;
 use super::{Reply, RequestContext};
 use crate::log::batch::frame_size;
-use crate::log::TimestampType;
+use crate::log::{LogError, TimestampType};
 use crate::replica::manager::now_ms;
-use crate::replica::Partition;
+use crate::replica::{Partition, ReplicaError};
 use std::sync::Arc;
 
 /// Handled versions.
@@ -74,6 +78,15 @@ pub fn handle(ctx: RequestContext, req: ProduceRequest) -> Reply {
                 partitions.push(error(unknown_topic_code, None));
                 continue;
             };
+            if topic.internal {
+                // Only the broker writes internal topics (Kafka: "Cannot append to internal
+                // topic").
+                partitions.push(error(
+                    ResponseError::InvalidTopicException.code(),
+                    Some(format!("cannot append to internal topic {}", topic.name)),
+                ));
+                continue;
+            }
             let partition = match ctx.broker.replicas.leader_partition(&topic.name, index) {
                 Ok(p) => p,
                 Err(e) => {
@@ -120,7 +133,11 @@ pub fn handle(ctx: RequestContext, req: ProduceRequest) -> Reply {
                 }
                 Err(e) => {
                     tracing::debug!(topic = %topic.name, partition = index, error = %e, "produce refused");
-                    partitions.push(error(replica_error_code(&e), Some(e.to_string())));
+                    let mut refused = error(replica_error_code(&e), Some(e.to_string()));
+                    if version >= 8 {
+                        refused.response.record_errors = record_errors(&e);
+                    }
+                    partitions.push(refused);
                 }
             }
         }
@@ -164,6 +181,24 @@ pub fn handle(ctx: RequestContext, req: ProduceRequest) -> Reply {
         }
         Some(ResponseKind::Produce(build(topics)))
     }))
+}
+
+/// Kafka's per-record errors (v8+): which records of the batch were refused and why.
+fn record_errors(e: &ReplicaError) -> Vec<BatchIndexAndErrorMessage> {
+    match e {
+        ReplicaError::Log(LogError::InvalidRecord {
+            message,
+            record_indexes,
+        }) => record_indexes
+            .iter()
+            .map(|&index| {
+                BatchIndexAndErrorMessage::default()
+                    .with_batch_index(i32::try_from(index).unwrap_or(i32::MAX))
+                    .with_batch_index_error_message(Some(StrBytes::from_string(message.clone())))
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
 }
 
 fn build(topics: Vec<(TopicProduceResponse, Vec<Appended>)>) -> ProduceResponse {

@@ -184,6 +184,9 @@ impl Controller {
             config::validate(name, value)
                 .map_err(|e| ControllerError::InvalidConfig(e.to_string()))?;
         }
+        self.config
+            .validate_topic_configs(&spec.configs)
+            .map_err(|e| ControllerError::InvalidConfig(e.to_string()))?;
         let brokers: Vec<i32> = current.brokers.keys().copied().collect();
         let rf = usize::try_from(replication_factor).unwrap_or(1);
         let topic = TopicInfo {

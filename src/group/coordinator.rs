@@ -1021,10 +1021,41 @@ impl GroupCoordinator {
         }
     }
 
+    /// A topic was deleted: every served group's committed offsets for it are removed with
+    /// tombstones, and an empty group left without offsets is deleted, as Kafka's
+    /// `onPartitionsDeleted` does, so that a topic re-created under the same name does not
+    /// resume from stale offsets.
+    pub fn on_topic_deleted(&mut self, now_ms: i64, topic: &str) -> Output {
+        let mut out = Output::default();
+        self.cleanup_group_metadata(now_ms, &mut out, |group| {
+            group
+                .offsets
+                .keys()
+                .filter(|(t, _)| t == topic)
+                .cloned()
+                .collect()
+        });
+        out
+    }
+
     /// Kafka's `cleanupGroupMetadata` on the retention timer: expired offsets get tombstones,
     /// and an empty group left without offsets is deleted.
     fn expire_offsets(&mut self, now_ms: i64, out: &mut Output) {
         let retention_ms = self.config.offsets_retention_ms();
+        self.cleanup_group_metadata(now_ms, out, |group| {
+            group.expired_offsets(now_ms, retention_ms)
+        });
+    }
+
+    /// Kafka's `cleanupGroupMetadata`: for every served group, removes the offsets `select`
+    /// names (with tombstones) and deletes an empty group left without offsets, in one append
+    /// per group.
+    fn cleanup_group_metadata(
+        &mut self,
+        now_ms: i64,
+        out: &mut Output,
+        select: impl Fn(&Group) -> Vec<TopicPartition>,
+    ) {
         let mut ids: Vec<String> = self
             .groups
             .values()
@@ -1037,7 +1068,7 @@ impl GroupCoordinator {
                 continue;
             };
             let mut records = Vec::new();
-            for tp in group.expired_offsets(now_ms, retention_ms) {
+            for tp in select(group) {
                 group.offsets.remove(&tp);
                 records.push(offset_record(&group_id, &tp.0, tp.1, None));
             }

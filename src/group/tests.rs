@@ -2181,3 +2181,36 @@ fn randomized_simulation_keeps_invariants_answers_everything_and_replays() {
         simulate(seed, 600);
     }
 }
+
+#[test]
+fn deleting_a_topic_removes_its_offsets_and_empty_groups_left_without_any() {
+    let mut h = Harness::new();
+    let ids = h.stable_group("live", &["a"]);
+    let commit = h.commit(commit_req(
+        "live",
+        &ids[0],
+        1,
+        &[("gone", 0, 5), ("kept", 0, 6)],
+    ));
+    h.commit_response(commit);
+    let standalone = h.commit(commit_req("standalone", "", -1, &[("gone", 1, 7)]));
+    h.commit_response(standalone);
+    let out = h.c.on_topic_deleted(h.now, "gone");
+    h.absorb(out);
+    assert_eq!(h.fetch("live", "gone", 0).offset, -1);
+    assert_eq!(h.fetch("live", "kept", 0).offset, 6);
+    assert_eq!(h.c.group_state("live"), Some(GroupState::Stable));
+    // The standalone group had nothing else: it is gone, and a replay agrees.
+    assert_eq!(h.c.group_state("standalone"), None);
+    let replayed = replayed(&h.log, GroupConfig::default(), h.now);
+    assert_eq!(
+        replayed
+            .offset_fetch("live", Some(&[("gone".to_string(), 0)]))
+            .unwrap()[0]
+            .offset,
+        -1
+    );
+    assert_eq!(replayed.group_state("standalone"), None);
+    // Deleting a topic nobody committed for writes nothing.
+    assert!(h.c.on_topic_deleted(h.now, "never").is_empty());
+}

@@ -21,16 +21,27 @@
 //! byte 61  records (possibly compressed)
 //! ```
 //!
+//! # Two shapes of batch
+//! - *Produced* batches (what a producer sends; checked by [`validate`]): `recordsCount >= 1`,
+//!   `lastOffsetDelta == recordsCount - 1`, and record offset deltas are exactly
+//!   `0..recordsCount`.
+//! - *Stored* batches (checked by [`validate_stored`]) may also have been rewritten by the log
+//!   cleaner, which keeps the batch's base offset and `lastOffsetDelta` but drops records
+//!   (Kafka's `MemoryRecords.filterTo`): offset deltas then only strictly ascend inside
+//!   `0..=lastOffsetDelta`, and a batch may hold no record at all (a 61-byte header the cleaner
+//!   keeps for its last offset). Everything that reads the log (recovery, follower appends,
+//!   reads, timestamp lookups) accepts stored batches; only the leader append insists on the
+//!   produced shape.
+//!
 //! # Invariants
-//! - A [`Batch`] has passed [`validate`]: its length matches its bytes, magic is 2, the CRC
-//!   matches, `recordsCount >= 1`, `lastOffsetDelta == recordsCount - 1`, and (uncompressed) the
-//!   records fill the batch exactly with offset deltas `0..recordsCount`.
+//! - A [`Batch`] has passed [`validate`] or [`validate_stored`]: its length matches its bytes,
+//!   magic is 2, the CRC matches, and (uncompressed) the records fill the batch exactly.
 //! - The CRC does not cover bytes 0..21, so rewriting the base offset or the partition leader
 //!   epoch keeps a batch valid; any other rewrite recomputes the CRC.
 //! - Nothing here allocates from a length read out of a buffer: every length is checked against
 //!   the bytes actually present first.
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use kafka_protocol::records::Compression;
 
 use super::LogError;
@@ -78,6 +89,9 @@ pub const TIMESTAMP_TYPE_MASK: i16 = 0x08;
 pub const TRANSACTIONAL_MASK: i16 = 0x10;
 /// Attribute bit of control batches (transaction markers).
 pub const CONTROL_MASK: i16 = 0x20;
+/// Attribute bit saying `baseTimestamp` holds the batch's delete horizon (KIP-534): the time
+/// after which the log cleaner may drop its tombstones.
+pub const DELETE_HORIZON_MASK: i16 = 0x40;
 /// Kafka's "no timestamp".
 pub const NO_TIMESTAMP: i64 = -1;
 
@@ -243,9 +257,14 @@ impl<'a> BatchHeader<'a> {
         self.attributes() & CONTROL_MASK != 0
     }
 
-    /// Header-level checks that need no record bytes: length, magic, record count against
-    /// `lastOffsetDelta` (Kafka's "inconsistent batch offset range and record count"), offsets
-    /// that do not overflow, a known compression codec. Returns the batch size in bytes.
+    /// The delete horizon the log cleaner stored in `baseTimestamp` (KIP-534), if it set one.
+    pub fn delete_horizon_ms(&self) -> Option<i64> {
+        (self.attributes() & DELETE_HORIZON_MASK != 0).then(|| self.base_timestamp_ms())
+    }
+
+    /// Header-level checks that need no record bytes and hold for every stored batch (see the
+    /// module doc): length, magic, `0 <= recordsCount <= lastOffsetDelta + 1`, offsets that do
+    /// not overflow, a known compression codec. Returns the batch size in bytes.
     pub fn check(&self) -> Result<usize, LogError> {
         let batch_length = self.batch_length();
         if batch_length < (BATCH_HEADER_BYTES - LOG_OVERHEAD_BYTES) as i32 {
@@ -258,13 +277,8 @@ impl<'a> BatchHeader<'a> {
             return Err(LogError::UnsupportedMagic(self.magic()));
         }
         let count = self.records_count();
-        if count < 1 {
-            return Err(LogError::corrupt(format!(
-                "record count {count} is not positive"
-            )));
-        }
         let delta = self.last_offset_delta();
-        if i64::from(delta) != i64::from(count) - 1 {
+        if count < 0 || delta < 0 || i64::from(count) > i64::from(delta) + 1 {
             return Err(LogError::corrupt(format!(
                 "inconsistent batch: lastOffsetDelta {delta} but {count} records"
             )));
@@ -277,6 +291,25 @@ impl<'a> BatchHeader<'a> {
         }
         self.compression()?;
         Ok(self.size_bytes())
+    }
+
+    /// The produced shape on top of [`BatchHeader::check`]: at least one record and
+    /// `lastOffsetDelta == recordsCount - 1` (Kafka's "inconsistent batch offset range and
+    /// record count").
+    pub fn check_produced(&self) -> Result<(), LogError> {
+        let count = self.records_count();
+        if count < 1 {
+            return Err(LogError::corrupt(format!(
+                "record count {count} is not positive"
+            )));
+        }
+        let delta = self.last_offset_delta();
+        if i64::from(delta) != i64::from(count) - 1 {
+            return Err(LogError::corrupt(format!(
+                "inconsistent batch: lastOffsetDelta {delta} but {count} records"
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -321,12 +354,30 @@ pub fn frame_size(buf: &[u8]) -> Result<usize, LogError> {
     Ok(size)
 }
 
-/// Validates `batch`, which must be exactly one whole batch: length consistent with the buffer,
-/// magic 2, size at most `max_message_bytes`, CRC-32C, record count consistent with
-/// `lastOffsetDelta`, and for uncompressed batches the records themselves (see
-/// [`check_records`]). Compressed record data is not decompressed here (as on Kafka's
-/// zero-copy path the broker stores it as sent).
+/// Validates `batch` as a *produced* batch (see the module doc), which must be exactly one
+/// whole batch: length consistent with the buffer, magic 2, size at most `max_message_bytes`,
+/// CRC-32C, record count consistent with `lastOffsetDelta`, and for uncompressed batches the
+/// records themselves (see [`check_records`]). Compressed record data is not decompressed here
+/// (as on Kafka's zero-copy path the broker stores it as sent).
 pub fn validate(batch: &[u8], max_message_bytes: usize) -> Result<BatchHeader<'_>, LogError> {
+    validate_shape(batch, max_message_bytes, true)
+}
+
+/// Validates `batch` as a *stored* batch (see the module doc): the checks of [`validate`],
+/// except that records may be missing (a cleaned batch), so offset deltas only have to ascend
+/// inside `0..=lastOffsetDelta` and the record count may be zero.
+pub fn validate_stored(
+    batch: &[u8],
+    max_message_bytes: usize,
+) -> Result<BatchHeader<'_>, LogError> {
+    validate_shape(batch, max_message_bytes, false)
+}
+
+fn validate_shape(
+    batch: &[u8],
+    max_message_bytes: usize,
+    produced: bool,
+) -> Result<BatchHeader<'_>, LogError> {
     let size = frame_size(batch)?;
     if size != batch.len() {
         return Err(LogError::corrupt(format!(
@@ -342,6 +393,9 @@ pub fn validate(batch: &[u8], max_message_bytes: usize) -> Result<BatchHeader<'_
     }
     let header = BatchHeader::parse(batch)?;
     header.check()?;
+    if produced {
+        header.check_produced()?;
+    }
     let crc = compute_crc(batch);
     if crc != header.crc() {
         return Err(LogError::corrupt(format!(
@@ -350,7 +404,19 @@ pub fn validate(batch: &[u8], max_message_bytes: usize) -> Result<BatchHeader<'_
         )));
     }
     if header.compression()? == Compression::None {
-        check_records(&batch[BATCH_HEADER_BYTES..], header.records_count())?;
+        let deltas = if produced {
+            OffsetDeltas::Dense
+        } else {
+            OffsetDeltas::Ascending {
+                last_offset_delta: header.last_offset_delta(),
+            }
+        };
+        walk_raw_records(
+            &batch[BATCH_HEADER_BYTES..],
+            header.records_count(),
+            deltas,
+            |_| {},
+        )?;
     }
     Ok(header)
 }
@@ -380,16 +446,16 @@ fn read_varlong(buf: &[u8], position: &mut usize) -> Result<i64, LogError> {
     read_zigzag(buf, position, 10)
 }
 
-/// Skips a length-prefixed field (`-1` = null when `nullable`).
-fn skip_field(
-    buf: &[u8],
+/// Reads a length-prefixed field (`-1` = null when `nullable`); returns its bytes.
+fn read_field<'a>(
+    buf: &'a [u8],
     position: &mut usize,
     nullable: bool,
     what: &str,
-) -> Result<(), LogError> {
+) -> Result<Option<&'a [u8]>, LogError> {
     let length = read_varint(buf, position)?;
     if length == -1 && nullable {
-        return Ok(());
+        return Ok(None);
     }
     let Ok(length) = usize::try_from(length) else {
         return Err(LogError::corrupt(format!(
@@ -401,8 +467,9 @@ fn skip_field(
             "{what} of {length} bytes overruns its record"
         )));
     }
+    let field = &buf[*position..*position + length];
     *position += length;
-    Ok(())
+    Ok(Some(field))
 }
 
 /// One record's place in its batch, as [`walk_records`] sees it.
@@ -414,15 +481,46 @@ pub struct RecordPosition {
     pub timestamp_delta_ms: i64,
 }
 
+/// How the offset deltas of a batch's records must run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OffsetDeltas {
+    /// Exactly `0..recordsCount` (a produced batch).
+    Dense,
+    /// Strictly ascending inside `0..=last_offset_delta` (a stored batch, maybe cleaned).
+    Ascending {
+        /// The batch's `lastOffsetDelta`.
+        last_offset_delta: i32,
+    },
+}
+
+/// One record of an uncompressed record section, borrowed from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RawRecord<'a> {
+    /// Offset delta from the batch's base offset.
+    pub offset_delta: i32,
+    /// Timestamp delta from the batch's base timestamp.
+    pub timestamp_delta_ms: i64,
+    /// The key; `None` is a null key.
+    pub key: Option<&'a [u8]>,
+    /// The value; `None` is a null value (a tombstone).
+    pub value: Option<&'a [u8]>,
+    /// The record after its length prefix: attributes, timestamp delta, then `tail`.
+    pub body: &'a [u8],
+    /// The record from its offset delta to its end (offset delta, key, value, headers): what a
+    /// rewrite with another base timestamp copies unchanged.
+    pub tail: &'a [u8],
+}
+
 /// Walks uncompressed v2 records (the bytes after the batch header, decompressed if needed):
 /// exactly `count` records whose length prefixes, keys, values and headers stay inside their
-/// record, whose offset deltas are `0..count`, and that fill `records` exactly. Calls `visit`
-/// for each. Bounds every count by the bytes present, so hostile counts cannot cause
+/// record, whose offset deltas run as `deltas` says, and that fill `records` exactly. Calls
+/// `visit` for each. Bounds every count by the bytes present, so hostile counts cannot cause
 /// allocations downstream (kafka-protocol's decoder pre-allocates from these counts).
-pub fn walk_records(
-    records: &[u8],
+pub fn walk_raw_records<'a>(
+    records: &'a [u8],
     count: i32,
-    mut visit: impl FnMut(RecordPosition),
+    deltas: OffsetDeltas,
+    mut visit: impl FnMut(RawRecord<'a>),
 ) -> Result<(), LogError> {
     let Ok(count) = usize::try_from(count) else {
         return Err(LogError::corrupt(format!("negative record count {count}")));
@@ -434,6 +532,7 @@ pub fn walk_records(
         )));
     }
     let mut position = 0usize;
+    let mut previous_delta: i64 = -1;
     for index in 0..count {
         let length = read_varint(records, &mut position)?;
         let Ok(length) = usize::try_from(length) else {
@@ -455,14 +554,22 @@ pub fn walk_records(
             return Err(LogError::corrupt("empty record"));
         }
         let timestamp_delta_ms = read_varlong(record, &mut cursor)?;
+        let tail_start = cursor;
         let offset_delta = read_varint(record, &mut cursor)?;
-        if usize::try_from(offset_delta).ok() != Some(index) {
+        let delta_ok = match deltas {
+            OffsetDeltas::Dense => usize::try_from(offset_delta).ok() == Some(index),
+            OffsetDeltas::Ascending { last_offset_delta } => {
+                i64::from(offset_delta) > previous_delta && offset_delta <= last_offset_delta
+            }
+        };
+        if !delta_ok {
             return Err(LogError::corrupt(format!(
                 "record {index} has offset delta {offset_delta}"
             )));
         }
-        skip_field(record, &mut cursor, true, "key")?;
-        skip_field(record, &mut cursor, true, "value")?;
+        previous_delta = i64::from(offset_delta);
+        let key = read_field(record, &mut cursor, true, "key")?;
+        let value = read_field(record, &mut cursor, true, "value")?;
         let header_count = read_varint(record, &mut cursor)?;
         let Ok(header_count) = usize::try_from(header_count) else {
             return Err(LogError::corrupt(format!(
@@ -476,17 +583,21 @@ pub fn walk_records(
             )));
         }
         for _ in 0..header_count {
-            skip_field(record, &mut cursor, false, "header key")?;
-            skip_field(record, &mut cursor, true, "header value")?;
+            read_field(record, &mut cursor, false, "header key")?;
+            read_field(record, &mut cursor, true, "header value")?;
         }
         if cursor != record.len() {
             return Err(LogError::corrupt(format!(
                 "record {index} declares {length} bytes but uses {cursor}"
             )));
         }
-        visit(RecordPosition {
+        visit(RawRecord {
             offset_delta,
             timestamp_delta_ms,
+            key,
+            value,
+            body: record,
+            tail: &record[tail_start..],
         });
     }
     if position != records.len() {
@@ -496,6 +607,20 @@ pub fn walk_records(
         )));
     }
     Ok(())
+}
+
+/// [`walk_raw_records`] over a produced batch's records (dense offset deltas).
+pub fn walk_records(
+    records: &[u8],
+    count: i32,
+    mut visit: impl FnMut(RecordPosition),
+) -> Result<(), LogError> {
+    walk_raw_records(records, count, OffsetDeltas::Dense, |record| {
+        visit(RecordPosition {
+            offset_delta: record.offset_delta,
+            timestamp_delta_ms: record.timestamp_delta_ms,
+        })
+    })
 }
 
 /// [`walk_records`] without a visitor.
@@ -538,9 +663,15 @@ pub struct Batch {
 }
 
 impl Batch {
-    /// Validates `bytes` as exactly one batch.
+    /// Validates `bytes` as exactly one produced batch ([`validate`]).
     pub fn new(bytes: Bytes, max_message_bytes: usize) -> Result<Batch, LogError> {
         validate(&bytes, max_message_bytes)?;
+        Ok(Batch { bytes })
+    }
+
+    /// Validates `bytes` as exactly one stored batch ([`validate_stored`]).
+    pub fn new_stored(bytes: Bytes, max_message_bytes: usize) -> Result<Batch, LogError> {
+        validate_stored(&bytes, max_message_bytes)?;
         Ok(Batch { bytes })
     }
 
@@ -571,14 +702,28 @@ impl Batch {
 pub struct BatchIter {
     remaining: Bytes,
     max_message_bytes: usize,
+    /// Produced batches ([`validate`]) or stored ones ([`validate_stored`]).
+    produced: bool,
     failed: bool,
 }
 
-/// Iterates over the batches in `records`, validating each against `max_message_bytes`.
+/// Iterates over the produced batches in `records`, validating each against
+/// `max_message_bytes`.
 pub fn batches(records: Bytes, max_message_bytes: usize) -> BatchIter {
     BatchIter {
         remaining: records,
         max_message_bytes,
+        produced: true,
+        failed: false,
+    }
+}
+
+/// Iterates over stored batches (a read of the log, a follower's fetch), validating each.
+pub fn stored_batches(records: Bytes, max_message_bytes: usize) -> BatchIter {
+    BatchIter {
+        remaining: records,
+        max_message_bytes,
+        produced: false,
         failed: false,
     }
 }
@@ -598,7 +743,12 @@ impl Iterator for BatchIter {
             }
         };
         let bytes = self.remaining.split_to(size);
-        match Batch::new(bytes, self.max_message_bytes) {
+        let batch = if self.produced {
+            Batch::new(bytes, self.max_message_bytes)
+        } else {
+            Batch::new_stored(bytes, self.max_message_bytes)
+        };
+        match batch {
             Ok(batch) => Some(Ok(batch)),
             Err(error) => {
                 self.failed = true;
@@ -608,9 +758,22 @@ impl Iterator for BatchIter {
     }
 }
 
-/// Validates every batch in `records` (at least one) before anything is written.
+/// Validates every produced batch in `records` (at least one) before anything is written.
 pub fn validate_all(records: Bytes, max_message_bytes: usize) -> Result<Vec<Batch>, LogError> {
-    let result: Result<Vec<Batch>, LogError> = batches(records, max_message_bytes).collect();
+    collect_at_least_one(batches(records, max_message_bytes))
+}
+
+/// Validates every stored batch in `records` (at least one): a follower's append of what its
+/// leader stored, cleaned batches included.
+pub fn validate_all_stored(
+    records: Bytes,
+    max_message_bytes: usize,
+) -> Result<Vec<Batch>, LogError> {
+    collect_at_least_one(stored_batches(records, max_message_bytes))
+}
+
+fn collect_at_least_one(iter: BatchIter) -> Result<Vec<Batch>, LogError> {
+    let result: Result<Vec<Batch>, LogError> = iter.collect();
     let all = result?;
     if all.is_empty() {
         return Err(LogError::corrupt("no record batch"));
@@ -618,18 +781,203 @@ pub fn validate_all(records: Bytes, max_message_bytes: usize) -> Result<Vec<Batc
     Ok(all)
 }
 
-/// Offset and timestamp of every record of a stored batch, decoded with kafka-protocol's
-/// `RecordBatchDecoder` (any compression). With LogAppendTime every record's timestamp is the
-/// batch's max timestamp, as Kafka reports it. The decompressed records pass [`check_records`]
+/// The record section of a batch, decompressed (a slice of the batch when uncompressed).
+/// Decompression itself is not bounded (kafka-protocol decompresses whole buffers); the
+/// records are not checked here.
+pub fn decompressed_records(batch: &Batch) -> Result<Bytes, LogError> {
+    use kafka_protocol::compression::{Decompressor, Gzip, Lz4, Snappy, Zstd};
+
+    let header = batch.header();
+    let mut compressed = batch.bytes().slice(BATCH_HEADER_BYTES..);
+    if header.records_count() == 0 && compressed.is_empty() {
+        // An emptied batch (the cleaner keeps its header only).
+        return Ok(compressed);
+    }
+    let take = |buffer: &mut Bytes| Ok(std::mem::take(buffer));
+    let records = match header.compression()? {
+        Compression::None => return Ok(compressed),
+        Compression::Gzip => <Gzip as Decompressor<Bytes>>::decompress(&mut compressed, take),
+        Compression::Snappy => <Snappy as Decompressor<Bytes>>::decompress(&mut compressed, take),
+        Compression::Lz4 => <Lz4 as Decompressor<Bytes>>::decompress(&mut compressed, take),
+        Compression::Zstd => <Zstd as Decompressor<Bytes>>::decompress(&mut compressed, take),
+    };
+    records.map_err(|error| LogError::corrupt(format!("cannot decompress records: {error:#}")))
+}
+
+/// Compresses an uncompressed record section with `codec` (Kafka's framings, as
+/// kafka-protocol's encoder writes them), appending to `out`.
+pub fn compress_records(
+    codec: Compression,
+    records: &[u8],
+    out: &mut BytesMut,
+) -> Result<(), LogError> {
+    use bytes::BufMut;
+    use kafka_protocol::compression::{Compressor, Gzip, Lz4, Snappy, Zstd};
+
+    let fill = |buffer: &mut BytesMut| {
+        buffer.put_slice(records);
+        Ok(())
+    };
+    let result = match codec {
+        Compression::None => {
+            out.put_slice(records);
+            Ok(())
+        }
+        Compression::Gzip => <Gzip as Compressor<BytesMut>>::compress(out, fill),
+        Compression::Snappy => <Snappy as Compressor<BytesMut>>::compress(out, fill),
+        Compression::Lz4 => <Lz4 as Compressor<BytesMut>>::compress(out, fill),
+        Compression::Zstd => <Zstd as Compressor<BytesMut>>::compress(out, fill),
+    };
+    result.map_err(|error| {
+        LogError::Io(std::io::Error::other(format!(
+            "cannot compress records with {codec:?}: {error:#}"
+        )))
+    })
+}
+
+/// Walks every record of a stored batch (decompressing it first if needed), checking the
+/// records as [`validate_stored`] does. `visit` sees each record borrowed from `records`, the
+/// decompressed section this returns through the closure's lifetime.
+pub fn for_each_record(batch: &Batch, visit: impl FnMut(RawRecord<'_>)) -> Result<(), LogError> {
+    let header = batch.header();
+    let records = decompressed_records(batch)?;
+    walk_raw_records(
+        &records,
+        header.records_count(),
+        OffsetDeltas::Ascending {
+            last_offset_delta: header.last_offset_delta(),
+        },
+        visit,
+    )
+}
+
+/// The indexes (in batch order) of the records with a null key: what a compacted topic refuses
+/// (Kafka's "Compacted topic cannot accept message without key"). Control batches carry no
+/// user keys and give none.
+pub fn keyless_record_indexes(batch: &Batch) -> Result<Vec<usize>, LogError> {
+    let mut keyless = Vec::new();
+    if batch.header().is_control() {
+        return Ok(keyless);
+    }
+    let mut index = 0usize;
+    for_each_record(batch, |record| {
+        if record.key.is_none() {
+            keyless.push(index);
+        }
+        index += 1;
+    })?;
+    Ok(keyless)
+}
+
+/// Header fields of a batch being written by the broker itself (the log cleaner's rewrites).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchFields {
+    /// `baseOffset`.
+    pub base_offset: i64,
+    /// `partitionLeaderEpoch`.
+    pub partition_leader_epoch: i32,
+    /// `attributes`, compression bits included; the CRC is computed here.
+    pub attributes: i16,
+    /// `lastOffsetDelta`.
+    pub last_offset_delta: i32,
+    /// `baseTimestamp` (the delete horizon when that attribute bit is set).
+    pub base_timestamp_ms: i64,
+    /// `maxTimestamp`.
+    pub max_timestamp_ms: i64,
+    /// `producerId`.
+    pub producer_id: i64,
+    /// `producerEpoch`.
+    pub producer_epoch: i16,
+    /// `baseSequence`.
+    pub base_sequence: i32,
+}
+
+/// Encodes one batch: `fields`, then `records` (uncompressed v2 records, `count` of them)
+/// compressed with the codec of `fields.attributes`, then length and CRC-32C. The result
+/// passes [`validate_stored`] (checked before it is returned).
+pub fn encode_batch(fields: &BatchFields, records: &[u8], count: i32) -> Result<Bytes, LogError> {
+    use bytes::BufMut;
+
+    let codec = match fields.attributes & COMPRESSION_MASK {
+        0 => Compression::None,
+        1 => Compression::Gzip,
+        2 => Compression::Snappy,
+        3 => Compression::Lz4,
+        4 => Compression::Zstd,
+        other => {
+            return Err(LogError::corrupt(format!(
+                "unknown compression codec {other}"
+            )))
+        }
+    };
+    let mut out = BytesMut::with_capacity(BATCH_HEADER_BYTES + records.len());
+    out.put_i64(fields.base_offset);
+    out.put_i32(0); // batchLength, filled below
+    out.put_i32(fields.partition_leader_epoch);
+    out.put_i8(MAGIC_V2);
+    out.put_u32(0); // crc, filled below
+    out.put_i16(fields.attributes);
+    out.put_i32(fields.last_offset_delta);
+    out.put_i64(fields.base_timestamp_ms);
+    out.put_i64(fields.max_timestamp_ms);
+    out.put_i64(fields.producer_id);
+    out.put_i16(fields.producer_epoch);
+    out.put_i32(fields.base_sequence);
+    out.put_i32(count);
+    if count > 0 {
+        compress_records(codec, records, &mut out)?;
+    }
+    let Ok(batch_length) = i32::try_from(out.len() - LOG_OVERHEAD_BYTES) else {
+        return Err(LogError::BatchTooLarge {
+            size: out.len(),
+            max: i32::MAX as usize,
+        });
+    };
+    out[BATCH_LENGTH_POSITION..BATCH_LENGTH_POSITION + 4]
+        .copy_from_slice(&batch_length.to_be_bytes());
+    let crc = compute_crc(&out);
+    out[CRC_POSITION..CRC_POSITION + 4].copy_from_slice(&crc.to_be_bytes());
+    let bytes = out.freeze();
+    validate_stored(&bytes, usize::MAX)?;
+    Ok(bytes)
+}
+
+/// Appends one uncompressed v2 record: its length, then `attributes`, `timestamp_delta_ms`, and
+/// `tail` (offset delta, key, value, headers) as they were.
+pub fn put_record(out: &mut Vec<u8>, attributes: u8, timestamp_delta_ms: i64, tail: &[u8]) {
+    let mut head = Vec::with_capacity(11);
+    head.push(attributes);
+    put_varlong(&mut head, timestamp_delta_ms);
+    let length = (head.len() + tail.len()) as i64;
+    put_varlong(out, length);
+    out.extend_from_slice(&head);
+    out.extend_from_slice(tail);
+}
+
+/// Appends a zigzag varint (Kafka's varint and varlong share the encoding).
+fn put_varlong(out: &mut Vec<u8>, value: i64) {
+    let mut zigzag = ((value << 1) ^ (value >> 63)) as u64;
+    while zigzag >= 0x80 {
+        out.push((zigzag as u8 & 0x7f) | 0x80);
+        zigzag >>= 7;
+    }
+    out.push(zigzag as u8);
+}
+
+/// Every record of a stored batch, decoded with kafka-protocol's `RecordBatchDecoder` (any
+/// compression). The decompressed records pass the stored-batch checks of [`walk_raw_records`]
 /// before the decoder sees them, because the decoder pre-allocates from record and header
 /// counts. Decompression itself is not bounded here (kafka-protocol decompresses whole
 /// buffers).
-pub fn record_timestamps(batch: &Batch) -> Result<Vec<(i64, i64)>, LogError> {
+pub fn decode_records(batch: &Batch) -> Result<Vec<kafka_protocol::records::Record>, LogError> {
     use kafka_protocol::compression::{Decompressor, Gzip, Lz4, Snappy, Zstd};
     use kafka_protocol::records::RecordBatchDecoder;
 
     let header = batch.header();
     let count = header.records_count();
+    let deltas = OffsetDeltas::Ascending {
+        last_offset_delta: header.last_offset_delta(),
+    };
     let mut bytes = batch.bytes().clone();
     let decoded = RecordBatchDecoder::decode_with_custom_compression(
         &mut bytes,
@@ -644,7 +992,7 @@ pub fn record_timestamps(batch: &Batch) -> Result<Vec<(i64, i64)>, LogError> {
                 Compression::Lz4 => <Lz4 as Decompressor<Bytes>>::decompress(compressed, take)?,
                 Compression::Zstd => <Zstd as Decompressor<Bytes>>::decompress(compressed, take)?,
             };
-            if let Err(error) = check_records(&records, count) {
+            if let Err(error) = walk_raw_records(&records, count, deltas, |_| {}) {
                 return Err(std::io::Error::new(
                     std::io::ErrorKind::InvalidData,
                     error.to_string(),
@@ -661,10 +1009,16 @@ pub fn record_timestamps(batch: &Batch) -> Result<Vec<(i64, i64)>, LogError> {
             decoded.records.len()
         )));
     }
+    Ok(decoded.records)
+}
+
+/// Offset and timestamp of every record of a stored batch ([`decode_records`]). With
+/// LogAppendTime every record's timestamp is the batch's max timestamp, as Kafka reports it.
+pub fn record_timestamps(batch: &Batch) -> Result<Vec<(i64, i64)>, LogError> {
+    let header = batch.header();
     let log_append_time = header.timestamp_type() == TimestampType::LogAppendTime;
     let max_timestamp_ms = header.max_timestamp_ms();
-    Ok(decoded
-        .records
+    Ok(decode_records(batch)?
         .iter()
         .map(|record| {
             let timestamp_ms = if log_append_time {
@@ -938,6 +1292,109 @@ mod tests {
                 set.records[0].timestamp_type,
                 kafka_protocol::records::TimestampType::LogAppend
             );
+        }
+    }
+
+    #[test]
+    fn stored_batches_may_be_sparse_or_empty_produced_ones_may_not() {
+        let original = batch_with(100, &[1, 2, 3], 10, Compression::None);
+        let batch = Batch::new(original.clone(), MAX).expect("valid");
+        let header = batch.header();
+        // Keep records 0 and 2 (offset deltas 0 and 2) under the original lastOffsetDelta.
+        let mut records = Vec::new();
+        let mut index = 0;
+        for_each_record(&batch, |record| {
+            if index != 1 {
+                put_record(
+                    &mut records,
+                    record.body[0],
+                    record.timestamp_delta_ms,
+                    record.tail,
+                );
+            }
+            index += 1;
+        })
+        .expect("walk");
+        let fields = BatchFields {
+            base_offset: header.base_offset(),
+            partition_leader_epoch: 3,
+            attributes: header.attributes(),
+            last_offset_delta: header.last_offset_delta(),
+            base_timestamp_ms: header.base_timestamp_ms(),
+            max_timestamp_ms: 3,
+            producer_id: -1,
+            producer_epoch: -1,
+            base_sequence: -1,
+        };
+        let sparse = encode_batch(&fields, &records, 2).expect("encode");
+        assert!(validate_stored(&sparse, MAX).is_ok());
+        assert!(matches!(
+            validate(&sparse, MAX),
+            Err(LogError::CorruptBatch(message)) if message.contains("inconsistent")
+        ));
+        let stored = Batch::new_stored(sparse, MAX).expect("stored");
+        assert_eq!(
+            record_timestamps(&stored).expect("decode"),
+            vec![(100, 1), (102, 3)]
+        );
+        // A header-only batch (what the cleaner keeps for its last offset).
+        let empty = encode_batch(&fields, &[], 0).expect("encode");
+        assert_eq!(empty.len(), BATCH_HEADER_BYTES);
+        let empty = Batch::new_stored(empty, MAX).expect("stored");
+        assert_eq!(empty.header().last_offset(), 102);
+        assert!(decode_records(&empty).expect("decode").is_empty());
+        assert!(validate(empty.bytes(), MAX).is_err());
+        // Offset deltas that do not ascend, or pass lastOffsetDelta, are corrupt even stored.
+        for (count, delta) in [(2, 1), (3, 1)] {
+            let mut bad_fields = fields;
+            bad_fields.last_offset_delta = delta;
+            let encoded = encode_batch(&bad_fields, &records, count);
+            assert!(encoded.is_err(), "count {count} delta {delta}");
+        }
+    }
+
+    #[test]
+    fn keyless_records_are_found_in_every_codec() {
+        for compression in [
+            Compression::None,
+            Compression::Gzip,
+            Compression::Snappy,
+            Compression::Lz4,
+            Compression::Zstd,
+        ] {
+            let keyed = Batch::new(batch_with(0, &[1, 2], 10, compression), MAX).expect("valid");
+            assert_eq!(
+                keyless_record_indexes(&keyed).expect("walk"),
+                Vec::<usize>::new()
+            );
+            let records: Vec<kafka_protocol::records::Record> = decode_records(&keyed)
+                .expect("decode")
+                .into_iter()
+                .enumerate()
+                .map(|(index, mut record)| {
+                    if index == 1 {
+                        record.key = None;
+                    }
+                    record
+                })
+                .collect();
+            let mut buf = BytesMut::new();
+            kafka_protocol::records::RecordBatchEncoder::encode(
+                &mut buf,
+                &records,
+                &kafka_protocol::records::RecordEncodeOptions {
+                    version: 2,
+                    compression,
+                },
+            )
+            .expect("encode");
+            let keyless = Batch::new(buf.freeze(), MAX).expect("valid");
+            assert_eq!(keyless_record_indexes(&keyless).expect("walk"), vec![1]);
+            // Compression round trip of the records section.
+            let raw = decompressed_records(&keyless).expect("decompress");
+            let mut again = BytesMut::new();
+            compress_records(compression, &raw, &mut again).expect("compress");
+            assert!(!again.is_empty());
         }
     }
 

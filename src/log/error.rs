@@ -47,6 +47,15 @@ pub enum LogError {
         /// The offset found.
         got: i64,
     },
+    /// Records the log refuses: a compacted log's records without a key. Maps to
+    /// `INVALID_RECORD`, with the records named by their index in the batch.
+    #[error("{message}")]
+    InvalidRecord {
+        /// Why, in Kafka's words.
+        message: String,
+        /// Indexes (in the batch) of the refused records.
+        record_indexes: Vec<usize>,
+    },
     /// A disk error. Maps to `KAFKA_STORAGE_ERROR`.
     #[error("log I/O error: {0}")]
     Io(#[from] io::Error),

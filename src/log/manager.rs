@@ -12,6 +12,8 @@
 //!   ```
 //! - `log-start-offset-checkpoint`: same format, each log's start offset (so a DeleteRecords
 //!   that advanced it mid-segment survives a restart, as in Kafka).
+//! - `cleaner-offset-checkpoint`: same format, each compacted log's first dirty offset (where
+//!   its next compaction starts), as Kafka's log cleaner keeps it.
 //! - `.gregor_cleanshutdown`: written last by a clean [`LogManager::shutdown`], removed by
 //!   [`LogManager::open`]. Present at open: every log's recovery point is its end (no scan).
 //!
@@ -38,6 +40,8 @@ use super::LogError;
 pub const RECOVERY_POINT_CHECKPOINT_FILE: &str = "recovery-point-offset-checkpoint";
 /// Kafka's name for the log-start-offset checkpoint.
 pub const LOG_START_OFFSET_CHECKPOINT_FILE: &str = "log-start-offset-checkpoint";
+/// Kafka's name for the log cleaner's checkpoint of first dirty offsets.
+pub const CLEANER_OFFSET_CHECKPOINT_FILE: &str = "cleaner-offset-checkpoint";
 /// The clean-shutdown marker.
 pub const CLEAN_SHUTDOWN_FILE: &str = ".gregor_cleanshutdown";
 /// The only checkpoint format version.
@@ -59,6 +63,8 @@ pub struct LogManager {
     recovery_points: Mutex<HashMap<PartitionKey, i64>>,
     /// Log start offsets, likewise.
     log_start_offsets: Mutex<HashMap<PartitionKey, i64>>,
+    /// The cleaner's first dirty offsets, likewise.
+    cleaner_offsets: Mutex<HashMap<PartitionKey, i64>>,
     logs: RwLock<HashMap<PartitionKey, Arc<PartitionLog>>>,
     /// Partitions being opened or removed right now: one at a time per partition, while
     /// different partitions open (and recover) in parallel and `get` never waits.
@@ -163,6 +169,7 @@ impl LogManager {
         fs::create_dir_all(&data_dir)?;
         let recovery_points = read_checkpoint(&data_dir.join(RECOVERY_POINT_CHECKPOINT_FILE))?;
         let log_start_offsets = read_checkpoint(&data_dir.join(LOG_START_OFFSET_CHECKPOINT_FILE))?;
+        let cleaner_offsets = read_checkpoint(&data_dir.join(CLEANER_OFFSET_CHECKPOINT_FILE))?;
         let marker = data_dir.join(CLEAN_SHUTDOWN_FILE);
         let clean_shutdown = marker.exists();
         if clean_shutdown {
@@ -187,6 +194,7 @@ impl LogManager {
             clean_shutdown,
             recovery_points: Mutex::new(recovery_points),
             log_start_offsets: Mutex::new(log_start_offsets),
+            cleaner_offsets: Mutex::new(cleaner_offsets),
             logs: RwLock::new(HashMap::new()),
             busy: Mutex::new(HashSet::new()),
             busy_released: Condvar::new(),
@@ -285,6 +293,10 @@ impl LogManager {
                 log.advance_log_start_offset(start)?;
             }
         }
+        if let Some(first_dirty) = lock(&self.cleaner_offsets).get(&key).copied() {
+            // Checked against the log's offsets when the cleaner uses it.
+            log.restore_cleaner_checkpoint(first_dirty);
+        }
         let log = Arc::new(log);
         write_lock(&self.logs).insert(key, Arc::clone(&log));
         debug!(topic, partition, "opened log");
@@ -306,6 +318,7 @@ impl LogManager {
         let log = write_lock(&self.logs).remove(&key);
         lock(&self.recovery_points).remove(&key);
         lock(&self.log_start_offsets).remove(&key);
+        lock(&self.cleaner_offsets).remove(&key);
         match log {
             Some(log) => log.delete_from_disk()?,
             None => match fs::remove_dir_all(&dir) {
@@ -350,7 +363,39 @@ impl LogManager {
             LOG_START_OFFSET_CHECKPOINT_FILE,
             start_text.as_bytes(),
         )?;
-        Ok(())
+        self.write_cleaner_checkpoint(&logs)
+    }
+
+    /// Writes the cleaner's checkpoint (first dirty offsets of the logs cleaned so far),
+    /// keeping the entries of logs on disk that are not open. Called after a cleaner run.
+    pub fn checkpoint_cleaner_offsets(&self) -> Result<(), LogError> {
+        let _checkpoint = lock(&self.checkpoint_lock);
+        let logs: Vec<(PartitionKey, Arc<PartitionLog>)> = read_lock(&self.logs)
+            .iter()
+            .map(|(key, log)| (key.clone(), Arc::clone(log)))
+            .collect();
+        self.write_cleaner_checkpoint(&logs)
+    }
+
+    /// Under `checkpoint_lock`.
+    fn write_cleaner_checkpoint(
+        &self,
+        logs: &[(PartitionKey, Arc<PartitionLog>)],
+    ) -> Result<(), LogError> {
+        let text = {
+            let mut offsets = lock(&self.cleaner_offsets);
+            for (key, log) in logs {
+                if let Some(first_dirty) = log.cleaner_checkpoint() {
+                    offsets.insert(key.clone(), first_dirty);
+                }
+            }
+            checkpoint_text(&offsets)
+        };
+        write_atomically(
+            &self.data_dir,
+            CLEANER_OFFSET_CHECKPOINT_FILE,
+            text.as_bytes(),
+        )
     }
 
     /// Flushes and closes every log, writes the checkpoints, then the clean-shutdown marker.

@@ -11,19 +11,26 @@
 //! - [`segment`]: one `.log` file with its two indexes; append, read, recover, truncate.
 //! - [`partition_log`]: the ordered segments of one partition; offsets, roll, retention,
 //!   recovery, flush. Knows nothing of replication or the wire.
+//! - [`leader_epoch`]: the leader epoch cache (`leader-epoch-checkpoint`): which epoch began at
+//!   which offset, for replication's truncation (not yet maintained by appends).
+//! - [`cleaner`]: log compaction (`cleanup.policy=compact`), Kafka's log cleaner for one
+//!   partition log: the key → offset map, the recopy of segments, the crash-safe swap.
 //! - [`manager`]: every partition log under one data dir; recovery-point checkpoint and the
 //!   clean-shutdown marker.
 //!
 //! Errors are typed ([`LogError`]); the API layer maps them to Kafka error codes.
 
 pub mod batch;
+pub mod cleaner;
 mod error;
+pub mod leader_epoch;
 pub mod manager;
 pub mod offset_index;
 pub mod partition_log;
 pub mod segment;
 pub mod time_index;
 
+pub use cleaner::{Cleanable, CompactionOutcome, CompactionSettings, CompactionStats};
 pub use error::LogError;
 pub use manager::LogManager;
-pub use partition_log::{AppendInfo, LogConfig, PartitionLog, TimestampType};
+pub use partition_log::{AppendInfo, CleanupPolicy, LogConfig, PartitionLog, TimestampType};

@@ -12,9 +12,15 @@
 //! - `log_start_offset <= log_end_offset`, `recovery_point <= log_end_offset`, all published
 //!   with atomics. `log_end_offset` is stored only after the bytes it covers are written and
 //!   published in the segment, so a reader that saw an offset below it can read that offset.
-//! - Appends, rolls, truncation, retention and close are serialized by `append_lock`. Readers
-//!   take no lock held across I/O: they clone the `Arc` of a segment from the map (a brief read
-//!   lock) and `pread` from it. A segment deleted meanwhile stays readable through its open file.
+//! - Appends, rolls, truncation, retention, close and the cleaner's segment swaps are serialized
+//!   by `append_lock`. Readers take no lock held across I/O: they clone the `Arc` of a segment
+//!   from the map (a brief read lock) and `pread` from it. A segment deleted or replaced
+//!   meanwhile stays readable through its open file; a reader moving on to the next segment
+//!   starts its lookup again if the cleaner swapped segments in between (`segments_generation`).
+//! - Compaction (`cleanup.policy=compact`, [`super::cleaner`]) never changes an offset: it
+//!   leaves gaps inside and between segments. It only touches non-active segments below the
+//!   caller's upper bound, one compaction at a time (`cleaner_lock`), and swaps each cleaned
+//!   segment in crash-safely; `open` finishes or undoes a swap a crash interrupted.
 //! - `flush` takes the segment handles under the append lock, fsyncs after releasing it, then
 //!   advances the recovery point (unless a truncation intervened).
 //! - After an I/O error on the write path the log goes offline: later writes fail with
@@ -31,6 +37,7 @@ use bytes::Bytes;
 use tracing::{debug, error, warn};
 
 use super::batch::{self, NO_TIMESTAMP};
+use super::cleaner::{self, Cleanable, CompactionSettings, CompactionStats};
 use super::segment::{
     self, lock, read_lock, sync_dir, write_lock, AppendBatch, Segment, INDEX_FILE_SUFFIX,
     LOG_FILE_SUFFIX, SEGMENT_BYTES_MAX, TIME_INDEX_FILE_SUFFIX,
@@ -38,6 +45,46 @@ use super::segment::{
 use super::LogError;
 
 pub use super::batch::TimestampType;
+
+/// `cleanup.policy`: what happens to old records. Kafka's list of `delete` and `compact`; with
+/// both, old segments are compacted and also deleted past retention.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CleanupPolicy {
+    /// `delete`: whole segments go past `retention.ms` / `retention.bytes`.
+    pub delete: bool,
+    /// `compact`: the log cleaner keeps only the latest record of each key.
+    pub compact: bool,
+}
+
+impl CleanupPolicy {
+    /// `delete`, Kafka's default.
+    pub const DELETE: CleanupPolicy = CleanupPolicy {
+        delete: true,
+        compact: false,
+    };
+    /// `compact`.
+    pub const COMPACT: CleanupPolicy = CleanupPolicy {
+        delete: false,
+        compact: true,
+    };
+
+    /// Parses Kafka's comma-separated list (`delete`, `compact`, `compact,delete`, spaces
+    /// allowed); `None` for an empty list or an unknown policy.
+    pub fn parse(list: &str) -> Option<CleanupPolicy> {
+        let mut policy = CleanupPolicy {
+            delete: false,
+            compact: false,
+        };
+        for item in list.split(',') {
+            match item.trim() {
+                "delete" => policy.delete = true,
+                "compact" => policy.compact = true,
+                _ => return None,
+            }
+        }
+        Some(policy)
+    }
+}
 
 /// Per-topic log settings, under Kafka's names with units last.
 /// `Default::default()` is Apache Kafka's defaults.
@@ -63,6 +110,30 @@ pub struct LogConfig {
     pub flush_messages: u64,
     /// `flush.ms`: for the caller's flush scheduler (the log does not keep a clock).
     pub flush_ms: i64,
+    /// `cleanup.policy`.
+    pub cleanup_policy: CleanupPolicy,
+    /// `delete.retention.ms`: how long the cleaner keeps a tombstone once it has set the
+    /// tombstone's batch's delete horizon.
+    pub delete_retention_ms: i64,
+    /// `min.compaction.lag.ms`: segments with a record newer than this are not cleaned.
+    pub min_compaction_lag_ms: i64,
+    /// `max.compaction.lag.ms`: a dirty segment older than this is cleaned whatever the dirty
+    /// ratio (and the active segment of a compacted log rolls at least this often).
+    pub max_compaction_lag_ms: i64,
+    /// `min.cleanable.dirty.ratio`: clean only when the dirty share of the log is above this.
+    pub min_cleanable_dirty_ratio: f64,
+}
+
+impl LogConfig {
+    /// Kafka's `maxSegmentMs`: for a compacted log the active segment also rolls at
+    /// `max.compaction.lag.ms`, so no record waits longer than that to become cleanable.
+    pub fn roll_after_ms(&self) -> i64 {
+        if self.cleanup_policy.compact && self.max_compaction_lag_ms > 0 {
+            self.segment_ms.min(self.max_compaction_lag_ms)
+        } else {
+            self.segment_ms
+        }
+    }
 }
 
 impl Default for LogConfig {
@@ -78,6 +149,11 @@ impl Default for LogConfig {
             message_timestamp_type: TimestampType::CreateTime,
             flush_messages: i64::MAX as u64,
             flush_ms: i64::MAX,
+            cleanup_policy: CleanupPolicy::DELETE,
+            delete_retention_ms: 86_400_000,
+            min_compaction_lag_ms: 0,
+            max_compaction_lag_ms: i64::MAX,
+            min_cleanable_dirty_ratio: 0.5,
         }
     }
 }
@@ -133,6 +209,16 @@ pub struct PartitionLog {
     truncation_count: AtomicU64,
     /// A segment file was created or deleted since the directory was last fsynced.
     dir_sync_needed: AtomicBool,
+    /// Bumped (under the `segments` write lock) whenever the cleaner swaps cleaned segments in:
+    /// a reader walking from segment to segment restarts its lookup when it changes.
+    segments_generation: AtomicU64,
+    /// The cleaner's first dirty offset (Kafka's `cleaner-offset-checkpoint` entry); -1 until
+    /// the log is first cleaned or a checkpoint is restored.
+    first_dirty_offset: AtomicI64,
+    /// Held for the whole of a compaction (one cleaner at a time per log).
+    cleaner_lock: Mutex<()>,
+    /// Set by close and delete: a running compaction stops at the next batch.
+    cleaner_abort: AtomicBool,
 }
 
 impl PartitionLog {
@@ -153,6 +239,7 @@ impl PartitionLog {
                 sync_dir(parent)?;
             }
         }
+        cleaner::finish_interrupted_swaps(&dir, &config)?;
         let mut log_bases = Vec::new();
         let mut index_bases = Vec::new();
         for entry in fs::read_dir(&dir)? {
@@ -192,7 +279,8 @@ impl PartitionLog {
                     cut_from = Some(index);
                     break;
                 }
-                if base > previous {
+                if base > previous && !config.cleanup_policy.compact {
+                    // (In a compacted log the cleaner leaves such gaps.)
                     warn!(
                         dir = %dir.display(),
                         base,
@@ -279,6 +367,10 @@ impl PartitionLog {
             messages_flushed: AtomicU64::new(0),
             truncation_count: AtomicU64::new(0),
             dir_sync_needed: AtomicBool::new(true),
+            segments_generation: AtomicU64::new(0),
+            first_dirty_offset: AtomicI64::new(-1),
+            cleaner_lock: Mutex::new(()),
+            cleaner_abort: AtomicBool::new(false),
         };
         if created || cut_from.is_some() {
             sync_dir(&log.dir)?;
@@ -335,7 +427,7 @@ impl PartitionLog {
         read_lock(&self.segments).keys().copied().collect()
     }
 
-    fn segments_snapshot(&self) -> Vec<Arc<Segment>> {
+    pub(super) fn segments_snapshot(&self) -> Vec<Arc<Segment>> {
         read_lock(&self.segments).values().cloned().collect()
     }
 
@@ -374,6 +466,10 @@ impl PartitionLog {
     ) -> Result<AppendInfo, LogError> {
         let config = self.config();
         let batches = batch::validate_all(records, config.max_message_bytes as usize)?;
+        if config.cleanup_policy.compact {
+            // Only compacted logs pay for looking at the records.
+            self.refuse_keyless_records(&batches)?;
+        }
         let log_append_time = config.message_timestamp_type == TimestampType::LogAppendTime;
         // Everything that needs no offset happens before the lock: the LogAppendTime copy and
         // CRC; under the lock only the 16-byte heads are written.
@@ -405,11 +501,35 @@ impl PartitionLog {
         Ok(info)
     }
 
+    /// A compacted log refuses records without a key (Kafka's "Compacted topic cannot accept
+    /// message without key"): the cleaner could never tell which of them is the latest.
+    fn refuse_keyless_records(&self, batches: &[batch::Batch]) -> Result<(), LogError> {
+        for batch in batches {
+            let keyless = batch::keyless_record_indexes(batch)?;
+            if !keyless.is_empty() {
+                let partition = self
+                    .dir
+                    .file_name()
+                    .map(|name| name.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                return Err(LogError::InvalidRecord {
+                    message: format!(
+                        "Compacted topic cannot accept message without key in topic partition \
+                         {partition}."
+                    ),
+                    record_indexes: keyless,
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// Follower append: the batches already carry their offsets; the first must start at the
     /// log end and each must start right after the previous one. Same validation, no rewrite.
     pub fn append_replicated(&self, records: Bytes) -> Result<AppendInfo, LogError> {
         let config = self.config();
-        let batches = batch::validate_all(records, config.max_message_bytes as usize)?;
+        // What the leader stored: cleaned batches (sparse or empty) included.
+        let batches = batch::validate_all_stored(records, config.max_message_bytes as usize)?;
         let mut state = lock(&self.append_lock);
         self.check_writable(&state)?;
         let mut expected = self.log_end_offset();
@@ -584,27 +704,41 @@ impl PartitionLog {
         if offset == log_end_offset || offset >= max_offset_exclusive {
             return Ok(Bytes::new());
         }
-        let floor = read_lock(&self.segments)
-            .range(..=offset)
-            .next_back()
-            .map(|(_, segment)| Arc::clone(segment));
-        // Below the first segment: retention raced with this read.
-        let Some(mut segment) = floor else {
-            return Err(out_of_range);
-        };
-        loop {
-            if let Some(bytes) =
-                segment.read(offset, max_bytes, max_offset_exclusive, min_one_batch)?
-            {
-                return Ok(bytes);
-            }
-            let next = read_lock(&self.segments)
-                .range(segment.base_offset() + 1..)
-                .next()
-                .map(|(_, segment)| Arc::clone(segment));
-            match next {
-                Some(next) => segment = next,
-                None => return Ok(Bytes::new()),
+        'lookup: loop {
+            let (generation, floor) = {
+                let map = read_lock(&self.segments);
+                (
+                    self.segments_generation.load(Ordering::Acquire),
+                    map.range(..=offset)
+                        .next_back()
+                        .map(|(_, segment)| Arc::clone(segment)),
+                )
+            };
+            // Below the first segment: retention raced with this read.
+            let Some(mut segment) = floor else {
+                return Err(out_of_range);
+            };
+            loop {
+                if let Some(bytes) =
+                    segment.read(offset, max_bytes, max_offset_exclusive, min_one_batch)?
+                {
+                    return Ok(bytes);
+                }
+                let next = {
+                    let map = read_lock(&self.segments);
+                    if self.segments_generation.load(Ordering::Acquire) != generation {
+                        // The cleaner replaced segments meanwhile: the next offsets may now
+                        // live in a merged segment with a lower base. Look up again.
+                        continue 'lookup;
+                    }
+                    map.range(segment.base_offset() + 1..)
+                        .next()
+                        .map(|(_, segment)| Arc::clone(segment))
+                };
+                match next {
+                    Some(next) => segment = next,
+                    None => return Ok(Bytes::new()),
+                }
             }
         }
     }
@@ -706,7 +840,9 @@ impl PartitionLog {
         let segments = self.segments_snapshot();
         let deletable_max = segments.len().saturating_sub(1);
         let mut count = self.count_below_log_start(&segments);
-        if config.retention_ms >= 0 {
+        // Time and size retention belong to the `delete` policy; a compact-only log only loses
+        // what is below its start offset (Kafka's `deleteOldSegments`).
+        if config.cleanup_policy.delete && config.retention_ms >= 0 {
             let mut expired = 0;
             while expired < deletable_max
                 && now_ms.saturating_sub(segments[expired].largest_timestamp_ms()?)
@@ -716,7 +852,7 @@ impl PartitionLog {
             }
             count = count.max(expired);
         }
-        if config.retention_bytes >= 0 {
+        if config.cleanup_policy.delete && config.retention_bytes >= 0 {
             let total: u64 = segments.iter().map(|segment| segment.size_bytes()).sum();
             let mut excess = total as i64 - config.retention_bytes;
             let mut over = 0;
@@ -805,6 +941,10 @@ impl PartitionLog {
             error!(dir = %self.dir.display(), %error, "truncation failed; log taken offline");
             return Err(error);
         }
+        // What the cleaner had cleaned above the new end is gone (Kafka's
+        // `maybeTruncateCheckpoint`); -1 (never cleaned) stays.
+        self.first_dirty_offset
+            .fetch_min(self.log_end_offset(), Ordering::AcqRel);
         sync_dir(&self.dir)?;
         debug!(
             dir = %self.dir.display(),
@@ -891,6 +1031,7 @@ impl PartitionLog {
     /// Flush and close (clean shutdown): the active segment records its final time index
     /// entry, everything is fsynced, and later writes fail.
     pub fn close(&self) -> Result<(), LogError> {
+        self.cleaner_abort.store(true, Ordering::Release);
         {
             let mut state = lock(&self.append_lock);
             if state.closed {
@@ -909,6 +1050,10 @@ impl PartitionLog {
     /// Removes the partition directory from disk (DeleteTopics). Readers still holding
     /// segments keep reading from the open files; writes fail from now on.
     pub fn delete_from_disk(&self) -> Result<(), LogError> {
+        // Stop a running compaction and wait for it, so it writes no file into the directory
+        // being removed.
+        self.cleaner_abort.store(true, Ordering::Release);
+        let _cleaning = lock(&self.cleaner_lock);
         let mut state = lock(&self.append_lock);
         state.closed = true;
         write_lock(&self.segments).clear();
@@ -928,12 +1073,138 @@ impl PartitionLog {
     pub fn delete(self) -> Result<(), LogError> {
         self.delete_from_disk()
     }
+
+    /// Compacts the log (Kafka's log cleaner, `cleanup.policy=compact`; see [`super::cleaner`]):
+    /// keeps only the latest record of each key, and tombstones until their delete horizon,
+    /// in the non-active segments below `settings.upper_bound_offset` (the high watermark).
+    /// Offsets never change. Skips (without touching the log) a log that is not compacted or
+    /// not dirty enough (`min.cleanable.dirty.ratio`, unless `max.compaction.lag.ms` forces it).
+    /// Appends and reads continue meanwhile; cleaned segments are swapped in crash-safely.
+    pub fn compact(
+        &self,
+        now_ms: i64,
+        settings: &CompactionSettings,
+    ) -> Result<CompactionStats, LogError> {
+        let _cleaning = lock(&self.cleaner_lock);
+        cleaner::compact(self, now_ms, settings)
+    }
+
+    /// How dirty the log is for the cleaner (Kafka's `LogToClean`), `None` unless its policy
+    /// includes `compact`. Only reads segment metadata (and one header per dirty segment when
+    /// `max.compaction.lag.ms` is set).
+    pub fn cleanable(
+        &self,
+        now_ms: i64,
+        upper_bound_offset: i64,
+    ) -> Result<Option<Cleanable>, LogError> {
+        let config = self.config();
+        if !config.cleanup_policy.compact {
+            return Ok(None);
+        }
+        let segments = self.segments_snapshot();
+        cleaner::cleanable(self, &segments, &config, now_ms, upper_bound_offset).map(Some)
+    }
+
+    /// The cleaner's first dirty offset, if the log was ever cleaned (or a checkpoint was
+    /// restored): what `cleaner-offset-checkpoint` records.
+    pub fn cleaner_checkpoint(&self) -> Option<i64> {
+        let offset = self.first_dirty_offset.load(Ordering::Acquire);
+        (offset >= 0).then_some(offset)
+    }
+
+    /// Restores the first dirty offset from `cleaner-offset-checkpoint` (at open).
+    pub fn restore_cleaner_checkpoint(&self, offset: i64) {
+        self.first_dirty_offset.store(offset, Ordering::Release);
+    }
+
+    pub(super) fn set_first_dirty_offset(&self, offset: i64) {
+        self.first_dirty_offset.store(offset, Ordering::Release);
+    }
+
+    /// Truncations so far (the cleaner aborts if this changes under it).
+    pub(super) fn truncation_count(&self) -> u64 {
+        self.truncation_count.load(Ordering::Acquire)
+    }
+
+    /// Whether a compaction that started when the truncation count was `truncations` must stop
+    /// (the log was closed, deleted or truncated since).
+    pub(super) fn cleaning_must_stop(&self, truncations: u64) -> bool {
+        self.cleaner_abort.load(Ordering::Acquire) || self.truncation_count() != truncations
+    }
+
+    /// Swaps `cleaned` (complete and fsynced, files suffixed `.cleaned`) in for `old` (adjacent
+    /// non-active segments, `cleaned` has the first one's base offset), crash-safely as Kafka's
+    /// `replaceSegments` does: `.cleaned` → `.swap` (and an fsync of the directory), old files →
+    /// `.deleted`, `.swap` → final names, fsync of the directory, then the segment map changes
+    /// in one step and the
+    /// `.deleted` files are removed (readers holding old segments keep reading their open
+    /// files). A crash anywhere in between is finished or undone by [`PartitionLog::open`].
+    /// Returns `false` (and removes `cleaned`) when the log changed meanwhile: closed, truncated,
+    /// or one of `old` no longer in it (retention).
+    pub(super) fn replace_segments(
+        &self,
+        cleaned: Segment,
+        old: &[Arc<Segment>],
+        truncations: u64,
+    ) -> Result<bool, LogError> {
+        let mut state = lock(&self.append_lock);
+        let unchanged =
+            !state.closed && !state.offline && !self.cleaning_must_stop(truncations) && {
+                let map = read_lock(&self.segments);
+                let active_base = map.last_key_value().map(|(&base, _)| base);
+                old.iter().all(|segment| {
+                    Some(segment.base_offset()) != active_base
+                        && map
+                            .get(&segment.base_offset())
+                            .is_some_and(|current| Arc::ptr_eq(current, segment))
+                })
+            };
+        if !unchanged || old.first().map(|first| first.base_offset()) != Some(cleaned.base_offset())
+        {
+            drop(state);
+            cleaned.delete_files()?;
+            return Ok(false);
+        }
+        let renamed = (|| -> Result<(), LogError> {
+            cleaned
+                .change_file_suffixes(segment::CLEANED_FILE_SUFFIX, segment::SWAP_FILE_SUFFIX)?;
+            // The complete `.swap` is durable before any old file is renamed away: however a
+            // crash reorders the renames after this, open finds either the old segments or
+            // the swap. (Kafka fsyncs only at the end.)
+            sync_dir(&self.dir)?;
+            for segment in old {
+                segment.change_file_suffixes("", segment::DELETED_FILE_SUFFIX)?;
+            }
+            cleaned.change_file_suffixes(segment::SWAP_FILE_SUFFIX, "")?;
+            sync_dir(&self.dir)?;
+            Ok(())
+        })();
+        if let Err(error) = renamed {
+            state.offline = true;
+            error!(dir = %self.dir.display(), %error, "cleaner swap failed; log taken offline");
+            return Err(error);
+        }
+        {
+            let mut map = write_lock(&self.segments);
+            for segment in old {
+                map.remove(&segment.base_offset());
+            }
+            map.insert(cleaned.base_offset(), Arc::new(cleaned));
+            self.segments_generation.fetch_add(1, Ordering::AcqRel);
+        }
+        drop(state);
+        self.dir_sync_needed.store(true, Ordering::Release);
+        for segment in old {
+            segment.delete_files()?;
+        }
+        Ok(true)
+    }
 }
 
 fn is_too_old(active: &Segment, config: &LogConfig, now_ms: i64) -> bool {
     active
         .rolling_base_ms()
-        .is_some_and(|base_ms| now_ms.saturating_sub(base_ms) > config.segment_ms)
+        .is_some_and(|base_ms| now_ms.saturating_sub(base_ms) > config.roll_after_ms())
 }
 
 /// Why the active segment must roll before taking `append_bytes` more bytes ending at

@@ -3,13 +3,17 @@
 //! # Files
 //! `<base offset, 20 digits>.log`, `.index`, `.timeindex` (Kafka's names; see
 //! [`super::offset_index`] and [`super::time_index`] for the index formats). The `.log` file is
-//! v2 record batches back to back, exactly as produced (after the broker's header rewrites),
-//! nothing else.
+//! v2 record batches back to back, exactly as produced (after the broker's header rewrites) or
+//! as the log cleaner rewrote them, nothing else. While the cleaner works, a segment's three
+//! names carry a temporary suffix (Kafka's): `.cleaned` while it is written, `.swap` once it is
+//! complete and about to replace older segments, `.deleted` on a replaced segment until its
+//! files are removed ([`Segment::change_file_suffixes`]).
 //!
 //! # Invariants
-//! - Batches are whole and valid (CRC-32C, header checks); offsets strictly increase, are all
-//!   `>= base_offset`, and `offset - base_offset` fits an i32. The file stays below 2 GiB so
-//!   positions fit the index's 4-byte fields.
+//! - Batches are whole and valid stored batches (CRC-32C, header checks; see
+//!   [`super::batch`]); offsets strictly increase, are all `>= base_offset`, and
+//!   `offset - base_offset` fits an i32. A cleaned segment may have gaps between batches. The
+//!   file stays below 2 GiB so positions fit the index's 4-byte fields.
 //! - The *published* state (`size_bytes`, `next_offset`, index entries, max timestamp) only
 //!   ever covers bytes that are fully written; readers never look past the published size.
 //! - One writer at a time (the `writer` mutex, under the partition's append lock); readers run
@@ -34,7 +38,7 @@ use super::batch::{
     PARTITION_LEADER_EPOCH_POSITION,
 };
 use super::offset_index::{OffsetIndex, OffsetPosition, OFFSET_INDEX_ENTRY_BYTES};
-use super::time_index::{TimeIndex, TimestampOffset};
+use super::time_index::{TimeIndex, TimestampOffset, TIME_INDEX_ENTRY_BYTES};
 use super::LogError;
 
 /// Suffix of the data file.
@@ -43,6 +47,17 @@ pub const LOG_FILE_SUFFIX: &str = ".log";
 pub const INDEX_FILE_SUFFIX: &str = ".index";
 /// Suffix of the time index.
 pub const TIME_INDEX_FILE_SUFFIX: &str = ".timeindex";
+/// Added to a segment's three file names while the log cleaner writes it (Kafka's `.cleaned`).
+pub const CLEANED_FILE_SUFFIX: &str = ".cleaned";
+/// Added to a cleaned segment's file names once it is complete and about to replace the
+/// segments it was made from (Kafka's `.swap`).
+pub const SWAP_FILE_SUFFIX: &str = ".swap";
+/// Added to a replaced segment's file names until they are removed (Kafka's `.deleted`).
+pub const DELETED_FILE_SUFFIX: &str = ".deleted";
+/// The three file kinds of a segment, the `.log` first (renames follow this order, as Kafka's
+/// `changeFileSuffixes` does).
+pub const SEGMENT_FILE_SUFFIXES: [&str; 3] =
+    [LOG_FILE_SUFFIX, INDEX_FILE_SUFFIX, TIME_INDEX_FILE_SUFFIX];
 /// Largest `.log` file: positions are 4-byte signed ints in the offset index (as in Kafka).
 pub const SEGMENT_BYTES_MAX: u64 = i32::MAX as u64;
 /// Read-ahead for header scans on the read path.
@@ -76,6 +91,13 @@ pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
 /// The file name stem of a segment: its base offset padded to 20 digits.
 pub fn file_stem(base_offset: i64) -> String {
     format!("{base_offset:020}")
+}
+
+/// The path of one of a segment's files: `<dir>/<20-digit base><kind><suffix>`, where `kind` is
+/// one of [`SEGMENT_FILE_SUFFIXES`] and `suffix` is empty or a temporary suffix
+/// ([`CLEANED_FILE_SUFFIX`], [`SWAP_FILE_SUFFIX`], [`DELETED_FILE_SUFFIX`]).
+pub fn file_path(dir: &Path, base_offset: i64, kind: &str, suffix: &str) -> PathBuf {
+    dir.join(format!("{}{kind}{suffix}", file_stem(base_offset)))
 }
 
 /// The base offset of a segment file named `<20 digits><suffix>`.
@@ -179,6 +201,10 @@ pub struct BatchLocation {
     pub last_offset: i64,
     /// The batch's max timestamp.
     pub max_timestamp_ms: i64,
+    /// The batch's producer id (`-1` without one).
+    pub producer_id: i64,
+    /// Whether it is a control batch (transaction markers).
+    pub is_control: bool,
 }
 
 impl BatchLocation {
@@ -189,6 +215,8 @@ impl BatchLocation {
             base_offset: header.base_offset(),
             last_offset: header.last_offset(),
             max_timestamp_ms: header.max_timestamp_ms(),
+            producer_id: header.producer_id(),
+            is_control: header.is_control(),
         }
     }
 }
@@ -361,7 +389,13 @@ pub struct OpenedSegment {
 #[derive(Debug)]
 pub struct Segment {
     base_offset: i64,
+    /// The directory holding the files.
+    dir: PathBuf,
+    /// The `.log` path without a temporary suffix (for messages).
     log_path: PathBuf,
+    /// The temporary suffix the three file names carry now (empty for a live segment); changed
+    /// only by [`Segment::change_file_suffixes`].
+    file_suffix: Mutex<String>,
     log_file: File,
     offset_index_file: Arc<File>,
     time_index_file: Arc<File>,
@@ -372,27 +406,36 @@ pub struct Segment {
 impl Segment {
     /// Creates a new, empty segment in `dir` (fails if its `.log` already exists).
     pub fn create(dir: &Path, base_offset: i64, index_bytes_max: u32) -> Result<Segment, LogError> {
+        Segment::create_with_suffix(dir, base_offset, index_bytes_max, "")
+    }
+
+    /// [`Segment::create`] with `suffix` after each file name (the cleaner's `.cleaned`).
+    pub fn create_with_suffix(
+        dir: &Path,
+        base_offset: i64,
+        index_bytes_max: u32,
+        suffix: &str,
+    ) -> Result<Segment, LogError> {
         assert!(base_offset >= 0);
-        let stem = file_stem(base_offset);
-        let log_path = dir.join(format!("{stem}{LOG_FILE_SUFFIX}"));
         let log_file = OpenOptions::new()
             .read(true)
             .append(true)
             .create_new(true)
-            .open(&log_path)?;
+            .open(file_path(dir, base_offset, LOG_FILE_SUFFIX, suffix))?;
         let offset_index = OffsetIndex::create(
-            dir.join(format!("{stem}{INDEX_FILE_SUFFIX}")),
+            file_path(dir, base_offset, INDEX_FILE_SUFFIX, suffix),
             base_offset,
             index_bytes_max,
         )?;
         let time_index = TimeIndex::create(
-            dir.join(format!("{stem}{TIME_INDEX_FILE_SUFFIX}")),
+            file_path(dir, base_offset, TIME_INDEX_FILE_SUFFIX, suffix),
             base_offset,
             index_bytes_max,
         )?;
         Ok(Segment::assemble(
+            dir,
             base_offset,
-            log_path,
+            suffix,
             log_file,
             offset_index,
             time_index,
@@ -401,8 +444,9 @@ impl Segment {
     }
 
     fn assemble(
+        dir: &Path,
         base_offset: i64,
-        log_path: PathBuf,
+        suffix: &str,
         log_file: File,
         offset_index: OffsetIndex,
         time_index: TimeIndex,
@@ -410,7 +454,9 @@ impl Segment {
     ) -> Segment {
         Segment {
             base_offset,
-            log_path,
+            dir: dir.to_path_buf(),
+            log_path: file_path(dir, base_offset, LOG_FILE_SUFFIX, ""),
+            file_suffix: Mutex::new(suffix.to_string()),
             log_file,
             offset_index_file: offset_index.file_handle(),
             time_index_file: time_index.file_handle(),
@@ -440,9 +486,27 @@ impl Segment {
         index_interval_bytes: u32,
         recover: bool,
     ) -> Result<OpenedSegment, LogError> {
+        Segment::open_with_suffix(
+            dir,
+            base_offset,
+            index_bytes_max,
+            index_interval_bytes,
+            recover,
+            "",
+        )
+    }
+
+    /// [`Segment::open`] of files named with `suffix` (an interrupted cleaner swap's `.swap`).
+    pub fn open_with_suffix(
+        dir: &Path,
+        base_offset: i64,
+        index_bytes_max: u32,
+        index_interval_bytes: u32,
+        recover: bool,
+        suffix: &str,
+    ) -> Result<OpenedSegment, LogError> {
         assert!(base_offset >= 0);
-        let stem = file_stem(base_offset);
-        let log_path = dir.join(format!("{stem}{LOG_FILE_SUFFIX}"));
+        let log_path = file_path(dir, base_offset, LOG_FILE_SUFFIX, suffix);
         let log_file = OpenOptions::new().read(true).append(true).open(&log_path)?;
         let size_bytes = log_file.metadata()?.len();
         if size_bytes > SEGMENT_BYTES_MAX {
@@ -455,20 +519,21 @@ impl Segment {
             )));
         }
         let (offset_index, offset_index_problem) = OffsetIndex::open(
-            dir.join(format!("{stem}{INDEX_FILE_SUFFIX}")),
+            file_path(dir, base_offset, INDEX_FILE_SUFFIX, suffix),
             base_offset,
             index_bytes_max,
             size_bytes,
         )?;
         let (time_index, time_index_problem) = TimeIndex::open(
-            dir.join(format!("{stem}{TIME_INDEX_FILE_SUFFIX}")),
+            file_path(dir, base_offset, TIME_INDEX_FILE_SUFFIX, suffix),
             base_offset,
             index_bytes_max,
             size_bytes,
         )?;
         let segment = Segment::assemble(
+            dir,
             base_offset,
-            log_path,
+            suffix,
             log_file,
             offset_index,
             time_index,
@@ -599,11 +664,36 @@ impl Segment {
         }
     }
 
-    fn modified_ms(&self) -> io::Result<i64> {
+    /// The `.log` file's modification time (Kafka's `lastModified`).
+    pub fn modified_ms(&self) -> io::Result<i64> {
         let modified = self.log_file.metadata()?.modified()?;
         Ok(modified
             .duration_since(UNIX_EPOCH)
             .map_or(0, |elapsed| elapsed.as_millis() as i64))
+    }
+
+    /// Sets the `.log` file's modification time (a cleaned segment takes that of the last
+    /// segment it replaces, as in Kafka, so time retention and the legacy horizon see no change).
+    pub fn set_modified_ms(&self, modified_ms: i64) -> io::Result<()> {
+        let Ok(millis) = u64::try_from(modified_ms) else {
+            return Ok(());
+        };
+        self.log_file
+            .set_modified(UNIX_EPOCH + std::time::Duration::from_millis(millis))
+    }
+
+    /// The max timestamp of the first batch, `None` when empty or without timestamp (Kafka's
+    /// `getFirstBatchTimestamp`, used by `max.compaction.lag.ms`).
+    pub fn first_batch_max_timestamp_ms(&self) -> Result<Option<i64>, LogError> {
+        if self.size_bytes() < BATCH_HEADER_BYTES as u64 {
+            return Ok(None);
+        }
+        let mut header = [0u8; BATCH_HEADER_BYTES];
+        if read_up_to(&self.log_file, &mut header, 0)? < BATCH_HEADER_BYTES {
+            return Ok(None);
+        }
+        let timestamp_ms = BatchHeader::parse(&header)?.max_timestamp_ms();
+        Ok((timestamp_ms >= 0).then_some(timestamp_ms))
     }
 
     /// Scans every batch from the start: header checks, offsets increasing, CRC-32C (and the
@@ -729,7 +819,7 @@ impl Segment {
                 .get(position, size)
                 .map_err(|error| error.to_string())?
                 .ok_or_else(|| format!("torn batch at position {position}"))?;
-            batch::validate(whole, usize::MAX).map_err(|error| error.to_string())?;
+            batch::validate_stored(whole, usize::MAX).map_err(|error| error.to_string())?;
         } else {
             // Too large for the window: CRC in fixed-size chunks (no allocation from the
             // length read off disk).
@@ -1008,10 +1098,22 @@ impl Segment {
         Ok(None)
     }
 
+    /// Calls `visit` with the location of every batch, in order (headers only).
+    pub fn scan_batch_locations(
+        &self,
+        mut visit: impl FnMut(&BatchLocation),
+    ) -> Result<(), LogError> {
+        self.scan_from(0, self.size_bytes(), |location| {
+            visit(location);
+            false
+        })?;
+        Ok(())
+    }
+
     /// Reads the whole batch at `location` and validates it (CRC included).
     pub fn read_batch(&self, location: &BatchLocation) -> Result<Batch, LogError> {
         let bytes = self.read_bytes(location.position, location.size_bytes)?;
-        Batch::new(bytes, usize::MAX)
+        Batch::new_stored(bytes, usize::MAX)
     }
 
     /// Whole batches starting with the one holding `offset`, at most `max_bytes` of them (the
@@ -1175,24 +1277,131 @@ impl Segment {
         Ok(())
     }
 
-    /// Removes the three files (missing files are fine). Readers holding this segment keep
-    /// reading from the open handle.
+    /// Removes the three files (missing files are fine), under whatever temporary suffix they
+    /// carry now. Readers holding this segment keep reading from the open handle.
     pub fn delete_files(&self) -> Result<(), LogError> {
-        let (offset_index_path, time_index_path) = {
-            let state = read_lock(&self.state);
-            (
-                state.offset_index.path().to_path_buf(),
-                state.time_index.path().to_path_buf(),
-            )
-        };
-        for path in [&self.log_path, &offset_index_path, &time_index_path] {
-            match fs::remove_file(path) {
+        let suffix = lock(&self.file_suffix);
+        for kind in SEGMENT_FILE_SUFFIXES {
+            match fs::remove_file(file_path(&self.dir, self.base_offset, kind, &suffix)) {
                 Ok(()) => {}
                 Err(error) if error.kind() == io::ErrorKind::NotFound => {}
                 Err(error) => return Err(error.into()),
             }
         }
         Ok(())
+    }
+
+    /// Renames the three files from suffix `from` to suffix `to` (Kafka's
+    /// `changeFileSuffixes`), the `.log` first. The open handles stay valid, so readers are not
+    /// disturbed. The caller fsyncs the directory.
+    pub fn change_file_suffixes(&self, from: &str, to: &str) -> Result<(), LogError> {
+        let mut suffix = lock(&self.file_suffix);
+        if *suffix != from {
+            return Err(LogError::Io(io::Error::other(format!(
+                "{}: files carry suffix {:?}, not {from:?}",
+                self.log_path.display(),
+                *suffix
+            ))));
+        }
+        for kind in SEGMENT_FILE_SUFFIXES {
+            fs::rename(
+                file_path(&self.dir, self.base_offset, kind, from),
+                file_path(&self.dir, self.base_offset, kind, to),
+            )?;
+        }
+        *suffix = to.to_string();
+        Ok(())
+    }
+
+    /// Size of the offset index in bytes (its entries; the file is never preallocated).
+    pub fn offset_index_bytes(&self) -> u64 {
+        (read_lock(&self.state).offset_index.len() * OFFSET_INDEX_ENTRY_BYTES) as u64
+    }
+
+    /// Size of the time index in bytes.
+    pub fn time_index_bytes(&self) -> u64 {
+        (read_lock(&self.state).time_index.len() * TIME_INDEX_ENTRY_BYTES) as u64
+    }
+
+    /// The stored batches from `position` (a batch boundary) to the published end, read a chunk
+    /// at a time and validated as stored batches (the log cleaner's reader).
+    pub fn batches_from(&self, position: u64) -> SegmentBatches<'_> {
+        SegmentBatches {
+            segment: self,
+            position,
+            end: self.size_bytes(),
+            chunk: Bytes::new(),
+            chunk_start: 0,
+            failed: false,
+        }
+    }
+}
+
+/// Bytes read at a time by [`SegmentBatches`] (Kafka's cleaner I/O buffer is 512 KiB).
+const BATCH_READ_CHUNK_BYTES: usize = 512 * 1024;
+
+/// Iterator of [`Segment::batches_from`]: `(position, batch)` pairs; stops after an error.
+#[derive(Debug)]
+pub struct SegmentBatches<'a> {
+    segment: &'a Segment,
+    position: u64,
+    end: u64,
+    /// Bytes of the file from `chunk_start`.
+    chunk: Bytes,
+    chunk_start: u64,
+    failed: bool,
+}
+
+impl SegmentBatches<'_> {
+    /// Makes `[self.position, self.position + length)` available in the chunk (reading at
+    /// least a chunk's worth); `false` if the file ends first.
+    fn fill(&mut self, length: usize) -> Result<bool, LogError> {
+        let chunk_end = self.chunk_start + self.chunk.len() as u64;
+        if self.position >= self.chunk_start && self.position + length as u64 <= chunk_end {
+            return Ok(true);
+        }
+        let want = length.max(BATCH_READ_CHUNK_BYTES);
+        self.chunk = self.segment.read_bytes(self.position, want)?;
+        self.chunk_start = self.position;
+        Ok(self.chunk.len() >= length)
+    }
+
+    fn next_batch(&mut self) -> Result<(u64, Batch), LogError> {
+        let corrupt = |what: &str, position: u64| {
+            LogError::corrupt(format!(
+                "{}: {what} at position {position}",
+                self.segment.log_path.display()
+            ))
+        };
+        if !self.fill(BATCH_HEADER_BYTES)? {
+            return Err(corrupt("torn batch header", self.position));
+        }
+        let from = (self.position - self.chunk_start) as usize;
+        let size = BatchHeader::parse(&self.chunk[from..])?.check()?;
+        if self.position + size as u64 > self.end {
+            return Err(corrupt("batch overruns the segment", self.position));
+        }
+        if !self.fill(size)? {
+            return Err(corrupt("torn batch", self.position));
+        }
+        let from = (self.position - self.chunk_start) as usize;
+        let batch = Batch::new_stored(self.chunk.slice(from..from + size), usize::MAX)?;
+        let position = self.position;
+        self.position += size as u64;
+        Ok((position, batch))
+    }
+}
+
+impl Iterator for SegmentBatches<'_> {
+    type Item = Result<(u64, Batch), LogError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed || self.position >= self.end {
+            return None;
+        }
+        let next = self.next_batch();
+        self.failed = next.is_err();
+        Some(next)
     }
 }
 

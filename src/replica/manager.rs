@@ -8,6 +8,11 @@
 //!
 //! Each partition dir holds `partition.metadata` (as Kafka does) with the topic id, so a dir left
 //! by a deleted topic of the same name is recognised and removed instead of being served.
+//!
+//! [`ReplicaManager::run_log_cleaner`] is the log cleaner's loop body: the broker calls it every
+//! `log.cleaner.backoff.ms` (sooner when a run says more work is waiting). Each run compacts the
+//! dirtiest qualifying partitions first, below their high watermarks, one at a time (so one
+//! offset map of `log.cleaner.dedupe.buffer.size` at most), within a byte budget.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
@@ -19,11 +24,41 @@ use super::partition::Partition;
 use super::ReplicaError;
 use crate::cluster::MetadataImage;
 use crate::config::BrokerConfig;
-use crate::log::{LogError, LogManager};
+use crate::log::{CompactionOutcome, CompactionSettings, LogError, LogManager};
 
 const PARTITION_METADATA_FILE: &str = "partition.metadata";
 
 type PartitionKey = (String, i32);
+
+/// Bytes of log one cleaner run may recopy (clean plus cleanable bytes of the partitions it
+/// takes on) before it leaves the remaining partitions for the next run; the first partition is
+/// always taken.
+pub const LOG_CLEANER_RUN_BYTES_MAX: u64 = 1 << 30;
+
+/// What one [`ReplicaManager::run_log_cleaner`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogCleanerRun {
+    /// Partitions compacted.
+    pub partitions_cleaned: usize,
+    /// Partitions dirty enough but left for the next run (the byte budget was spent, or the
+    /// offset map filled and only a prefix was cleaned).
+    pub partitions_deferred: usize,
+    /// Partitions whose compaction failed (logged) or was aborted.
+    pub partitions_failed: usize,
+    /// Bytes of the segments recopied.
+    pub bytes_before: u64,
+    /// Bytes they became.
+    pub bytes_after: u64,
+    /// Records removed.
+    pub records_removed: u64,
+}
+
+impl LogCleanerRun {
+    /// Whether more cleaning is waiting: the caller may run again without the backoff.
+    pub fn more_work(&self) -> bool {
+        self.partitions_deferred > 0
+    }
+}
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
@@ -175,6 +210,81 @@ impl ReplicaManager {
         if let Err(e) = self.logs.checkpoint_recovery_points() {
             tracing::warn!(error = %e, "writing recovery-point checkpoint failed");
         }
+    }
+
+    /// Runs the log cleaner once (see the module doc): every hosted partition whose
+    /// `cleanup.policy` includes `compact` and whose dirty ratio qualifies (or that is past
+    /// `max.compaction.lag.ms`) is compacted below its high watermark, dirtiest first, until
+    /// [`LOG_CLEANER_RUN_BYTES_MAX`] bytes of log were taken on. Does nothing when
+    /// `log.cleaner.enable` is false. Blocking I/O: call it from a blocking task.
+    pub fn run_log_cleaner(&self, now_ms: i64) -> LogCleanerRun {
+        let mut run = LogCleanerRun::default();
+        if !self.config.log_cleaner_enable() {
+            return run;
+        }
+        let mut candidates = Vec::new();
+        for partition in self.all_partitions() {
+            let log = partition.log();
+            match log.cleanable(now_ms, partition.high_watermark()) {
+                Ok(Some(cleanable))
+                    if cleanable.should_clean(log.config().min_cleanable_dirty_ratio) =>
+                {
+                    candidates.push((cleanable, partition));
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    run.partitions_failed += 1;
+                    tracing::warn!(topic = partition.topic(), partition = partition.index(), error = %e, "cannot measure the log for cleaning");
+                }
+            }
+        }
+        // The dirtiest first, as Kafka's `grabFilthiestCompactedLog`.
+        candidates.sort_by(|(a, _), (b, _)| b.dirty_ratio.total_cmp(&a.dirty_ratio));
+        let mut budget_spent = 0u64;
+        for (cleanable, partition) in candidates {
+            if run.partitions_cleaned > 0 && budget_spent >= LOG_CLEANER_RUN_BYTES_MAX {
+                run.partitions_deferred += 1;
+                continue;
+            }
+            budget_spent += cleanable.clean_bytes + cleanable.cleanable_bytes;
+            let settings = CompactionSettings {
+                upper_bound_offset: partition.high_watermark(),
+                dedupe_buffer_bytes: self.config.log_cleaner_dedupe_buffer_size(),
+            };
+            match partition.log().compact(now_ms, &settings) {
+                Ok(stats) if stats.outcome == CompactionOutcome::Cleaned => {
+                    run.partitions_cleaned += 1;
+                    run.bytes_before += stats.bytes_before;
+                    run.bytes_after += stats.bytes_after;
+                    run.records_removed += stats.records_removed();
+                    if stats.map_full {
+                        run.partitions_deferred += 1;
+                    }
+                }
+                Ok(stats) if stats.outcome == CompactionOutcome::Aborted => {
+                    run.partitions_failed += 1;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    run.partitions_failed += 1;
+                    tracing::warn!(topic = partition.topic(), partition = partition.index(), error = %e, "log compaction failed");
+                }
+            }
+        }
+        if run.partitions_cleaned > 0 {
+            tracing::info!(
+                partitions = run.partitions_cleaned,
+                deferred = run.partitions_deferred,
+                bytes_before = run.bytes_before,
+                bytes_after = run.bytes_after,
+                records_removed = run.records_removed,
+                "log cleaner run"
+            );
+            if let Err(e) = self.logs.checkpoint_cleaner_offsets() {
+                tracing::warn!(error = %e, "writing the cleaner checkpoint failed");
+            }
+        }
+        run
     }
 
     /// Flushes every partition with unflushed records whose `flush.ms` has passed since its

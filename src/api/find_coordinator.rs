@@ -1,0 +1,104 @@
+//! FindCoordinator (key 10), v0–v6: which broker coordinates a group.
+//!
+//! The coordinator of group `g` is the leader of `__consumer_offsets` partition
+//! `abs(java_string_hash(g)) % offsets.topic.num.partitions` (Kafka's mapping). The first
+//! request creates `__consumer_offsets` if it does not exist, as Kafka does. v4+ batches keys
+//! (`coordinator_keys`, one answer each); earlier versions ask for one key. Key type 0 is a
+//! group; key type 1 (a transactional id) answers `COORDINATOR_NOT_AVAILABLE` until the
+//! transaction coordinator exists; any other type is `INVALID_REQUEST`.
+
+use kafka_protocol::messages::find_coordinator_response::Coordinator;
+use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, FindCoordinatorResponse};
+use kafka_protocol::protocol::{StrBytes, VersionRange};
+use kafka_protocol::ResponseError;
+
+use super::RequestContext;
+use crate::coordinator::OFFSETS_TOPIC;
+
+/// Handled versions.
+pub const VERSIONS: VersionRange = VersionRange { min: 0, max: 6 };
+
+const KEY_TYPE_GROUP: i8 = 0;
+const KEY_TYPE_TRANSACTION: i8 = 1;
+
+/// FindCoordinator.
+pub async fn handle(ctx: &RequestContext, req: FindCoordinatorRequest) -> FindCoordinatorResponse {
+    let keys = if ctx.version >= 4 {
+        req.coordinator_keys
+    } else {
+        vec![req.key]
+    };
+    let mut coordinators = Vec::with_capacity(keys.len());
+    for key in keys {
+        coordinators.push(find(ctx, req.key_type, key).await);
+    }
+    let mut response = FindCoordinatorResponse::default();
+    if ctx.version >= 4 {
+        response.coordinators = coordinators;
+    } else if let Some(c) = coordinators.pop() {
+        response.error_code = c.error_code;
+        if ctx.version >= 1 {
+            response.error_message = c.error_message;
+        }
+        response.node_id = c.node_id;
+        response.host = c.host;
+        response.port = c.port;
+    }
+    response
+}
+
+async fn find(ctx: &RequestContext, key_type: i8, key: StrBytes) -> Coordinator {
+    let fail = |error: ResponseError, message: String| {
+        Coordinator::default()
+            .with_key(key.clone())
+            .with_node_id(BrokerId(-1))
+            .with_host(StrBytes::default())
+            .with_port(-1)
+            .with_error_code(error.code())
+            .with_error_message(Some(StrBytes::from_string(message)))
+    };
+    match key_type {
+        KEY_TYPE_GROUP => {}
+        KEY_TYPE_TRANSACTION => {
+            return fail(
+                ResponseError::CoordinatorNotAvailable,
+                "transactions are not supported by this broker yet".to_string(),
+            )
+        }
+        other => {
+            return fail(
+                ResponseError::InvalidRequest,
+                format!("unknown coordinator key type {other}"),
+            )
+        }
+    }
+    let broker = &ctx.broker;
+    if broker.controller.image().topic(OFFSETS_TOPIC).is_none() {
+        if let Err(error) = broker.ensure_offsets_topic().await {
+            tracing::warn!(%error, "cannot create __consumer_offsets");
+            return fail(
+                ResponseError::CoordinatorNotAvailable,
+                format!("cannot create {OFFSETS_TOPIC}: {error}"),
+            );
+        }
+    }
+    let image = broker.controller.image();
+    let partition = broker.groups.partition_for(key.as_str());
+    let leader = image
+        .partition(OFFSETS_TOPIC, partition)
+        .map(|p| p.leader)
+        .and_then(|leader| image.brokers.get(&leader));
+    match leader {
+        Some(node) => Coordinator::default()
+            .with_key(key.clone())
+            .with_node_id(BrokerId(node.node_id))
+            .with_host(StrBytes::from_string(node.host.clone()))
+            .with_port(i32::from(node.port))
+            .with_error_code(0)
+            .with_error_message(None),
+        None => fail(
+            ResponseError::CoordinatorNotAvailable,
+            format!("{OFFSETS_TOPIC} partition {partition} has no leader"),
+        ),
+    }
+}
