@@ -204,6 +204,7 @@ impl Controller {
                         leader_epoch: 0,
                         isr: replicas.clone(),
                         replicas,
+                        partition_epoch: 0,
                     }
                 })
                 .collect(),
@@ -257,7 +258,7 @@ impl Controller {
 }
 
 /// Writes `bytes` to `path` so that a crash leaves either the old or the new content.
-fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     let tmp = path.with_extension("tmp");
     {

@@ -35,6 +35,10 @@ pub struct PartitionInfo {
     pub replicas: Vec<i32>,
     /// In-sync replica node ids.
     pub isr: Vec<i32>,
+    /// Incremented on every change of leader or ISR (KIP-497's partition epoch), so a stale
+    /// ISR change can be refused.
+    #[serde(default)]
+    pub partition_epoch: i32,
 }
 
 /// One topic.
@@ -66,6 +70,24 @@ pub struct MetadataImage {
     /// Topic ids to names.
     #[serde(skip)]
     pub topic_ids: HashMap<Uuid, String>,
+    /// What the controller knows of each registered broker beyond what clients see.
+    #[serde(default)]
+    pub registrations: BTreeMap<i32, BrokerRegistration>,
+    /// The first producer id not yet handed out (KIP-730 producer-id blocks).
+    #[serde(default)]
+    pub next_producer_id: i64,
+}
+
+/// A broker's registration with the controller quorum.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BrokerRegistration {
+    /// A fresh id each time the broker process starts, so a restart is told apart from a
+    /// duplicate registration.
+    pub incarnation: Uuid,
+    /// The internal listener (Raft and replica traffic), `host:port`.
+    pub internal_addr: String,
+    /// Fenced brokers lead nothing and are left out of Metadata responses.
+    pub fenced: bool,
 }
 
 impl MetadataImage {

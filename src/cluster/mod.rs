@@ -8,6 +8,7 @@
 
 pub mod controller;
 pub mod metadata;
+pub mod quorum;
 
 pub use controller::{Controller, ControllerError, CreateTopicSpec};
-pub use metadata::{BrokerInfo, MetadataImage, PartitionInfo, TopicInfo};
+pub use metadata::{BrokerInfo, BrokerRegistration, MetadataImage, PartitionInfo, TopicInfo};
