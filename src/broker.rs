@@ -11,10 +11,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::cluster::quorum::network::{serve_connection, RpcHandler, MAGIC as QUORUM_MAGIC};
 use crate::cluster::{Controller, ControllerError, CreateTopicSpec, TopicInfo};
 use crate::config::BrokerConfig;
 use crate::coordinator::{GroupService, OFFSETS_TOPIC};
@@ -40,6 +42,14 @@ pub enum StartError {
     /// The metadata could not be loaded.
     #[error("metadata: {0}")]
     Metadata(#[from] ControllerError),
+    /// The internal listener could not bind.
+    #[error("cannot listen on {addr} (internal listener): {source}")]
+    Internal {
+        /// The address.
+        addr: String,
+        /// Why.
+        source: std::io::Error,
+    },
 }
 
 /// The state shared by every connection and handler of one broker.
@@ -61,11 +71,13 @@ pub struct Broker {
 }
 
 impl Broker {
-    /// Opens the metadata and the logs under the configured data dir.
-    pub fn open(config: BrokerConfig) -> Result<Arc<Broker>, StartError> {
+    /// Opens the metadata (starting this broker's voter of the controller quorum) and the logs
+    /// under the configured data dir, and hosts what the recovered metadata places here. The
+    /// broker is not registered yet: see [`Broker::register`].
+    pub async fn open(config: BrokerConfig) -> Result<Arc<Broker>, StartError> {
         std::fs::create_dir_all(&config.data_dir).map_err(LogError::from)?;
         let config = Arc::new(config);
-        let controller = Controller::open(config.clone())?;
+        let controller = Controller::open(config.clone()).await?;
         let replicas = Arc::new(ReplicaManager::open(config.clone())?);
         replicas.reconcile(&controller.image())?;
         let groups = GroupService::new(config.clone(), replicas.clone());
@@ -83,15 +95,40 @@ impl Broker {
         }))
     }
 
+    /// Registers this broker with the controller quorum, retrying while the quorum has no
+    /// leader (its other voters may not be up yet) until it succeeds or the broker stops.
+    pub async fn register(&self) -> Result<(), ControllerError> {
+        let mut attempts = 0u32;
+        loop {
+            match self.controller.register().await {
+                Ok(()) => return Ok(()),
+                Err(ControllerError::NotController(why)) if !self.is_shutting_down() => {
+                    attempts += 1;
+                    tracing::info!(attempts, %why, "waiting for the controller quorum to register");
+                }
+                Err(error) => return Err(error),
+            }
+        }
+    }
+
+    /// Makes the hosted partitions match the current metadata (on the blocking pool).
+    async fn reconcile(&self) -> Result<(), ControllerError> {
+        let replicas = self.replicas.clone();
+        let image = self.controller.image();
+        match tokio::task::spawn_blocking(move || replicas.reconcile(&image)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(ControllerError::Storage(e.to_string())),
+            Err(e) => Err(ControllerError::Storage(e.to_string())),
+        }
+    }
+
     /// Creates a topic and hosts its partitions before returning, so the topic is usable as
     /// soon as the caller answers.
-    pub fn create_topic(&self, spec: CreateTopicSpec) -> Result<TopicInfo, ControllerError> {
+    pub async fn create_topic(&self, spec: CreateTopicSpec) -> Result<TopicInfo, ControllerError> {
         let validate_only = spec.validate_only;
-        let topic = self.controller.create_topic(spec)?;
+        let topic = self.controller.create_topic(spec).await?;
         if !validate_only {
-            self.replicas
-                .reconcile(&self.controller.image())
-                .map_err(|e| ControllerError::Storage(e.to_string()))?;
+            self.reconcile().await?;
         }
         Ok(topic)
     }
@@ -124,18 +161,16 @@ impl Broker {
                 validate_only: false,
                 internal: true,
             };
-            let broker = self.clone();
             let started = std::time::Instant::now();
-            match tokio::task::spawn_blocking(move || broker.create_topic(spec)).await {
-                Ok(Ok(_)) => {
+            match self.create_topic(spec).await {
+                Ok(_) => {
                     tracing::info!(
                         elapsed_ms = started.elapsed().as_millis() as u64,
                         "created __consumer_offsets"
                     );
                 }
-                Ok(Err(ControllerError::TopicAlreadyExists(_))) => {}
-                Ok(Err(error)) => return Err(error),
-                Err(error) => return Err(ControllerError::Storage(error.to_string())),
+                Err(ControllerError::TopicAlreadyExists(_)) => {}
+                Err(error) => return Err(error),
             }
         }
         self.groups.host_and_load().await;
@@ -153,11 +188,9 @@ impl Broker {
     }
 
     /// Deletes a topic and its data.
-    pub fn delete_topic(&self, name: &str) -> Result<TopicInfo, ControllerError> {
-        let topic = self.controller.delete_topic(name)?;
-        self.replicas
-            .reconcile(&self.controller.image())
-            .map_err(|e| ControllerError::Storage(e.to_string()))?;
+    pub async fn delete_topic(&self, name: &str) -> Result<TopicInfo, ControllerError> {
+        let topic = self.controller.delete_topic(name).await?;
+        self.reconcile().await?;
         self.groups
             .run(|coordinator, now| coordinator.on_topic_deleted(now, name));
         Ok(topic)
@@ -174,6 +207,8 @@ pub struct RunningBroker {
     server: JoinHandle<()>,
     duties: JoinHandle<()>,
     cleaner: JoinHandle<()>,
+    follower: JoinHandle<()>,
+    internal_server: Option<JoinHandle<()>>,
 }
 
 /// Starts a broker: binds, opens the data dir, serves until [`RunningBroker::shutdown`].
@@ -191,7 +226,18 @@ pub async fn start(mut config: BrokerConfig) -> Result<RunningBroker, StartError
     if config.advertised_port == 0 {
         config.advertised_port = local_addr.port();
     }
-    let broker = Broker::open(config)?;
+    let internal = bind_internal(&config).await?;
+    let broker = Broker::open(config).await?;
+    let internal_server = internal.map(|listener| {
+        tokio::spawn(serve_internal(
+            listener,
+            broker.controller.quorum().handler(),
+            broker.config.max_connections(),
+            broker.shutdown_signal(),
+        ))
+    });
+    broker.register().await?;
+    broker.reconcile().await?;
     let server = tokio::spawn(server::serve(
         listener,
         broker.clone(),
@@ -199,6 +245,7 @@ pub async fn start(mut config: BrokerConfig) -> Result<RunningBroker, StartError
     ));
     let duties = tokio::spawn(run_duties(broker.clone(), broker.shutdown_signal()));
     let cleaner = tokio::spawn(run_log_cleaner(broker.clone(), broker.shutdown_signal()));
+    let follower = tokio::spawn(follow_metadata(broker.clone(), broker.shutdown_signal()));
     tokio::spawn(broker.groups.clone().run_timers(broker.shutdown_signal()));
     let groups = broker.groups.clone();
     tokio::spawn(async move { groups.host_and_load().await });
@@ -209,7 +256,92 @@ pub async fn start(mut config: BrokerConfig) -> Result<RunningBroker, StartError
         server,
         duties,
         cleaner,
+        follower,
+        internal_server,
     })
+}
+
+/// Binds the internal listener when this broker is one of several voters.
+async fn bind_internal(config: &BrokerConfig) -> Result<Option<TcpListener>, StartError> {
+    let voters = config
+        .quorum_voters()
+        .map_err(|e| StartError::Metadata(ControllerError::Storage(e.to_string())))?;
+    if voters.is_empty() {
+        return Ok(None);
+    }
+    let addr = match config.internal_listener() {
+        Some(addr) => addr,
+        None => voters.get(&config.node_id()).cloned().ok_or_else(|| {
+            StartError::Metadata(ControllerError::Storage(format!(
+                "node.id {} is not in controller.quorum.voters",
+                config.node_id()
+            )))
+        })?,
+    };
+    let listener = TcpListener::bind(&addr)
+        .await
+        .map_err(|source| StartError::Internal {
+            addr: addr.clone(),
+            source,
+        })?;
+    Ok(Some(listener))
+}
+
+/// Serves the internal listener: quorum connections (opened by the magic bytes) go to this
+/// broker's voter; anything else is closed. At most `max_connections` at once.
+async fn serve_internal(
+    listener: TcpListener,
+    handler: RpcHandler,
+    max_connections: usize,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let permits = Arc::new(tokio::sync::Semaphore::new(max_connections.max(1)));
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = shutdown.changed() => return,
+        };
+        let Ok((mut stream, peer)) = accepted else {
+            continue;
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, "internal listener at its connection limit; closing");
+            continue;
+        };
+        let handler = handler.clone();
+        let mut shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let mut magic = [0u8; 4];
+            let opened =
+                tokio::time::timeout(Duration::from_secs(10), stream.read_exact(&mut magic)).await;
+            if !matches!(opened, Ok(Ok(_))) || &magic != QUORUM_MAGIC {
+                tracing::debug!(%peer, "internal connection without the quorum magic; closing");
+                return;
+            }
+            tokio::select! {
+                _ = serve_connection(stream, handler) => {}
+                _ = shutdown.changed() => {}
+            }
+        });
+    }
+}
+
+/// Applies every new metadata image: hosts and drops partitions, moves leadership, and hosts
+/// the groups of the `__consumer_offsets` partitions this broker now leads.
+async fn follow_metadata(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
+    let mut images = broker.controller.subscribe();
+    loop {
+        tokio::select! {
+            changed = images.changed() => if changed.is_err() { return },
+            _ = shutdown.changed() => return,
+        }
+        images.borrow_and_update();
+        if let Err(error) = broker.reconcile().await {
+            tracing::warn!(%error, "applying metadata to the hosted partitions failed");
+        }
+        broker.groups.host_and_load().await;
+    }
 }
 
 impl RunningBroker {
@@ -229,10 +361,16 @@ impl RunningBroker {
         let _ = self.duties.await;
         // A cleaning in progress finishes (or aborts) before the logs close.
         let _ = self.cleaner.await;
+        let _ = self.follower.await;
         let broker = self.broker;
-        tokio::task::spawn_blocking(move || broker.replicas.shutdown())
+        let replicas = broker.replicas.clone();
+        tokio::task::spawn_blocking(move || replicas.shutdown())
             .await
             .map_err(|e| LogError::Io(std::io::Error::other(e.to_string())))??;
+        broker.controller.shutdown().await;
+        if let Some(internal) = self.internal_server {
+            let _ = internal.await;
+        }
         tracing::info!("broker stopped cleanly");
         Ok(())
     }

@@ -92,6 +92,26 @@ pub const BROKER_CONFIGS: &[ConfigDef] = &[
         sensitive: false,
         doc: "The cluster id reported in Metadata and DescribeCluster.",
     },
+    ConfigDef {
+        name: "controller.quorum.voters",
+        default: "",
+        kind: ConfigKind::Text,
+        sensitive: false,
+        doc: "The controller quorum as `id@host:port,...` (internal listeners), the same on every broker; empty runs a one-broker cluster that is its own quorum.",
+    },
+    ConfigDef {
+        name: "internal.listener",
+        default: "",
+        kind: ConfigKind::Text,
+        sensitive: false,
+        doc: "Address the internal listener (Raft and replica traffic) binds; empty binds this broker's own entry of controller.quorum.voters.",
+    },
+    long(
+        "controller.quorum.election.timeout.ms",
+        "1000",
+        10,
+        "A voter that hears no leader for between this and twice this starts an election; the leader heartbeats ten times as often.",
+    ),
     long("num.partitions", "1", 1, "Partitions of an auto-created topic."),
     long(
         "default.replication.factor",
@@ -353,6 +373,38 @@ pub enum ConfigError {
     },
 }
 
+/// Parses `controller.quorum.voters`: `id@host:port` entries separated by commas (Kafka's
+/// format), each id once, each id a valid node id.
+pub fn parse_voters(text: &str) -> Result<BTreeMap<i32, String>, ConfigError> {
+    let invalid = |reason: String| ConfigError::Invalid {
+        name: "controller.quorum.voters".to_string(),
+        value: text.to_string(),
+        reason,
+    };
+    let mut voters = BTreeMap::new();
+    for entry in text.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let (id, addr) = entry
+            .split_once('@')
+            .ok_or_else(|| invalid(format!("'{entry}' is not id@host:port")))?;
+        let id: i32 = id
+            .trim()
+            .parse()
+            .ok()
+            .filter(|id| *id >= 0)
+            .ok_or_else(|| invalid(format!("'{id}' is not a node id")))?;
+        let port_ok = addr
+            .rsplit_once(':')
+            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+        if !port_ok {
+            return Err(invalid(format!("'{addr}' is not host:port")));
+        }
+        if voters.insert(id, addr.trim().to_string()).is_some() {
+            return Err(invalid(format!("node {id} is listed twice")));
+        }
+    }
+    Ok(voters)
+}
+
 /// Validates `value` against the kind of setting `name` (broker or topic level).
 pub fn validate(name: &str, value: &str) -> Result<(), ConfigError> {
     let kind = if let Some(def) = broker_def(name) {
@@ -371,6 +423,9 @@ pub fn validate(name: &str, value: &str) -> Result<(), ConfigError> {
         value: value.to_string(),
         reason,
     };
+    if name == "controller.quorum.voters" {
+        return parse_voters(value).map(|_| ());
+    }
     match kind {
         ConfigKind::Long { min } => match value.trim().parse::<i64>() {
             Ok(v) if v >= min => Ok(()),
@@ -519,6 +574,24 @@ impl BrokerConfig {
     /// `cluster.id`.
     pub fn cluster_id(&self) -> String {
         self.value("cluster.id").map(|(v, _)| v).unwrap_or_default()
+    }
+    /// `controller.quorum.voters` parsed: node id -> internal `host:port`. Empty when unset.
+    pub fn quorum_voters(&self) -> Result<BTreeMap<i32, String>, ConfigError> {
+        let text = self
+            .value("controller.quorum.voters")
+            .map(|(v, _)| v)
+            .unwrap_or_default();
+        parse_voters(&text)
+    }
+    /// `internal.listener`, or `None` when unset.
+    pub fn internal_listener(&self) -> Option<String> {
+        self.value("internal.listener")
+            .map(|(v, _)| v)
+            .filter(|v| !v.is_empty())
+    }
+    /// `controller.quorum.election.timeout.ms`.
+    pub fn quorum_election_timeout_ms(&self) -> u64 {
+        u64::try_from(self.long("controller.quorum.election.timeout.ms")).unwrap_or(1000)
     }
     /// `num.partitions`.
     pub fn num_partitions(&self) -> i32 {

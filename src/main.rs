@@ -49,13 +49,21 @@ struct BrokerArgs {
     /// TOML config file with Kafka-named settings (e.g. `log.segment.bytes = 1048576`).
     #[arg(long, env = "GREGOR_CONFIG")]
     config: Option<PathBuf>,
+    /// The controller quorum, `id@host:port,...` of every voter's internal listener
+    /// (controller.quorum.voters); the same on every broker of the cluster.
+    #[arg(long)]
+    voters: Option<String>,
 }
 
 #[derive(Debug, Args)]
 struct DevArgs {
-    /// Number of brokers (1 until replication lands).
+    /// Number of brokers. Until replication lands, topics default to one replica.
     #[arg(long, default_value_t = 1)]
     brokers: u16,
+    /// Internal (quorum) port of the first broker when there are several; default: the
+    /// client port + 10000.
+    #[arg(long)]
+    internal_port: Option<u16>,
     /// Directory holding every broker's data (broker-<id>/ below it).
     #[arg(long, default_value = "./gregor-dev-data")]
     data_dir: PathBuf,
@@ -72,7 +80,8 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                // openraft narrates every election and log load at info; keep it to warnings.
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn")),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -122,6 +131,11 @@ async fn run_broker(args: BrokerArgs) -> Result<(), String> {
             .set("node.id", &node_id.to_string())
             .map_err(|e| e.to_string())?;
     }
+    if let Some(voters) = &args.voters {
+        config
+            .set("controller.quorum.voters", voters)
+            .map_err(|e| e.to_string())?;
+    }
     if let Some(advertised) = args.advertised {
         let (host, port) = advertised
             .rsplit_once(':')
@@ -139,26 +153,54 @@ async fn run_broker(args: BrokerArgs) -> Result<(), String> {
 }
 
 async fn run_dev(args: DevArgs) -> Result<(), String> {
-    if args.brokers != 1 {
-        return Err(format!(
-            "--brokers {}: only single-broker clusters are available until replication lands",
-            args.brokers
-        ));
+    if args.brokers == 0 {
+        return Err("--brokers must be at least 1".to_string());
     }
-    let mut running: Vec<RunningBroker> = Vec::new();
+    let port_of = |base: u16, i: u16| {
+        base.checked_add(i)
+            .ok_or_else(|| format!("port {base} + {i} is out of range"))
+    };
+    // Several brokers form a controller quorum over internal listeners on 127.0.0.1.
+    let mut voters = String::new();
+    if args.brokers > 1 {
+        let internal_base = match args.internal_port {
+            Some(p) => p,
+            None => args
+                .port
+                .checked_add(10000)
+                .ok_or("--port + 10000 is out of range: give --internal-port")?,
+        };
+        let entries: Result<Vec<String>, String> = (0..args.brokers)
+            .map(|i| {
+                Ok(format!(
+                    "{}@127.0.0.1:{}",
+                    i + 1,
+                    port_of(internal_base, i)?
+                ))
+            })
+            .collect();
+        voters = entries?.join(",");
+    }
+    let mut starting = Vec::new();
     for i in 0..args.brokers {
         let node_id = i32::from(i) + 1;
-        let port = args
-            .port
-            .checked_add(i)
-            .ok_or_else(|| "port out of range".to_string())?;
-        let listen = SocketAddr::from(([127, 0, 0, 1], port));
+        let listen = SocketAddr::from(([127, 0, 0, 1], port_of(args.port, i)?));
         let dir = args.data_dir.join(format!("broker-{node_id}"));
         let mut config = load_config(listen, dir, args.config.as_ref())?;
         config
             .set("node.id", &node_id.to_string())
             .map_err(|e| e.to_string())?;
-        running.push(broker::start(config).await.map_err(|e| e.to_string())?);
+        if !voters.is_empty() {
+            config
+                .set("controller.quorum.voters", &voters)
+                .map_err(|e| e.to_string())?;
+        }
+        starting.push(broker::start(config));
+    }
+    // Together: each waits for a quorum of the others to register.
+    let mut running: Vec<RunningBroker> = Vec::new();
+    for result in futures::future::join_all(starting).await {
+        running.push(result.map_err(|e| e.to_string())?);
     }
     let bootstrap: Vec<String> = running.iter().map(|b| b.bootstrap()).collect();
     println!(

@@ -48,7 +48,7 @@ pub const VERSIONS: VersionRange = VersionRange { min: 2, max: 7 };
 const CLUSTER_METADATA_TOPIC: &str = "__cluster_metadata";
 
 /// Answers CreateTopics.
-pub fn handle(ctx: &RequestContext, req: CreateTopicsRequest) -> CreateTopicsResponse {
+pub async fn handle(ctx: &RequestContext, req: CreateTopicsRequest) -> CreateTopicsResponse {
     let version = ctx.version;
     let mut occurrences: HashMap<&str, usize> = HashMap::new();
     for topic in &req.topics {
@@ -66,7 +66,7 @@ pub fn handle(ctx: &RequestContext, req: CreateTopicsRequest) -> CreateTopicsRes
             }
             continue;
         }
-        let result = match create_one(ctx, topic, req.validate_only) {
+        let result = match create_one(ctx, topic, req.validate_only).await {
             Ok(info) => created(ctx, &topic.name, &info, version),
             Err(refusal) => refused(&topic.name, refusal),
         };
@@ -78,7 +78,7 @@ pub fn handle(ctx: &RequestContext, req: CreateTopicsRequest) -> CreateTopicsRes
 }
 
 /// Creates (or validates) one topic that appears once in the request.
-fn create_one(
+async fn create_one(
     ctx: &RequestContext,
     topic: &CreatableTopic,
     validate_only: bool,
@@ -97,7 +97,7 @@ fn create_one(
         .map(|c| c.name.as_str())
         .collect();
     if !null_configs.is_empty() {
-        probe(ctx, name)?;
+        probe(ctx, name).await?;
         return Err(Refusal::new(
             ResponseError::InvalidConfig,
             format!(
@@ -125,14 +125,14 @@ fn create_one(
         internal: false,
     };
     if topic.assignments.is_empty() {
-        return ctx.broker.create_topic(spec).map_err(Refusal::from);
+        return ctx.broker.create_topic(spec).await.map_err(Refusal::from);
     }
-    create_with_assignment(ctx, topic, spec)
+    create_with_assignment(ctx, topic, spec).await
 }
 
 /// Surfaces the controller's name checks (invalid, existing, colliding, over `topics.max`)
 /// before a refusal of the handler's own, so errors come in Kafka's order.
-fn probe(ctx: &RequestContext, name: &str) -> Result<(), Refusal> {
+async fn probe(ctx: &RequestContext, name: &str) -> Result<(), Refusal> {
     let spec = CreateTopicSpec {
         name: name.to_string(),
         partitions: 1,
@@ -143,17 +143,18 @@ fn probe(ctx: &RequestContext, name: &str) -> Result<(), Refusal> {
     };
     ctx.broker
         .create_topic(spec)
+        .await
         .map(|_| ())
         .map_err(Refusal::from)
 }
 
 /// A topic with a manual replica assignment (see the module doc).
-fn create_with_assignment(
+async fn create_with_assignment(
     ctx: &RequestContext,
     topic: &CreatableTopic,
     mut spec: CreateTopicSpec,
 ) -> Result<TopicInfo, Refusal> {
-    probe(ctx, &spec.name)?;
+    probe(ctx, &spec.name).await?;
     if topic.replication_factor != -1 {
         return Err(Refusal::new(
             ResponseError::InvalidRequest,
@@ -185,7 +186,7 @@ fn create_with_assignment(
     let validate_only = spec.validate_only;
     let mut plan = spec.clone();
     plan.validate_only = true;
-    let planned = ctx.broker.create_topic(plan)?;
+    let planned = ctx.broker.create_topic(plan).await?;
     for (index, (asked, placed)) in wanted.iter().zip(&planned.partitions).enumerate() {
         if *asked != placed.replicas {
             return Err(Refusal::new(
@@ -202,7 +203,7 @@ fn create_with_assignment(
         return Ok(planned);
     }
     // The placement depends only on the registered brokers, which the plan just saw.
-    Ok(ctx.broker.create_topic(spec)?)
+    Ok(ctx.broker.create_topic(spec).await?)
 }
 
 /// Checks a manual assignment as Kafka's controller does; returns the replica lists by
@@ -336,8 +337,8 @@ mod tests {
     use kafka_protocol::protocol::Encodable;
     use std::sync::Arc;
 
-    fn broker(dir: &std::path::Path) -> Arc<Broker> {
-        broker_with(dir, &[])
+    async fn broker(dir: &std::path::Path) -> Arc<Broker> {
+        broker_with(dir, &[]).await
     }
 
     fn ctx(broker: &Arc<Broker>, version: i16) -> RequestContext {
@@ -368,13 +369,13 @@ mod tests {
             .unwrap_or_else(|e| panic!("v{version} does not encode: {e}"));
     }
 
-    #[test]
-    fn creates_with_defaults_and_reports_configs() {
+    #[tokio::test]
+    async fn creates_with_defaults_and_reports_configs() {
         let dir = tempfile::tempdir().unwrap();
-        let b = broker(dir.path());
+        let b = broker(dir.path()).await;
         let mut t = topic("orders", -1, -1);
         t.configs.push(config("retention.ms", Some("1000")));
-        let resp = handle(&ctx(&b, 7), request(vec![t, topic("events", 3, 1)]));
+        let resp = handle(&ctx(&b, 7), request(vec![t, topic("events", 3, 1)])).await;
         assert_eq!(resp.topics.len(), 2);
         let orders = &resp.topics[0];
         assert_eq!(orders.error_code, 0, "{:?}", orders.error_message);
@@ -410,13 +411,13 @@ mod tests {
         }
     }
 
-    #[test]
-    fn version_specific_fields_only_where_they_exist() {
+    #[tokio::test]
+    async fn version_specific_fields_only_where_they_exist() {
         let dir = tempfile::tempdir().unwrap();
-        let b = broker(dir.path());
+        let b = broker(dir.path()).await;
         for v in 2..=7 {
             let name = format!("t{v}");
-            let resp = handle(&ctx(&b, v), request(vec![topic(&name, 2, 1)]));
+            let resp = handle(&ctx(&b, v), request(vec![topic(&name, 2, 1)])).await;
             let r = &resp.topics[0];
             assert_eq!(r.error_code, 0);
             if v >= 5 {
@@ -431,24 +432,24 @@ mod tests {
         }
     }
 
-    #[test]
-    fn validate_only_changes_nothing() {
+    #[tokio::test]
+    async fn validate_only_changes_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        let b = broker(dir.path());
+        let b = broker(dir.path()).await;
         let mut req = request(vec![topic("dry", 4, 1)]);
         req.validate_only = true;
-        let resp = handle(&ctx(&b, 7), req);
+        let resp = handle(&ctx(&b, 7), req).await;
         assert_eq!(resp.topics[0].error_code, 0);
         assert_eq!(resp.topics[0].num_partitions, 4);
         assert!(b.controller.image().topic("dry").is_none());
         assert!(b.replicas.leader_partition("dry", 0).is_err());
     }
 
-    #[test]
-    fn refusals() {
+    #[tokio::test]
+    async fn refusals() {
         let dir = tempfile::tempdir().unwrap();
-        let b = broker(dir.path());
-        handle(&ctx(&b, 7), request(vec![topic("taken", 1, 1)]));
+        let b = broker(dir.path()).await;
+        handle(&ctx(&b, 7), request(vec![topic("taken", 1, 1)])).await;
         let mut null_config = topic("nulls", 1, 1);
         null_config.configs.push(config("retention.ms", None));
         null_config.configs.push(config("segment.ms", None));
@@ -478,7 +479,8 @@ mod tests {
                 unknown_config,
                 topic("__cluster_metadata", 1, 1),
             ]),
-        );
+        )
+        .await;
         let codes: Vec<(&str, i16)> = resp
             .topics
             .iter()
@@ -511,7 +513,7 @@ mod tests {
             .contains("retention.ms,segment.ms"));
         assert!(b.controller.image().topic("dup").is_none());
         // The name check comes before the null-config refusal, as in Kafka.
-        let resp = handle(&ctx(&b, 7), request(vec![existing_with_null]));
+        let resp = handle(&ctx(&b, 7), request(vec![existing_with_null])).await;
         assert_eq!(
             resp.topics[0].error_code,
             ResponseError::TopicAlreadyExists.code()
@@ -527,10 +529,10 @@ mod tests {
             .with_broker_ids(brokers.iter().map(|b| BrokerId(*b)).collect())
     }
 
-    #[test]
-    fn manual_assignments() {
+    #[tokio::test]
+    async fn manual_assignments() {
         let dir = tempfile::tempdir().unwrap();
-        let b = broker(dir.path());
+        let b = broker(dir.path()).await;
         let node = b.config.node_id();
         let with = |name: &str, partitions: i32, rf: i16, a: Vec<CreatableReplicaAssignment>| {
             let mut t = topic(name, partitions, rf);
@@ -564,7 +566,8 @@ mod tests {
                 with("stranger", -1, -1, vec![assignment(0, &[node + 1])]),
                 with("repeat", -1, -1, vec![assignment(0, &[node, node])]),
             ]),
-        );
+        )
+        .await;
         let codes: Vec<(&str, i16)> = resp
             .topics
             .iter()

@@ -57,7 +57,7 @@ impl Outcome {
 }
 
 /// Answers DeleteTopics.
-pub fn handle(ctx: &RequestContext, req: DeleteTopicsRequest) -> DeleteTopicsResponse {
+pub async fn handle(ctx: &RequestContext, req: DeleteTopicsRequest) -> DeleteTopicsResponse {
     let version = ctx.version;
     let entries: Vec<(Option<String>, Uuid)> = if version >= 6 {
         req.topics
@@ -72,7 +72,7 @@ pub fn handle(ctx: &RequestContext, req: DeleteTopicsRequest) -> DeleteTopicsRes
     };
 
     let outcomes = if ctx.broker.config.delete_topic_enable() {
-        delete_all(ctx, entries)
+        delete_all(ctx, entries).await
     } else {
         let (error, message) = if version < 3 {
             (ResponseError::InvalidRequest, "Topic deletion is disabled.")
@@ -95,7 +95,7 @@ pub fn handle(ctx: &RequestContext, req: DeleteTopicsRequest) -> DeleteTopicsRes
 
 /// Validates, resolves and deletes every entry; one outcome per entry, except that a
 /// duplicated name or id is answered once.
-fn delete_all(ctx: &RequestContext, entries: Vec<(Option<String>, Uuid)>) -> Vec<Outcome> {
+async fn delete_all(ctx: &RequestContext, entries: Vec<(Option<String>, Uuid)>) -> Vec<Outcome> {
     // Shape of each entry.
     let targets: Vec<Result<Target, Outcome>> = entries
         .into_iter()
@@ -180,9 +180,9 @@ fn delete_all(ctx: &RequestContext, entries: Vec<(Option<String>, Uuid)>) -> Vec
         }
     }
 
-    resolved
-        .into_iter()
-        .map(|entry| match entry {
+    let mut outcomes = Vec::with_capacity(resolved.len());
+    for entry in resolved {
+        outcomes.push(match entry {
             Err(outcome) => outcome,
             Ok((_, name, id)) if resolved_ids.get(&id).copied().unwrap_or(0) > 1 => {
                 // The same topic by name and by id: refuse both rather than guess.
@@ -193,13 +193,14 @@ fn delete_all(ctx: &RequestContext, entries: Vec<(Option<String>, Uuid)>) -> Vec
                     "The provided topic name maps to an ID that was already supplied.".to_string(),
                 )
             }
-            Ok((target, name, id)) => delete_one(ctx, &target, name, id),
-        })
-        .collect()
+            Ok((target, name, id)) => delete_one(ctx, &target, name, id).await,
+        });
+    }
+    outcomes
 }
 
 /// Deletes one resolved topic.
-fn delete_one(ctx: &RequestContext, target: &Target, name: String, id: Uuid) -> Outcome {
+async fn delete_one(ctx: &RequestContext, target: &Target, name: String, id: Uuid) -> Outcome {
     if name == crate::coordinator::OFFSETS_TOPIC {
         // Deleting it would drop every group's offsets under live coordinators; Kafka's tools
         // refuse it for the same reason.
@@ -210,7 +211,7 @@ fn delete_one(ctx: &RequestContext, target: &Target, name: String, id: Uuid) -> 
             format!("{name} is an internal topic and cannot be deleted"),
         );
     }
-    match ctx.broker.delete_topic(&name) {
+    match ctx.broker.delete_topic(&name).await {
         Ok(topic) => Outcome {
             name: Some(topic.name),
             id: topic.id,
@@ -278,7 +279,7 @@ mod tests {
         crate::api::test_support::ctx(broker, ApiKey::DeleteTopics, version)
     }
 
-    fn create(broker: &Broker, name: &str) -> Uuid {
+    async fn create(broker: &Broker, name: &str) -> Uuid {
         broker
             .create_topic(CreateTopicSpec {
                 name: name.to_string(),
@@ -288,6 +289,7 @@ mod tests {
                 validate_only: false,
                 internal: false,
             })
+            .await
             .unwrap()
             .id
     }
@@ -317,15 +319,15 @@ mod tests {
             .unwrap_or_else(|e| panic!("v{version} does not encode: {e}"));
     }
 
-    #[test]
-    fn deletes_by_name_at_every_version_and_removes_data() {
+    #[tokio::test]
+    async fn deletes_by_name_at_every_version_and_removes_data() {
         let dir = tempfile::tempdir().unwrap();
-        let b = broker_with(dir.path(), &[]);
+        let b = broker_with(dir.path(), &[]).await;
         for v in 1..=5 {
             let topic = format!("t{v}");
-            create(&b, &topic);
+            create(&b, &topic).await;
             assert!(dir.path().join(format!("{topic}-0")).exists());
-            let resp = handle(&ctx(&b, v), by_names(&[&topic, "missing"]));
+            let resp = handle(&ctx(&b, v), by_names(&[&topic, "missing"])).await;
             assert_eq!(resp.responses.len(), 2);
             let ok = &resp.responses[0];
             assert_eq!(name_of(ok), Some(topic.as_str()));
@@ -345,12 +347,12 @@ mod tests {
         }
     }
 
-    #[test]
-    fn v6_by_name_and_by_id() {
+    #[tokio::test]
+    async fn v6_by_name_and_by_id() {
         let dir = tempfile::tempdir().unwrap();
-        let b = broker_with(dir.path(), &[]);
-        let a = create(&b, "a");
-        let by_id = create(&b, "b");
+        let b = broker_with(dir.path(), &[]).await;
+        let a = create(&b, "a").await;
+        let by_id = create(&b, "b").await;
         let unknown = Uuid::new_v4();
         let req = DeleteTopicsRequest::default().with_topics(vec![
             state(Some("a"), Uuid::nil()),
@@ -360,7 +362,7 @@ mod tests {
             state(None, Uuid::nil()),
             state(Some("a"), a),
         ]);
-        let resp = handle(&ctx(&b, 6), req);
+        let resp = handle(&ctx(&b, 6), req).await;
         let got: Vec<(Option<&str>, Uuid, i16)> = resp
             .responses
             .iter()
@@ -385,14 +387,14 @@ mod tests {
         encodes(&resp, 6);
     }
 
-    #[test]
-    fn duplicates_are_refused_and_kept() {
+    #[tokio::test]
+    async fn duplicates_are_refused_and_kept() {
         let dir = tempfile::tempdir().unwrap();
-        let b = broker_with(dir.path(), &[]);
-        create(&b, "twice");
-        let both = create(&b, "both");
-        create(&b, "once");
-        let resp = handle(&ctx(&b, 5), by_names(&["twice", "once", "twice"]));
+        let b = broker_with(dir.path(), &[]).await;
+        create(&b, "twice").await;
+        let both = create(&b, "both").await;
+        create(&b, "once").await;
+        let resp = handle(&ctx(&b, 5), by_names(&["twice", "once", "twice"])).await;
         let got: Vec<(Option<&str>, i16)> = resp
             .responses
             .iter()
@@ -409,7 +411,7 @@ mod tests {
         // One topic by name and by id.
         let req = DeleteTopicsRequest::default()
             .with_topics(vec![state(Some("both"), Uuid::nil()), state(None, both)]);
-        let resp = handle(&ctx(&b, 6), req);
+        let resp = handle(&ctx(&b, 6), req).await;
         assert!(resp
             .responses
             .iter()
@@ -418,18 +420,18 @@ mod tests {
         encodes(&resp, 6);
     }
 
-    #[test]
-    fn deletion_disabled() {
+    #[tokio::test]
+    async fn deletion_disabled() {
         let dir = tempfile::tempdir().unwrap();
-        let b = broker_with(dir.path(), &[("delete.topic.enable", "false")]);
-        create(&b, "kept");
+        let b = broker_with(dir.path(), &[("delete.topic.enable", "false")]).await;
+        create(&b, "kept").await;
         for v in 1..=6 {
             let req = if v >= 6 {
                 DeleteTopicsRequest::default().with_topics(vec![state(Some("kept"), Uuid::nil())])
             } else {
                 by_names(&["kept"])
             };
-            let resp = handle(&ctx(&b, v), req);
+            let resp = handle(&ctx(&b, v), req).await;
             let expected = if v < 3 {
                 ResponseError::InvalidRequest
             } else {

@@ -368,7 +368,7 @@ mod tests {
         crate::api::test_support::ctx(broker, ApiKey::DescribeConfigs, version)
     }
 
-    fn create(broker: &Broker, name: &str, overrides: &[(&str, &str)]) {
+    async fn create(broker: &Broker, name: &str, overrides: &[(&str, &str)]) {
         broker
             .create_topic(CreateTopicSpec {
                 name: name.to_string(),
@@ -381,6 +381,7 @@ mod tests {
                 validate_only: false,
                 internal: false,
             })
+            .await
             .unwrap();
     }
 
@@ -425,10 +426,10 @@ mod tests {
             .unwrap_or_else(|e| panic!("v{version} does not encode: {e}"));
     }
 
-    #[test]
-    fn topic_configs_with_sources_and_synonyms() {
+    #[tokio::test]
+    async fn topic_configs_with_sources_and_synonyms() {
         let dir = tempfile::tempdir().unwrap();
-        let b = broker_with(dir.path(), &[("log.retention.ms", "5000")]);
+        let b = broker_with(dir.path(), &[("log.retention.ms", "5000")]).await;
         create(
             &b,
             "orders",
@@ -436,7 +437,8 @@ mod tests {
                 ("retention.ms", "1000"),
                 ("cleanup.policy", "compact,delete"),
             ],
-        );
+        )
+        .await;
         let mut req = request(vec![resource(RESOURCE_TOPIC, "orders", None)]);
         req.include_synonyms = true;
         req.include_documentation = true;
@@ -535,11 +537,11 @@ mod tests {
         }
     }
 
-    #[test]
-    fn keys_filter_and_version_fields() {
+    #[tokio::test]
+    async fn keys_filter_and_version_fields() {
         let dir = tempfile::tempdir().unwrap();
-        let b = broker_with(dir.path(), &[]);
-        create(&b, "t", &[]);
+        let b = broker_with(dir.path(), &[]).await;
+        create(&b, "t", &[]).await;
         for v in 1..=4 {
             let mut req = request(vec![
                 resource(RESOURCE_TOPIC, "t", Some(&["retention.ms", "no.such.key"])),
@@ -568,10 +570,10 @@ mod tests {
         }
     }
 
-    #[test]
-    fn broker_resource() {
+    #[tokio::test]
+    async fn broker_resource() {
         let dir = tempfile::tempdir().unwrap();
-        let b = broker_with(dir.path(), &[("num.partitions", "3")]);
+        let b = broker_with(dir.path(), &[("num.partitions", "3")]).await;
         let node = b.config.node_id().to_string();
         let mut req = request(vec![
             resource(RESOURCE_BROKER, &node, None),
@@ -634,10 +636,10 @@ mod tests {
         }
     }
 
-    #[test]
-    fn unknown_and_invalid_topics() {
+    #[tokio::test]
+    async fn unknown_and_invalid_topics() {
         let dir = tempfile::tempdir().unwrap();
-        let b = broker_with(dir.path(), &[]);
+        let b = broker_with(dir.path(), &[]).await;
         let resp = handle(
             &ctx(&b, 2),
             request(vec![

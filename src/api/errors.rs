@@ -45,6 +45,7 @@ pub fn controller_error_code(e: &ControllerError) -> i16 {
         ControllerError::UnknownTopic(_) => ResponseError::UnknownTopicOrPartition.code(),
         ControllerError::PolicyViolation(_) => ResponseError::PolicyViolation.code(),
         ControllerError::DeletionDisabled => ResponseError::TopicDeletionDisabled.code(),
+        ControllerError::NotController(_) => ResponseError::NotController.code(),
         ControllerError::Storage(_) => ResponseError::KafkaStorageError.code(),
     }
 }

@@ -47,14 +47,15 @@ async fn call(broker: &Arc<Broker>, key: ApiKey, version: i16, body: RequestKind
     response
 }
 
-fn broker(dir: &std::path::Path) -> Arc<Broker> {
+async fn broker(dir: &std::path::Path) -> Arc<Broker> {
     let broker = broker_with(
         dir,
         &[
             ("group.initial.rebalance.delay.ms", "0"),
             ("offsets.topic.num.partitions", "5"),
         ],
-    );
+    )
+    .await;
     broker
         .create_topic(CreateTopicSpec {
             name: "t".to_string(),
@@ -64,6 +65,7 @@ fn broker(dir: &std::path::Path) -> Arc<Broker> {
             validate_only: false,
             internal: false,
         })
+        .await
         .unwrap();
     tokio::spawn(broker.groups.clone().run_timers(broker.shutdown_signal()));
     broker
@@ -100,7 +102,7 @@ async fn find(
 #[tokio::test]
 async fn find_coordinator_creates_the_internal_topic_and_answers_every_version() {
     let dir = tempfile::tempdir().unwrap();
-    let broker = broker(dir.path());
+    let broker = broker(dir.path()).await;
     assert!(broker.controller.image().topic(OFFSETS_TOPIC).is_none());
     for version in versions(ApiKey::FindCoordinator) {
         let r = find(&broker, version, 0, &["g1", "g2"]).await;
@@ -308,7 +310,7 @@ async fn leave(
 #[tokio::test]
 async fn membership_apis_at_every_version() {
     let dir = tempfile::tempdir().unwrap();
-    let broker = broker(dir.path());
+    let broker = broker(dir.path()).await;
     find(&broker, 3, 0, &["warmup"]).await;
     broker.groups.load_pending().await;
     for version in versions(ApiKey::JoinGroup) {
@@ -464,7 +466,7 @@ async fn fetch_old(
 async fn offsets_commit_fetch_delete_and_survive_a_reopen() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let broker = broker(dir.path());
+        let broker = broker(dir.path()).await;
         find(&broker, 3, 0, &["warmup"]).await;
         broker.groups.load_pending().await;
         for version in versions(ApiKey::OffsetCommit) {
@@ -604,7 +606,7 @@ async fn offsets_commit_fetch_delete_and_survive_a_reopen() {
         broker.replicas.shutdown().unwrap();
     }
     // Reopen on the same dir: the commits, the offset delete and the group deletes replay.
-    let broker = broker_with(dir.path(), &[("offsets.topic.num.partitions", "5")]);
+    let broker = broker_with(dir.path(), &[("offsets.topic.num.partitions", "5")]).await;
     broker.groups.load_pending().await;
     let (_, offsets) = fetch_old(&broker, 7, "standalone-v7", Some(&[("t", 0)])).await;
     assert_eq!(offsets[0].2, 17);
@@ -622,7 +624,7 @@ async fn offsets_commit_fetch_delete_and_survive_a_reopen() {
 #[tokio::test]
 async fn list_and_describe_groups() {
     let dir = tempfile::tempdir().unwrap();
-    let broker = broker(dir.path());
+    let broker = broker(dir.path()).await;
     find(&broker, 3, 0, &["warmup"]).await;
     broker.groups.load_pending().await;
     let (member, generation) = join_alone(&broker, 9, "stable-group").await;
@@ -718,7 +720,7 @@ async fn list_and_describe_groups() {
 #[tokio::test]
 async fn a_follower_waits_for_the_leaders_assignment() {
     let dir = tempfile::tempdir().unwrap();
-    let broker = broker(dir.path());
+    let broker = broker(dir.path()).await;
     find(&broker, 3, 0, &["warmup"]).await;
     broker.groups.load_pending().await;
     let (first, _) = join_alone(&broker, 5, "pair").await;
@@ -794,7 +796,7 @@ async fn the_offsets_topic_is_compacted_and_replays_the_latest_commits() {
     ];
     let before;
     {
-        let broker = broker_with(dir.path(), &settings);
+        let broker = broker_with(dir.path(), &settings).await;
         broker
             .create_topic(CreateTopicSpec {
                 name: "t".to_string(),
@@ -804,6 +806,7 @@ async fn the_offsets_topic_is_compacted_and_replays_the_latest_commits() {
                 validate_only: false,
                 internal: false,
             })
+            .await
             .unwrap();
         find(&broker, 3, 0, &["warmup"]).await;
         broker.groups.load_pending().await;
@@ -845,7 +848,7 @@ async fn the_offsets_topic_is_compacted_and_replays_the_latest_commits() {
         );
         broker.replicas.shutdown().unwrap();
     }
-    let broker = broker_with(dir.path(), &settings);
+    let broker = broker_with(dir.path(), &settings).await;
     broker.groups.load_pending().await;
     let (_, offsets) = fetch_old(&broker, 7, "compacted", None).await;
     let latest: Vec<(i32, i64)> = offsets.iter().map(|o| (o.1, o.2)).collect();

@@ -238,15 +238,15 @@ mod tests {
     use std::collections::BTreeMap;
     use std::sync::Arc;
 
-    fn broker(dir: &std::path::Path) -> Arc<Broker> {
-        broker_with(dir, &[])
+    async fn broker(dir: &std::path::Path) -> Arc<Broker> {
+        broker_with(dir, &[]).await
     }
 
     fn ctx(broker: &Arc<Broker>, version: i16) -> RequestContext {
         crate::api::test_support::ctx(broker, ApiKey::ListOffsets, version)
     }
 
-    fn create(broker: &Broker, name: &str, partitions: i32) {
+    async fn create(broker: &Broker, name: &str, partitions: i32) {
         broker
             .create_topic(CreateTopicSpec {
                 name: name.to_string(),
@@ -256,6 +256,7 @@ mod tests {
                 validate_only: false,
                 internal: false,
             })
+            .await
             .unwrap();
     }
 
@@ -324,9 +325,9 @@ mod tests {
     }
 
     /// A topic with offsets 0..=3 at timestamps 1000, 3000, 2000 (one batch) and 5000.
-    fn filled(dir: &std::path::Path) -> Arc<Broker> {
-        let b = broker(dir);
-        create(&b, "t", 1);
+    async fn filled(dir: &std::path::Path) -> Arc<Broker> {
+        let b = broker(dir).await;
+        create(&b, "t", 1).await;
         let p = b.replicas.leader_partition("t", 0).unwrap();
         p.append_as_leader(batch(&[1000, 3000, 2000]), 10_000)
             .unwrap();
@@ -335,10 +336,10 @@ mod tests {
         b
     }
 
-    #[test]
-    fn special_and_real_timestamps() {
+    #[tokio::test]
+    async fn special_and_real_timestamps() {
         let dir = tempfile::tempdir().unwrap();
-        let b = filled(dir.path());
+        let b = filled(dir.path()).await;
         let resp = handle(
             &ctx(&b, 10),
             request(
@@ -368,10 +369,10 @@ mod tests {
         }
     }
 
-    #[test]
-    fn special_timestamps_need_their_version() {
+    #[tokio::test]
+    async fn special_timestamps_need_their_version() {
         let dir = tempfile::tempdir().unwrap();
-        let b = filled(dir.path());
+        let b = filled(dir.path()).await;
         let unsupported = ResponseError::UnsupportedVersion.code();
         let cases = [
             (MAX_TIMESTAMP, 6, unsupported),
@@ -395,10 +396,10 @@ mod tests {
         }
     }
 
-    #[test]
-    fn leader_epoch_fencing() {
+    #[tokio::test]
+    async fn leader_epoch_fencing() {
         let dir = tempfile::tempdir().unwrap();
-        let b = filled(dir.path());
+        let b = filled(dir.path()).await;
         let p = b.replicas.leader_partition("t", 0).unwrap();
         p.set_leader_epoch(2);
         let with_epoch =
@@ -419,11 +420,11 @@ mod tests {
         assert_eq!(answers(&resp), vec![(0, -1, 4, 2)]);
     }
 
-    #[test]
-    fn duplicates_and_grouping() {
+    #[tokio::test]
+    async fn duplicates_and_grouping() {
         let dir = tempfile::tempdir().unwrap();
-        let b = filled(dir.path());
-        create(&b, "u", 2);
+        let b = filled(dir.path()).await;
+        create(&b, "u", 2).await;
         let mut req = request(
             "t",
             vec![
@@ -460,10 +461,10 @@ mod tests {
         assert_eq!(indexes, vec![1, 0]);
     }
 
-    #[test]
-    fn every_version_encodes() {
+    #[tokio::test]
+    async fn every_version_encodes() {
         let dir = tempfile::tempdir().unwrap();
-        let b = filled(dir.path());
+        let b = filled(dir.path()).await;
         let timestamps = [
             EARLIEST_TIMESTAMP,
             LATEST_TIMESTAMP,

@@ -5,6 +5,7 @@
 //! allows it (always before v4, `allow_auto_topic_creation` from v4) and
 //! `auto.create.topics.enable` is on; the topic is hosted before the response goes out, so the
 //! client's first produce to it succeeds. Fields are set only at the versions that have them.
+//! The controller id is the answering broker's own (see the comment where it is set).
 
 use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
@@ -96,7 +97,10 @@ pub async fn handle(ctx: &RequestContext, req: MetadataRequest) -> MetadataRespo
         .with_brokers(brokers)
         .with_topics(topics);
     if version >= 1 {
-        response.controller_id = BrokerId(image.controller_id);
+        // As a KRaft broker does (KIP-590), name a live broker rather than the quorum leader:
+        // every broker takes admin requests and forwards their changes to the quorum, and the
+        // broker answering is certainly up, while a leader that just died may not be.
+        response.controller_id = BrokerId(ctx.broker.config.node_id());
     }
     if version >= 2 {
         response.cluster_id = Some(StrBytes::from_string(image.cluster_id.clone()));
@@ -160,16 +164,15 @@ async fn missing_topic(
         validate_only: false,
         internal: false,
     };
-    let broker = ctx.broker.clone();
-    let created = tokio::task::spawn_blocking(move || broker.create_topic(spec)).await;
+    let created = ctx.broker.create_topic(spec).await;
     let image = ctx.broker.controller.image();
     match created {
-        Ok(Ok(topic)) => {
+        Ok(topic) => {
             tracing::info!(topic = %topic.name, "auto-created topic");
             topic_entry(&image, &topic, version)
         }
         // Another request created it first: answer with what exists.
-        Ok(Err(ControllerError::TopicAlreadyExists(_))) => match image.topic(name.as_str()) {
+        Err(ControllerError::TopicAlreadyExists(_)) => match image.topic(name.as_str()) {
             Some(topic) => topic_entry(&image, topic, version),
             None => error_topic(
                 Some(name.clone()),
@@ -177,17 +180,9 @@ async fn missing_topic(
                 ResponseError::LeaderNotAvailable.code(),
             ),
         },
-        Ok(Err(e)) => {
+        Err(e) => {
             tracing::warn!(topic = %name.as_str(), error = %e, "auto-creation failed");
             error_topic(Some(name.clone()), Uuid::nil(), controller_error_code(&e))
-        }
-        Err(e) => {
-            tracing::error!(topic = %name.as_str(), error = %e, "auto-creation task failed");
-            error_topic(
-                Some(name.clone()),
-                Uuid::nil(),
-                ResponseError::UnknownServerError.code(),
-            )
         }
     }
 }

@@ -136,12 +136,12 @@ pub async fn handle(ctx: RequestContext, body: RequestKind) -> Reply {
         RequestKind::ListOffsets(req) => {
             Reply::Ready(ResponseKind::ListOffsets(list_offsets::handle(&ctx, req)))
         }
-        RequestKind::CreateTopics(req) => {
-            Reply::Ready(ResponseKind::CreateTopics(create_topics::handle(&ctx, req)))
-        }
-        RequestKind::DeleteTopics(req) => {
-            Reply::Ready(ResponseKind::DeleteTopics(delete_topics::handle(&ctx, req)))
-        }
+        RequestKind::CreateTopics(req) => Reply::Ready(ResponseKind::CreateTopics(
+            create_topics::handle(&ctx, req).await,
+        )),
+        RequestKind::DeleteTopics(req) => Reply::Ready(ResponseKind::DeleteTopics(
+            delete_topics::handle(&ctx, req).await,
+        )),
         RequestKind::DescribeConfigs(req) => Reply::Ready(ResponseKind::DescribeConfigs(
             describe_configs::handle(&ctx, req),
         )),

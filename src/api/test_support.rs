@@ -10,13 +10,16 @@ use super::RequestContext;
 use crate::broker::Broker;
 use crate::config::BrokerConfig;
 
-/// A broker on `dir` with `settings` (Kafka names) applied.
-pub(crate) fn broker_with(dir: &Path, settings: &[(&str, &str)]) -> Arc<Broker> {
+/// A registered broker on `dir` with `settings` (Kafka names) applied (a one-voter quorum
+/// of its own, no listeners).
+pub(crate) async fn broker_with(dir: &Path, settings: &[(&str, &str)]) -> Arc<Broker> {
     let mut config = BrokerConfig::new("127.0.0.1:9092".parse().unwrap(), dir.to_path_buf());
     for (k, v) in settings {
         config.set(k, v).unwrap();
     }
-    Broker::open(config).unwrap()
+    let broker = Broker::open(config).await.unwrap();
+    broker.register().await.unwrap();
+    broker
 }
 
 /// A context for a request of `api_key` at `version`.

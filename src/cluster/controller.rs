@@ -1,26 +1,30 @@
-//! The controller: the single writer of the metadata image.
+//! The controller: every metadata change goes through here and into the controller quorum.
 //!
-//! Every change (broker registration, topic creation, deletion) is validated here, applied to a
-//! copy of the current image, persisted, and only then published, so what a client was told
-//! exists survives a restart. Readers subscribe to a `watch` channel of images.
+//! A change (broker registration, topic creation, deletion) is validated against the current
+//! image, turned into a [`MetadataCommand`] and proposed to the quorum ([`Quorum`]); it is
+//! visible once the quorum has committed it and this broker has applied it, and then on every
+//! broker that applies the same log. Readers subscribe to a `watch` channel of images.
 //!
-//! Storage today: `<data-dir>/gregor-metadata.json`, written to a temporary file, fsynced and
-//! renamed over the old one (atomic on POSIX). The cluster issue moves this behind a Raft log;
-//! the operations and their errors stay.
+//! With `controller.quorum.voters` unset the broker is a one-voter quorum of its own (the
+//! single-broker mode); with it set, the voters are the brokers listed there.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::watch;
 use uuid::Uuid;
 
 use super::metadata::{
-    collision_key, validate_topic_name, BrokerInfo, MetadataImage, PartitionInfo, TopicInfo,
+    collision_key, validate_topic_name, BrokerInfo, BrokerRegistration, MetadataImage,
+    PartitionInfo, TopicInfo,
+};
+use super::quorum::network::{TcpTransport, Transport};
+use super::quorum::{
+    Applied, MetadataCommand, Quorum, QuorumConfig, QuorumError, Rejection, QUORUM_DIR,
 };
 use crate::config::{self, BrokerConfig};
-
-const METADATA_FILE: &str = "gregor-metadata.json";
 
 /// A refused metadata change. Mapped to Kafka error codes by the API layer.
 #[derive(Debug, thiserror::Error)]
@@ -49,9 +53,36 @@ pub enum ControllerError {
     /// TOPIC_DELETION_DISABLED.
     #[error("topic deletion is disabled (delete.topic.enable=false)")]
     DeletionDisabled,
+    /// No active controller took the change in time (NOT_CONTROLLER: clients retry).
+    #[error("no active controller: {0}")]
+    NotController(String),
     /// The metadata could not be persisted (KAFKA_STORAGE_ERROR / UNKNOWN_SERVER_ERROR).
     #[error("metadata storage: {0}")]
     Storage(String),
+}
+
+impl From<QuorumError> for ControllerError {
+    fn from(e: QuorumError) -> Self {
+        match e {
+            QuorumError::NoLeader(_) => ControllerError::NotController(e.to_string()),
+            QuorumError::Config(_) | QuorumError::Storage(_) | QuorumError::Failed(_) => {
+                ControllerError::Storage(e.to_string())
+            }
+        }
+    }
+}
+
+impl From<Rejection> for ControllerError {
+    fn from(r: Rejection) -> Self {
+        match r {
+            Rejection::TopicAlreadyExists(t) => ControllerError::TopicAlreadyExists(t),
+            Rejection::InvalidTopic(m) => ControllerError::InvalidTopic(m),
+            Rejection::UnknownTopic(t) => ControllerError::UnknownTopic(t),
+            Rejection::UnknownBroker(_) | Rejection::StaleChange(_) | Rejection::Invalid(_) => {
+                ControllerError::Storage(r.to_string())
+            }
+        }
+    }
 }
 
 /// What CreateTopics (or auto-creation) asks for.
@@ -71,65 +102,95 @@ pub struct CreateTopicSpec {
     pub internal: bool,
 }
 
-/// The metadata controller.
+/// The metadata controller of one broker.
 #[derive(Debug)]
 pub struct Controller {
-    path: PathBuf,
     config: Arc<BrokerConfig>,
-    write_lock: Mutex<()>,
-    image: watch::Sender<Arc<MetadataImage>>,
+    quorum: Arc<Quorum>,
+    /// Validation and proposal of one change at a time from this broker.
+    write_lock: tokio::sync::Mutex<()>,
+    incarnation: Uuid,
+    internal_addr: String,
 }
 
 impl Controller {
-    /// Loads the persisted image (or starts an empty one) and registers this broker.
-    pub fn open(config: Arc<BrokerConfig>) -> Result<Controller, ControllerError> {
-        let path = config.data_dir.join(METADATA_FILE);
-        let mut image = match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice::<MetadataImage>(&bytes)
-                .map_err(|e| ControllerError::Storage(format!("{}: {e}", path.display())))?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => MetadataImage::default(),
-            Err(e) => return Err(ControllerError::Storage(format!("{}: {e}", path.display()))),
+    /// Starts this broker's voter of the controller quorum (recovering the metadata log).
+    /// Incoming quorum connections must be routed to [`Quorum::handler`] of
+    /// [`Controller::quorum`].
+    pub async fn open(config: Arc<BrokerConfig>) -> Result<Controller, ControllerError> {
+        let voters = config
+            .quorum_voters()
+            .map_err(|e| ControllerError::Storage(e.to_string()))?;
+        let node_id = config.node_id();
+        let voters = if voters.is_empty() {
+            // One broker, its own quorum: nothing is ever sent to this address.
+            BTreeMap::from([(node_id, "127.0.0.1:0".to_string())])
+        } else {
+            voters
         };
-        image.reindex();
-        image.cluster_id = config.cluster_id();
-        image.controller_id = config.node_id();
-        image.brokers.clear();
-        image.brokers.insert(
-            config.node_id(),
-            BrokerInfo {
-                node_id: config.node_id(),
-                host: config.advertised_host.clone(),
-                port: config.advertised_port,
+        let internal_addr = voters.get(&node_id).cloned().unwrap_or_default();
+        let election = Duration::from_millis(config.quorum_election_timeout_ms());
+        let mut quorum_config = QuorumConfig::new(
+            node_id,
+            voters,
+            config.data_dir.join(QUORUM_DIR),
+            &config.cluster_id(),
+        );
+        quorum_config.election_timeout = election;
+        quorum_config.heartbeat_interval = (election / 10).max(Duration::from_millis(5));
+        let transport: Arc<dyn Transport> = Arc::new(TcpTransport::new());
+        let quorum = Quorum::start(quorum_config, transport).await?;
+        Ok(Controller {
+            config,
+            quorum,
+            write_lock: tokio::sync::Mutex::new(()),
+            incarnation: Uuid::new_v4(),
+            internal_addr,
+        })
+    }
+
+    /// This broker's voter.
+    pub fn quorum(&self) -> &Arc<Quorum> {
+        &self.quorum
+    }
+
+    /// Registers this broker (its advertised address and this process's incarnation) and
+    /// waits until the registration is applied here.
+    pub async fn register(&self) -> Result<(), ControllerError> {
+        let command = MetadataCommand::RegisterBroker {
+            broker: BrokerInfo {
+                node_id: self.config.node_id(),
+                host: self.config.advertised_host.clone(),
+                port: self.config.advertised_port,
                 rack: None,
             },
-        );
-        let (image_tx, _) = watch::channel(Arc::new(image));
-        let controller = Controller {
-            path,
-            config,
-            write_lock: Mutex::new(()),
-            image: image_tx,
+            registration: BrokerRegistration {
+                incarnation: self.incarnation,
+                internal_addr: self.internal_addr.clone(),
+                fenced: false,
+            },
         };
-        controller.persist(&controller.image())?;
-        Ok(controller)
+        match self.quorum.propose(command).await?.applied {
+            Applied::Rejected(why) => Err(why.into()),
+            _ => Ok(()),
+        }
     }
 
     /// The current image.
     pub fn image(&self) -> Arc<MetadataImage> {
-        self.image.borrow().clone()
+        self.quorum.image()
     }
 
-    /// A receiver of every published image.
+    /// A receiver of every applied image.
     pub fn subscribe(&self) -> watch::Receiver<Arc<MetadataImage>> {
-        self.image.subscribe()
+        self.quorum.subscribe()
     }
 
     /// Creates a topic (or only validates, with `validate_only`). Returns the topic as created.
-    pub fn create_topic(&self, spec: CreateTopicSpec) -> Result<TopicInfo, ControllerError> {
-        let _guard = self
-            .write_lock
-            .lock()
-            .map_err(|_| ControllerError::Storage("controller lock poisoned".to_string()))?;
+    /// Replicas are spread round-robin over the live brokers, the first replica of each
+    /// partition its preferred leader.
+    pub async fn create_topic(&self, spec: CreateTopicSpec) -> Result<TopicInfo, ControllerError> {
+        let _guard = self.write_lock.lock().await;
         let current = self.image();
         validate_topic_name(&spec.name).map_err(ControllerError::InvalidTopic)?;
         if current.topics.contains_key(&spec.name) {
@@ -169,7 +230,13 @@ impl Controller {
         } else {
             spec.replication_factor
         };
-        let live = current.brokers.len();
+        let brokers: Vec<i32> = current
+            .brokers
+            .keys()
+            .copied()
+            .filter(|id| current.registrations.get(id).is_some_and(|r| !r.fenced))
+            .collect();
+        let live = brokers.len();
         if replication_factor < 1 || usize::try_from(replication_factor).unwrap_or(0) > live {
             return Err(ControllerError::InvalidReplicationFactor(format!(
                 "replication factor {replication_factor} is not between 1 and the {live} live broker(s)"
@@ -187,17 +254,16 @@ impl Controller {
         self.config
             .validate_topic_configs(&spec.configs)
             .map_err(|e| ControllerError::InvalidConfig(e.to_string()))?;
-        let brokers: Vec<i32> = current.brokers.keys().copied().collect();
         let rf = usize::try_from(replication_factor).unwrap_or(1);
+        // Start each topic on a different broker so that many small topics spread too.
+        let first = current.topics.len() % live;
         let topic = TopicInfo {
             name: spec.name.clone(),
             id: Uuid::new_v4(),
             partitions: (0..partitions)
                 .map(|index| {
-                    let start = usize::try_from(index).unwrap_or(0);
-                    let replicas: Vec<i32> = (0..rf)
-                        .map(|r| brokers[(start + r) % brokers.len()])
-                        .collect();
+                    let start = first + usize::try_from(index).unwrap_or(0);
+                    let replicas: Vec<i32> = (0..rf).map(|r| brokers[(start + r) % live]).collect();
                     PartitionInfo {
                         index,
                         leader: replicas[0],
@@ -214,46 +280,47 @@ impl Controller {
         if spec.validate_only {
             return Ok(topic);
         }
-        let mut next = (*current).clone();
-        next.topics.insert(topic.name.clone(), topic.clone());
-        next.reindex();
-        self.publish(next)?;
+        let committed = self
+            .quorum
+            .propose(MetadataCommand::CreateTopic {
+                topic: topic.clone(),
+            })
+            .await?;
+        if let Applied::Rejected(why) = committed.applied {
+            return Err(why.into());
+        }
         tracing::info!(topic = %topic.name, id = %topic.id, partitions, "created topic");
         Ok(topic)
     }
 
     /// Deletes a topic by name.
-    pub fn delete_topic(&self, name: &str) -> Result<TopicInfo, ControllerError> {
+    pub async fn delete_topic(&self, name: &str) -> Result<TopicInfo, ControllerError> {
         if !self.config.delete_topic_enable() {
             return Err(ControllerError::DeletionDisabled);
         }
-        let _guard = self
-            .write_lock
-            .lock()
-            .map_err(|_| ControllerError::Storage("controller lock poisoned".to_string()))?;
-        let current = self.image();
-        let mut next = (*current).clone();
-        let topic = next
-            .topics
-            .remove(name)
+        let _guard = self.write_lock.lock().await;
+        let topic = self
+            .image()
+            .topic(name)
+            .cloned()
             .ok_or_else(|| ControllerError::UnknownTopic(name.to_string()))?;
-        next.reindex();
-        self.publish(next)?;
+        let committed = self
+            .quorum
+            .propose(MetadataCommand::DeleteTopic {
+                name: name.to_string(),
+                id: topic.id,
+            })
+            .await?;
+        if let Applied::Rejected(why) = committed.applied {
+            return Err(why.into());
+        }
         tracing::info!(topic = %name, "deleted topic");
         Ok(topic)
     }
 
-    fn publish(&self, image: MetadataImage) -> Result<(), ControllerError> {
-        self.persist(&image)?;
-        self.image.send_replace(Arc::new(image));
-        Ok(())
-    }
-
-    fn persist(&self, image: &MetadataImage) -> Result<(), ControllerError> {
-        let bytes = serde_json::to_vec_pretty(image)
-            .map_err(|e| ControllerError::Storage(e.to_string()))?;
-        write_atomically(&self.path, &bytes)
-            .map_err(|e| ControllerError::Storage(format!("{}: {e}", self.path.display())))
+    /// Stops this broker's voter.
+    pub async fn shutdown(&self) {
+        self.quorum.shutdown().await;
     }
 }
 
@@ -277,9 +344,11 @@ pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()>
 mod tests {
     use super::*;
 
-    fn controller(dir: &Path) -> Controller {
+    async fn controller(dir: &Path) -> Controller {
         let config = BrokerConfig::new("127.0.0.1:9092".parse().unwrap(), dir.to_path_buf());
-        Controller::open(Arc::new(config)).unwrap()
+        let c = Controller::open(Arc::new(config)).await.unwrap();
+        c.register().await.unwrap();
+        c
     }
 
     fn spec(name: &str, partitions: i32) -> CreateTopicSpec {
@@ -293,60 +362,61 @@ mod tests {
         }
     }
 
-    #[test]
-    fn create_persist_delete() {
+    #[tokio::test]
+    async fn create_persist_delete() {
         let dir = tempfile::tempdir().unwrap();
-        let c = controller(dir.path());
-        let t = c.create_topic(spec("orders", 3)).unwrap();
+        let c = controller(dir.path()).await;
+        let t = c.create_topic(spec("orders", 3)).await.unwrap();
         assert_eq!(t.partitions.len(), 3);
         assert!(matches!(
-            c.create_topic(spec("orders", 1)),
+            c.create_topic(spec("orders", 1)).await,
             Err(ControllerError::TopicAlreadyExists(_))
         ));
         assert!(matches!(
-            c.create_topic(spec("orders_", 1).clone()).map(|_| ()),
+            c.create_topic(spec("orders_", 1).clone()).await.map(|_| ()),
             Ok(())
         ));
         assert!(matches!(
-            c.create_topic(spec("orders.", 1)),
+            c.create_topic(spec("orders.", 1)).await,
             Err(ControllerError::InvalidTopic(_))
         ));
+        c.shutdown().await;
         drop(c);
-        let c = controller(dir.path());
+        let c = controller(dir.path()).await;
         let image = c.image();
         assert_eq!(image.topic("orders").unwrap().id, t.id);
         assert_eq!(image.topic_by_id(&t.id).unwrap().name, "orders");
-        c.delete_topic("orders").unwrap();
+        c.delete_topic("orders").await.unwrap();
         assert!(c.image().topic("orders").is_none());
         assert!(matches!(
-            c.delete_topic("orders"),
+            c.delete_topic("orders").await,
             Err(ControllerError::UnknownTopic(_))
         ));
     }
 
-    #[test]
-    fn refuses_bad_specs() {
+    #[tokio::test]
+    async fn refuses_bad_specs() {
         let dir = tempfile::tempdir().unwrap();
-        let c = controller(dir.path());
+        let c = controller(dir.path()).await;
         assert!(matches!(
-            c.create_topic(spec("a", 0)),
+            c.create_topic(spec("a", 0)).await,
             Err(ControllerError::InvalidPartitions(_))
         ));
         let mut s = spec("a", 1);
         s.replication_factor = 2;
         assert!(matches!(
-            c.create_topic(s),
+            c.create_topic(s).await,
             Err(ControllerError::InvalidReplicationFactor(_))
         ));
         let mut s = spec("a", 1);
         s.configs.insert("retention.ms".into(), "soon".into());
         assert!(matches!(
-            c.create_topic(s),
+            c.create_topic(s).await,
             Err(ControllerError::InvalidConfig(_))
         ));
         let mut s = spec("a", 1);
         s.validate_only = true;
-        c.create_topic(s).unwrap();
+        c.create_topic(s).await.unwrap();
         assert!(c.image().topic("a").is_none());
     }
 }

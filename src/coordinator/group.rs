@@ -154,7 +154,7 @@ impl GroupService {
             .replicas
             .all_partitions()
             .iter()
-            .filter(|p| p.topic() == OFFSETS_TOPIC)
+            .filter(|p| p.topic() == OFFSETS_TOPIC && p.leader() == self.inner.replicas.node_id())
             .map(|p| p.index())
             .collect();
         let mut state = self.inner.lock();

@@ -75,6 +75,8 @@ pub struct ReplicaManager {
     config: Arc<BrokerConfig>,
     logs: LogManager,
     partitions: RwLock<HashMap<PartitionKey, Arc<Partition>>>,
+    /// The image last reconciled (tells "another broker's partition" from "no partition").
+    image: RwLock<Arc<MetadataImage>>,
     /// Serialises reconciliations (creation and deletion of logs).
     reconcile_lock: std::sync::Mutex<()>,
 }
@@ -88,6 +90,7 @@ impl ReplicaManager {
             config,
             logs,
             partitions: RwLock::new(HashMap::new()),
+            image: RwLock::new(Arc::new(MetadataImage::default())),
             reconcile_lock: std::sync::Mutex::new(()),
         })
     }
@@ -105,13 +108,46 @@ impl ReplicaManager {
                     topic: topic.to_string(),
                     partition,
                 })?;
-        partitions
-            .get(&(topic.to_string(), partition))
-            .cloned()
-            .ok_or_else(|| ReplicaError::UnknownTopicOrPartition {
+        match partitions.get(&(topic.to_string(), partition)) {
+            Some(p) if p.leader() == self.node_id => Ok(p.clone()),
+            Some(_) => Err(ReplicaError::NotLeader {
                 topic: topic.to_string(),
                 partition,
+            }),
+            // Not hosted here: another broker's partition, or no partition at all.
+            None if self.knows_partition(topic, partition) => Err(ReplicaError::NotLeader {
+                topic: topic.to_string(),
+                partition,
+            }),
+            None => Err(ReplicaError::UnknownTopicOrPartition {
+                topic: topic.to_string(),
+                partition,
+            }),
+        }
+    }
+
+    fn knows_partition(&self, topic: &str, partition: i32) -> bool {
+        self.image
+            .read()
+            .map(|image| image.partition(topic, partition).is_some())
+            .unwrap_or(false)
+    }
+
+    /// Whether this broker leads `topic`-`partition` as of the last reconciled metadata.
+    pub fn is_leader(&self, topic: &str, partition: i32) -> bool {
+        self.partitions
+            .read()
+            .ok()
+            .and_then(|p| {
+                p.get(&(topic.to_string(), partition))
+                    .map(|p| p.leader() == self.node_id)
             })
+            .unwrap_or(false)
+    }
+
+    /// This broker's node id.
+    pub fn node_id(&self) -> i32 {
+        self.node_id
     }
 
     /// Every hosted partition.
@@ -128,20 +164,26 @@ impl ReplicaManager {
             .reconcile_lock
             .lock()
             .map_err(|_| LogError::Io(std::io::Error::other("reconcile lock poisoned")))?;
-        let mut wanted: BTreeMap<PartitionKey, (Uuid, i32)> = BTreeMap::new();
+        let mut wanted: BTreeMap<PartitionKey, (Uuid, i32, i32)> = BTreeMap::new();
         for topic in image.topics.values() {
             for p in &topic.partitions {
                 if p.replicas.contains(&self.node_id) {
-                    wanted.insert((topic.name.clone(), p.index), (topic.id, p.leader_epoch));
+                    wanted.insert(
+                        (topic.name.clone(), p.index),
+                        (topic.id, p.leader, p.leader_epoch),
+                    );
                 }
             }
+        }
+        if let Ok(mut known) = self.image.write() {
+            *known = Arc::new(image.clone());
         }
         // Remove partitions that are no longer wanted, or whose topic was re-created.
         let stale: Vec<PartitionKey> = {
             let partitions = self.lock_read()?;
             partitions
                 .iter()
-                .filter(|(key, p)| wanted.get(*key).map(|(id, _)| *id) != Some(p.topic_id()))
+                .filter(|(key, p)| wanted.get(*key).map(|(id, _, _)| *id) != Some(p.topic_id()))
                 .map(|(key, _)| key.clone())
                 .collect()
         };
@@ -151,7 +193,7 @@ impl ReplicaManager {
             tracing::info!(topic = %key.0, partition = key.1, "removed partition data");
         }
         // Open or create what is wanted; apply config changes to what is open.
-        for ((topic, index), (topic_id, leader_epoch)) in wanted {
+        for ((topic, index), (topic_id, leader, leader_epoch)) in wanted {
             let overrides = image
                 .topic(&topic)
                 .map(|t| t.configs.clone())
@@ -160,6 +202,7 @@ impl ReplicaManager {
             if let Some(existing) = self.lock_read()?.get(&(topic.clone(), index)) {
                 existing.log().set_config(log_config);
                 existing.set_leader_epoch(leader_epoch);
+                existing.set_leader(leader);
                 continue;
             }
             let dir = self.config.data_dir.join(format!("{topic}-{index}"));
@@ -180,6 +223,7 @@ impl ReplicaManager {
                 topic_id,
                 index,
                 log,
+                leader,
                 leader_epoch,
             ));
             self.lock_write()?.insert((topic, index), partition);

@@ -47,6 +47,7 @@ pub struct Partition {
     topic_id: Uuid,
     index: i32,
     log: Arc<PartitionLog>,
+    leader: AtomicI32,
     leader_epoch: AtomicI32,
     high_watermark: watch::Sender<i64>,
     flush_state: watch::Sender<FlushState>,
@@ -55,12 +56,13 @@ pub struct Partition {
 }
 
 impl Partition {
-    /// Wraps an opened log. This broker leads it at `leader_epoch`.
+    /// Wraps an opened log, led by node `leader` at `leader_epoch`.
     pub fn new(
         topic: String,
         topic_id: Uuid,
         index: i32,
         log: Arc<PartitionLog>,
+        leader: i32,
         leader_epoch: i32,
     ) -> Partition {
         let log_end_offset = log.log_end_offset();
@@ -74,6 +76,7 @@ impl Partition {
             topic_id,
             index,
             log,
+            leader: AtomicI32::new(leader),
             leader_epoch: AtomicI32::new(leader_epoch),
             high_watermark,
             flush_state,
@@ -105,6 +108,16 @@ impl Partition {
     /// Sets the leader epoch (a metadata change).
     pub fn set_leader_epoch(&self, epoch: i32) {
         self.leader_epoch.store(epoch, Ordering::Release);
+    }
+
+    /// The node id of the partition's leader as of the last applied metadata (-1: none).
+    pub fn leader(&self) -> i32 {
+        self.leader.load(Ordering::Acquire)
+    }
+
+    /// Records a leader change from the metadata.
+    pub fn set_leader(&self, leader: i32) {
+        self.leader.store(leader, Ordering::Release);
     }
     /// When `flush.ms` last flushed this partition.
     pub fn last_time_flush_ms(&self) -> i64 {

@@ -194,6 +194,12 @@ impl Quorum {
                 tracing::debug!(error = %e, "metadata quorum already initialized");
             }
         }
+        if initialized && config.voters.len() == 1 {
+            // A lone voter needs nobody's vote: elect at once instead of after a timeout.
+            if let Err(e) = raft.trigger().elect().await {
+                tracing::debug!(error = %e, "triggering the election of a lone voter");
+            }
+        }
         tracing::info!(node = config.node_id, voters = ?config.voters, "metadata quorum started");
         Ok(Arc::new(Quorum {
             node_id: config.node_id,

@@ -1,0 +1,416 @@
+//! Three gregor brokers in this process on 127.0.0.1 (ephemeral ports, temporary dirs), one
+//! controller quorum between them, driven with rdkafka: every broker serves the same metadata,
+//! topics created through any broker are spread over all three, clients produce and consume
+//! through whichever broker leads each partition, a consumer group spans the cluster, the
+//! cluster restarts from its data, and metadata changes survive the loss of the controller.
+//!
+//! Replication is not here yet: topics have one replica, so these tests say nothing about
+//! losing a partition leader.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use common::{assigned_consumer, free_port, producer};
+use gregor::broker::{self, RunningBroker};
+use gregor::config::BrokerConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::message::Message;
+use rdkafka::producer::FutureRecord;
+use rdkafka::{Offset, TopicPartitionList};
+
+struct Cluster {
+    root: tempfile::TempDir,
+    ports: Vec<u16>,
+    voters: String,
+    brokers: Vec<Option<RunningBroker>>,
+}
+
+impl Cluster {
+    async fn start(n: usize) -> Cluster {
+        // Ports are probed free and then bound; another test can take one in between, so a
+        // start that loses that race is retried on new ports.
+        for _attempt in 0..5 {
+            let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+            let voters = (0..n)
+                .map(|i| format!("{}@127.0.0.1:{}", i + 1, free_port()))
+                .collect::<Vec<_>>()
+                .join(",");
+            let mut cluster = Cluster {
+                root: tempfile::tempdir().expect("tempdir"),
+                ports,
+                voters,
+                brokers: (0..n).map(|_| None).collect(),
+            };
+            let all: Vec<usize> = (0..n).collect();
+            match cluster.try_up(&all).await {
+                Ok(()) => return cluster,
+                Err(e) => {
+                    eprintln!("cluster start failed ({e}); retrying on other ports");
+                    cluster.shutdown().await;
+                }
+            }
+        }
+        panic!("could not start a cluster");
+    }
+
+    fn config(&self, i: usize) -> BrokerConfig {
+        let listen = format!("127.0.0.1:{}", self.ports[i])
+            .parse()
+            .expect("addr");
+        let mut config =
+            BrokerConfig::new(listen, self.root.path().join(format!("broker-{}", i + 1)));
+        for (k, v) in [
+            ("node.id", (i + 1).to_string()),
+            ("controller.quorum.voters", self.voters.clone()),
+            ("controller.quorum.election.timeout.ms", "300".to_string()),
+            ("group.initial.rebalance.delay.ms", "0".to_string()),
+            ("offsets.topic.num.partitions", "6".to_string()),
+        ] {
+            config.set(k, &v).expect("setting");
+        }
+        config
+    }
+
+    /// Starts the given brokers together (each waits for a quorum to register).
+    async fn try_up(&mut self, which: &[usize]) -> Result<(), String> {
+        let starting: Vec<_> = which
+            .iter()
+            .map(|i| broker::start(self.config(*i)))
+            .collect();
+        let mut failure = None;
+        for (i, result) in which.iter().zip(futures::future::join_all(starting).await) {
+            match result {
+                Ok(running) => self.brokers[*i] = Some(running),
+                Err(e) => failure = Some(e.to_string()),
+            }
+        }
+        failure.map_or(Ok(()), Err)
+    }
+
+    async fn up(&mut self, which: &[usize]) {
+        self.try_up(which).await.expect("brokers start");
+    }
+
+    async fn down(&mut self, i: usize) {
+        if let Some(b) = self.brokers[i].take() {
+            b.shutdown().await.expect("clean shutdown");
+        }
+    }
+
+    fn bootstrap(&self, i: usize) -> String {
+        format!("127.0.0.1:{}", self.ports[i])
+    }
+
+    fn all_bootstrap(&self) -> String {
+        (0..self.ports.len())
+            .map(|i| self.bootstrap(i))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    fn running(&self, i: usize) -> &RunningBroker {
+        self.brokers[i].as_ref().expect("running")
+    }
+
+    async fn shutdown(mut self) {
+        for i in 0..self.brokers.len() {
+            self.down(i).await;
+        }
+    }
+}
+
+fn admin(bootstrap: &str) -> AdminClient<DefaultClientContext> {
+    ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .expect("admin")
+}
+
+async fn create(
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+    rf: i32,
+) -> Result<(), RDKafkaErrorCode> {
+    let results = admin(bootstrap)
+        .create_topics(
+            &[NewTopic::new(
+                topic,
+                partitions,
+                TopicReplication::Fixed(rf),
+            )],
+            &AdminOptions::new(),
+        )
+        .await
+        .expect("create_topics");
+    match results.into_iter().next() {
+        Some(Ok(_)) => Ok(()),
+        Some(Err((_, code))) => Err(code),
+        None => panic!("no result"),
+    }
+}
+
+/// Leader of each partition of `topic`, and the broker ids, as one broker reports them.
+fn metadata(bootstrap: &str, topic: &str) -> (BTreeMap<i32, i32>, BTreeSet<i32>) {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .expect("client");
+    let md = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .expect("metadata");
+    let brokers = md.brokers().iter().map(|b| b.id()).collect();
+    let leaders = md
+        .topics()
+        .iter()
+        .flat_map(|t| t.partitions().iter().map(|p| (p.id(), p.leader())))
+        .collect();
+    (leaders, brokers)
+}
+
+async fn produce(bootstrap: &str, topic: &str, n: usize) -> Vec<String> {
+    let p = producer(bootstrap, &[("acks", "all")]);
+    let mut sent = Vec::new();
+    for i in 0..n {
+        let value = format!("v{i:05}");
+        p.send(
+            FutureRecord::to(topic).key(&value).payload(&value),
+            Duration::from_secs(30),
+        )
+        .await
+        .map_err(|(e, _)| e)
+        .expect("delivered");
+        sent.push(value);
+    }
+    sent
+}
+
+fn consume_all(
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+    n: usize,
+) -> BTreeMap<i32, Vec<String>> {
+    let consumer = assigned_consumer(bootstrap, topic, partitions);
+    let mut got: BTreeMap<i32, Vec<String>> = BTreeMap::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while got.values().map(Vec::len).sum::<usize>() < n && Instant::now() < deadline {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+            let value = String::from_utf8(m.payload().unwrap_or_default().to_vec()).expect("utf8");
+            got.entry(m.partition()).or_default().push(value);
+        }
+    }
+    got
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_brokers_share_metadata_and_serve_the_partitions_they_lead() {
+    let cluster = Cluster::start(3).await;
+    // Every broker tells the same story: three brokers, one controller.
+    let controllers: BTreeSet<i32> = (0..3)
+        .map(|i| cluster.running(i).broker.controller.image().controller_id)
+        .collect();
+    assert_eq!(controllers.len(), 1, "brokers disagree on the controller");
+    // Created through broker 2 (a follower or the controller: either works).
+    create(&cluster.bootstrap(1), "spread", 6, 1)
+        .await
+        .expect("created");
+    for i in 0..3 {
+        let (leaders, brokers) = metadata(&cluster.bootstrap(i), "spread");
+        assert_eq!(brokers, BTreeSet::from([1, 2, 3]));
+        assert_eq!(leaders.len(), 6);
+        assert_eq!(
+            leaders.values().copied().collect::<BTreeSet<_>>(),
+            BTreeSet::from([1, 2, 3]),
+            "partitions are spread over every broker"
+        );
+    }
+    assert_eq!(
+        create(&cluster.bootstrap(2), "too-many", 1, 4).await,
+        Err(RDKafkaErrorCode::InvalidReplicationFactor)
+    );
+    assert_eq!(
+        create(&cluster.bootstrap(0), "spread", 1, 1).await,
+        Err(RDKafkaErrorCode::TopicAlreadyExists)
+    );
+
+    // Clients bootstrapped from one broker find each partition's leader.
+    let sent = produce(&cluster.bootstrap(0), "spread", 600).await;
+    let got = consume_all(&cluster.bootstrap(2), "spread", 6, 600);
+    let mut all: Vec<String> = got.values().flatten().cloned().collect();
+    all.sort();
+    assert_eq!(all, sent, "every record exactly once");
+    for records in got.values() {
+        let mut sorted = records.clone();
+        sorted.sort();
+        assert_eq!(&sorted, records, "order kept within each partition");
+    }
+
+    // A broker that does not lead a partition refuses to serve it as leader.
+    let (leaders, _) = metadata(&cluster.bootstrap(0), "spread");
+    for (partition, leader) in &leaders {
+        for i in 0..3 {
+            let result = cluster
+                .running(i)
+                .broker
+                .replicas
+                .leader_partition("spread", *partition);
+            assert_eq!(
+                result.is_ok(),
+                *leader == i as i32 + 1,
+                "partition {partition} on broker {}",
+                i + 1
+            );
+        }
+    }
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_group_spans_the_cluster_and_its_offsets_come_back() {
+    let cluster = Cluster::start(3).await;
+    create(&cluster.bootstrap(0), "grouped", 6, 1)
+        .await
+        .expect("created");
+    let sent = produce(&cluster.all_bootstrap(), "grouped", 300).await;
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", cluster.bootstrap(1))
+        .set("group.id", "spanning")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "100")
+        .create()
+        .expect("consumer");
+    consumer.subscribe(&["grouped"]).expect("subscribe");
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while got.len() < sent.len() && Instant::now() < deadline {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+            got.push(String::from_utf8(m.payload().unwrap_or_default().to_vec()).expect("utf8"));
+        }
+    }
+    assert_eq!(got.len(), sent.len(), "the group member read everything");
+    consumer
+        .commit_consumer_state(CommitMode::Sync)
+        .expect("commit");
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..6 {
+        tpl.add_partition("grouped", p);
+    }
+    let committed = consumer
+        .committed_offsets(tpl, Duration::from_secs(10))
+        .expect("committed");
+    let total: i64 = committed
+        .elements()
+        .iter()
+        .map(|e| match e.offset() {
+            Offset::Offset(o) => o,
+            other => panic!("partition {} has no commit: {other:?}", e.partition()),
+        })
+        .sum();
+    assert_eq!(total, 300, "committed offsets cover every record");
+    drop(consumer);
+    // The coordinator is the leader of the group's __consumer_offsets partition: one broker.
+    let coordinators: Vec<usize> = (0..3)
+        .filter(|i| {
+            let broker = &cluster.running(*i).broker;
+            let partition = broker.groups.partition_for("spanning");
+            broker.replicas.is_leader("__consumer_offsets", partition)
+        })
+        .collect();
+    assert_eq!(
+        coordinators.len(),
+        1,
+        "exactly one coordinator: {coordinators:?}"
+    );
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cluster_restarts_from_its_data() {
+    let mut cluster = Cluster::start(3).await;
+    create(&cluster.bootstrap(0), "kept", 3, 1)
+        .await
+        .expect("created");
+    let sent = produce(&cluster.bootstrap(0), "kept", 90).await;
+    let (before, _) = metadata(&cluster.bootstrap(0), "kept");
+    let id_before = cluster
+        .running(0)
+        .broker
+        .controller
+        .image()
+        .topic("kept")
+        .expect("topic")
+        .id;
+    for i in 0..3 {
+        cluster.down(i).await;
+    }
+    cluster.up(&[0, 1, 2]).await;
+    let (after, brokers) = metadata(&cluster.bootstrap(2), "kept");
+    assert_eq!(brokers, BTreeSet::from([1, 2, 3]));
+    assert_eq!(before, after, "same leaders after the restart");
+    let id_after = cluster
+        .running(2)
+        .broker
+        .controller
+        .image()
+        .topic("kept")
+        .expect("topic")
+        .id;
+    assert_eq!(id_before, id_after);
+    let got = consume_all(&cluster.bootstrap(1), "kept", 3, 90);
+    let mut all: Vec<String> = got.values().flatten().cloned().collect();
+    all.sort();
+    assert_eq!(all, sent);
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metadata_changes_carry_on_when_the_controller_stops() {
+    let mut cluster = Cluster::start(3).await;
+    create(&cluster.bootstrap(0), "before", 1, 1)
+        .await
+        .expect("created");
+    let old = cluster.running(0).broker.controller.image().controller_id;
+    let old_index = usize::try_from(old - 1).expect("node id");
+    cluster.down(old_index).await;
+    let survivor = (0..3).find(|i| *i != old_index).expect("survivor");
+    // The two left elect a new controller and take changes again.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut created = Err(RDKafkaErrorCode::NotController);
+    while Instant::now() < deadline {
+        created = create(&cluster.bootstrap(survivor), "after", 1, 1).await;
+        if created.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    created.expect("a topic created after the controller stopped");
+    let image = cluster.running(survivor).broker.controller.image();
+    assert_ne!(image.controller_id, old, "a new controller");
+    assert!(image.topic("before").is_some() && image.topic("after").is_some());
+    // The old controller comes back and catches up.
+    cluster.up(&[old_index]).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while cluster
+        .running(old_index)
+        .broker
+        .controller
+        .image()
+        .topic("after")
+        .is_none()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the returning broker did not catch up"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    cluster.shutdown().await;
+}
