@@ -21,6 +21,7 @@ use crate::cluster::{Controller, ControllerError, CreateTopicSpec, TopicInfo};
 use crate::config::BrokerConfig;
 use crate::coordinator::{GroupService, OFFSETS_TOPIC};
 use crate::log::LogError;
+use crate::replica::fetcher::{ReplicaFetchers, REPLICA_MAGIC};
 use crate::replica::manager::now_ms;
 use crate::replica::ReplicaManager;
 use crate::server;
@@ -63,6 +64,8 @@ pub struct Broker {
     pub replicas: Arc<ReplicaManager>,
     /// The group coordinator.
     pub groups: GroupService,
+    /// Follower-side replication tasks.
+    fetchers: ReplicaFetchers,
     /// Serialises creating `__consumer_offsets`.
     offsets_topic_lock: tokio::sync::Mutex<()>,
     /// Turns true when the broker starts stopping: long polls answer at once, connections stop
@@ -90,6 +93,7 @@ impl Broker {
             controller,
             replicas,
             groups,
+            fetchers: ReplicaFetchers::default(),
             offsets_topic_lock: tokio::sync::Mutex::new(()),
             shutdown,
         }))
@@ -111,15 +115,25 @@ impl Broker {
         }
     }
 
-    /// Makes the hosted partitions match the current metadata (on the blocking pool).
+    /// Makes the hosted partitions match the current metadata (on the blocking pool), and
+    /// starts a replica fetcher for every new leader followed.
     async fn reconcile(&self) -> Result<(), ControllerError> {
         let replicas = self.replicas.clone();
         let image = self.controller.image();
-        match tokio::task::spawn_blocking(move || replicas.reconcile(&image)).await {
+        let result = match tokio::task::spawn_blocking(move || replicas.reconcile(&image)).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(ControllerError::Storage(e.to_string())),
             Err(e) => Err(ControllerError::Storage(e.to_string())),
+        };
+        if !self.is_shutting_down() {
+            self.fetchers.ensure(
+                &self.replicas,
+                &self.controller.subscribe(),
+                &self.config.fetcher_settings(),
+                &self.shutdown_signal(),
+            );
         }
+        result
     }
 
     /// Creates a topic and hosts its partitions before returning, so the topic is usable as
@@ -228,14 +242,8 @@ pub async fn start(mut config: BrokerConfig) -> Result<RunningBroker, StartError
     }
     let internal = bind_internal(&config).await?;
     let broker = Broker::open(config).await?;
-    let internal_server = internal.map(|listener| {
-        tokio::spawn(serve_internal(
-            listener,
-            broker.controller.quorum().handler(),
-            broker.config.max_connections(),
-            broker.shutdown_signal(),
-        ))
-    });
+    let internal_server =
+        internal.map(|listener| tokio::spawn(serve_internal(listener, broker.clone())));
     broker.register().await?;
     broker.reconcile().await?;
     let server = tokio::spawn(server::serve(
@@ -246,6 +254,8 @@ pub async fn start(mut config: BrokerConfig) -> Result<RunningBroker, StartError
     let duties = tokio::spawn(run_duties(broker.clone(), broker.shutdown_signal()));
     let cleaner = tokio::spawn(run_log_cleaner(broker.clone(), broker.shutdown_signal()));
     let follower = tokio::spawn(follow_metadata(broker.clone(), broker.shutdown_signal()));
+    tokio::spawn(run_isr_manager(broker.clone(), broker.shutdown_signal()));
+    tokio::spawn(run_liveness(broker.clone(), broker.shutdown_signal()));
     tokio::spawn(broker.groups.clone().run_timers(broker.shutdown_signal()));
     let groups = broker.groups.clone();
     tokio::spawn(async move { groups.host_and_load().await });
@@ -287,15 +297,15 @@ async fn bind_internal(config: &BrokerConfig) -> Result<Option<TcpListener>, Sta
     Ok(Some(listener))
 }
 
-/// Serves the internal listener: quorum connections (opened by the magic bytes) go to this
-/// broker's voter; anything else is closed. At most `max_connections` at once.
-async fn serve_internal(
-    listener: TcpListener,
-    handler: RpcHandler,
-    max_connections: usize,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let permits = Arc::new(tokio::sync::Semaphore::new(max_connections.max(1)));
+/// Serves the internal listener: quorum connections (opened by the quorum magic) go to this
+/// broker's voter, replica-fetch connections (opened by [`REPLICA_MAGIC`]) are served as Kafka
+/// connections; anything else is closed. At most `max.connections` at once.
+async fn serve_internal(listener: TcpListener, broker: Arc<Broker>) {
+    let handler: RpcHandler = broker.controller.quorum().handler();
+    let mut shutdown = broker.shutdown_signal();
+    let permits = Arc::new(tokio::sync::Semaphore::new(
+        broker.config.max_connections().max(1),
+    ));
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -309,21 +319,120 @@ async fn serve_internal(
             continue;
         };
         let handler = handler.clone();
+        let broker = broker.clone();
         let mut shutdown = shutdown.clone();
         tokio::spawn(async move {
             let _permit = permit;
             let mut magic = [0u8; 4];
             let opened =
                 tokio::time::timeout(Duration::from_secs(10), stream.read_exact(&mut magic)).await;
-            if !matches!(opened, Ok(Ok(_))) || &magic != QUORUM_MAGIC {
-                tracing::debug!(%peer, "internal connection without the quorum magic; closing");
+            if !matches!(opened, Ok(Ok(_))) {
                 return;
             }
-            tokio::select! {
-                _ = serve_connection(stream, handler) => {}
-                _ = shutdown.changed() => {}
+            if &magic == QUORUM_MAGIC {
+                tokio::select! {
+                    _ = serve_connection(stream, handler) => {}
+                    _ = shutdown.changed() => {}
+                }
+            } else if &magic == REPLICA_MAGIC {
+                let _ = stream.set_nodelay(true);
+                let signal = broker.shutdown_signal();
+                server::connection::run(stream, peer, broker, signal).await;
+            } else {
+                tracing::debug!(%peer, "internal connection without a known magic; closing");
             }
         });
+    }
+}
+
+/// Broker liveness (Kafka's BrokerHeartbeat and session timeout): every
+/// `broker.heartbeat.interval.ms` this broker heartbeats the active controller. On the active
+/// controller, a registered broker not heard from for `broker.session.timeout.ms` (counted from
+/// when this broker became the controller, at the earliest) is fenced, and a fenced broker that
+/// heartbeats again is unfenced.
+async fn run_liveness(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
+    let every = Duration::from_millis(broker.config.broker_heartbeat_interval_ms().max(1));
+    let session = Duration::from_millis(broker.config.broker_session_timeout_ms());
+    let quorum = broker.controller.quorum().clone();
+    let me = broker.config.node_id();
+    let mut leading_since: Option<tokio::time::Instant> = None;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = shutdown.changed() => return,
+        }
+        if let Err(error) = quorum.heartbeat().await {
+            tracing::debug!(%error, "heartbeat not delivered");
+        }
+        if quorum.leader() != Some(me) {
+            if leading_since.take().is_some() {
+                quorum.clear_heartbeats();
+            }
+            continue;
+        }
+        let now = tokio::time::Instant::now();
+        let since = *leading_since.get_or_insert(now);
+        let seen = quorum.heartbeats();
+        let image = broker.controller.image();
+        for (node, registration) in &image.registrations {
+            let heard = seen.get(node).copied();
+            let last = heard.unwrap_or(since).max(since);
+            let alive = *node == me || now.duration_since(last) <= session;
+            let change = if !registration.fenced && !alive {
+                Some(true)
+            } else if registration.fenced && alive && (heard.is_some() || *node == me) {
+                Some(false)
+            } else {
+                None
+            };
+            if let Some(fenced) = change {
+                if fenced {
+                    tracing::warn!(node, "broker missed its session timeout: fencing it");
+                } else {
+                    tracing::info!(node, "fenced broker is heartbeating again: unfencing it");
+                }
+                if let Err(error) = broker.controller.set_fenced(*node, fenced).await {
+                    tracing::debug!(node, %error, "fencing change not made");
+                }
+            }
+        }
+    }
+}
+
+/// The leader side of the ISR: every quarter of `replica.lag.time.max.ms` (100 ms to 5 s),
+/// each led partition whose followers fell behind or caught up asks the controller to change
+/// its ISR. A refused change (the partition moved on meanwhile) is recomputed next round.
+async fn run_isr_manager(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
+    let lag_max_ms = broker.config.replica_lag_time_max_ms();
+    let every = Duration::from_millis(
+        u64::try_from(lag_max_ms / 4)
+            .unwrap_or(1000)
+            .clamp(100, 5000),
+    );
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = shutdown.changed() => return,
+        }
+        let now = now_ms();
+        for partition in broker.replicas.all_partitions() {
+            let Some(change) = partition.isr_change(now, lag_max_ms) else {
+                continue;
+            };
+            tracing::info!(topic = partition.topic(), partition = partition.index(), isr = ?change.isr, "asking for an ISR change");
+            if let Err(error) = broker
+                .controller
+                .change_isr(
+                    partition.topic_id(),
+                    partition.index(),
+                    change.partition_epoch,
+                    change.isr,
+                )
+                .await
+            {
+                tracing::debug!(topic = partition.topic(), partition = partition.index(), %error, "ISR change not made");
+            }
+        }
     }
 }
 
@@ -362,6 +471,7 @@ impl RunningBroker {
         // A cleaning in progress finishes (or aborts) before the logs close.
         let _ = self.cleaner.await;
         let _ = self.follower.await;
+        self.broker.fetchers.join().await;
         let broker = self.broker;
         let replicas = broker.replicas.clone();
         tokio::task::spawn_blocking(move || replicas.shutdown())

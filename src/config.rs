@@ -112,6 +112,13 @@ pub const BROKER_CONFIGS: &[ConfigDef] = &[
         10,
         "A voter that hears no leader for between this and twice this starts an election; the leader heartbeats ten times as often.",
     ),
+    long("broker.heartbeat.interval.ms", "2000", 1, "How often a broker tells the active controller it is alive."),
+    long("broker.session.timeout.ms", "9000", 1, "A broker not heard from for this long is fenced: its partitions get new leaders from their ISR."),
+    long("replica.lag.time.max.ms", "30000", 1, "A follower that has not caught up with the leader for this long leaves the ISR."),
+    long("replica.fetch.max.bytes", "1048576", 1, "Bytes a follower asks for per partition in one fetch (a larger first batch still comes whole)."),
+    long("replica.fetch.response.max.bytes", "10485760", 1, "Bytes a follower asks for per fetch response."),
+    long("replica.fetch.wait.max.ms", "500", 0, "How long a follower's fetch waits at the leader for new records."),
+    long("replica.fetch.backoff.ms", "1000", 0, "A follower's pause after a failed fetch."),
     long("num.partitions", "1", 1, "Partitions of an auto-created topic."),
     long(
         "default.replication.factor",
@@ -592,6 +599,30 @@ impl BrokerConfig {
     /// `controller.quorum.election.timeout.ms`.
     pub fn quorum_election_timeout_ms(&self) -> u64 {
         u64::try_from(self.long("controller.quorum.election.timeout.ms")).unwrap_or(1000)
+    }
+    /// `broker.heartbeat.interval.ms`.
+    pub fn broker_heartbeat_interval_ms(&self) -> u64 {
+        u64::try_from(self.long("broker.heartbeat.interval.ms")).unwrap_or(2000)
+    }
+    /// `broker.session.timeout.ms`.
+    pub fn broker_session_timeout_ms(&self) -> u64 {
+        u64::try_from(self.long("broker.session.timeout.ms")).unwrap_or(9000)
+    }
+    /// `replica.lag.time.max.ms`.
+    pub fn replica_lag_time_max_ms(&self) -> i64 {
+        self.long("replica.lag.time.max.ms")
+    }
+    /// What a replica fetcher needs: `replica.fetch.*`.
+    pub fn fetcher_settings(&self) -> crate::replica::fetcher::FetcherSettings {
+        crate::replica::fetcher::FetcherSettings {
+            node_id: self.node_id(),
+            partition_max_bytes: clamp_i32(self.long("replica.fetch.max.bytes")),
+            response_max_bytes: clamp_i32(self.long("replica.fetch.response.max.bytes")),
+            max_wait_ms: clamp_i32(self.long("replica.fetch.wait.max.ms")),
+            backoff: std::time::Duration::from_millis(
+                u64::try_from(self.long("replica.fetch.backoff.ms")).unwrap_or(1000),
+            ),
+        }
     }
     /// `num.partitions`.
     pub fn num_partitions(&self) -> i32 {

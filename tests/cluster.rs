@@ -71,6 +71,9 @@ impl Cluster {
             ("controller.quorum.election.timeout.ms", "300".to_string()),
             ("group.initial.rebalance.delay.ms", "0".to_string()),
             ("offsets.topic.num.partitions", "6".to_string()),
+            ("replica.lag.time.max.ms", "1000".to_string()),
+            ("broker.heartbeat.interval.ms", "200".to_string()),
+            ("broker.session.timeout.ms", "1500".to_string()),
         ] {
             config.set(k, &v).expect("setting");
         }
@@ -412,5 +415,353 @@ async fn metadata_changes_carry_on_when_the_controller_stops() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    cluster.shutdown().await;
+}
+
+/// Log end offset and high watermark of every hosted partition of `topic`, by broker (1-based).
+fn copies(cluster: &Cluster, topic: &str) -> BTreeMap<(i32, i32), (i64, i64)> {
+    let mut out = BTreeMap::new();
+    for i in 0..cluster.brokers.len() {
+        let Some(running) = cluster.brokers[i].as_ref() else {
+            continue;
+        };
+        for p in running.broker.replicas.all_partitions() {
+            if p.topic() == topic {
+                out.insert(
+                    (i as i32 + 1, p.index()),
+                    (p.log().log_end_offset(), p.high_watermark()),
+                );
+            }
+        }
+    }
+    out
+}
+
+/// Waits until every live copy of each partition has the same log end and high watermark.
+async fn wait_in_sync(cluster: &Cluster, topic: &str, partitions: i32, copies_each: usize) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let all = copies(cluster, topic);
+        let synced = (0..partitions).all(|p| {
+            let of_p: Vec<(i64, i64)> = all
+                .iter()
+                .filter(|((_, i), _)| *i == p)
+                .map(|(_, v)| *v)
+                .collect();
+            of_p.len() == copies_each
+                && of_p
+                    .iter()
+                    .all(|(leo, hw)| (leo, hw) == (&of_p[0].0, &of_p[0].0))
+        });
+        if synced {
+            return;
+        }
+        assert!(Instant::now() < deadline, "copies never converged: {all:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn followers_replicate_and_acks_all_waits_for_the_isr() {
+    let mut cluster = Cluster::start(3).await;
+    let results = admin(&cluster.bootstrap(0))
+        .create_topics(
+            &[NewTopic::new("replicated", 3, TopicReplication::Fixed(3))
+                .set("min.insync.replicas", "2")],
+            &AdminOptions::new(),
+        )
+        .await
+        .expect("create_topics");
+    for r in results {
+        r.expect("created");
+    }
+    let sent = produce(&cluster.all_bootstrap(), "replicated", 300).await;
+    // acks=all answered only once the ISR had each batch: every copy is complete already or
+    // becomes so (a follower's high watermark trails the leader's by one fetch).
+    wait_in_sync(&cluster, "replicated", 3, 3).await;
+    let total: i64 = (0..3)
+        .map(|p| copies(&cluster, "replicated")[&(1, p)].0)
+        .sum();
+    assert_eq!(total, 300);
+    let got = consume_all(&cluster.bootstrap(1), "replicated", 3, 300);
+    let mut all: Vec<String> = got.values().flatten().cloned().collect();
+    all.sort();
+    assert_eq!(all, sent);
+
+    // A follower stops: it leaves the ISR of the partitions led elsewhere after
+    // replica.lag.time.max.ms, and acks=all writes to them go on with the two left (>=
+    // min.insync.replicas); back, it catches up and rejoins the ISR.
+    let (leaders, _) = metadata(&cluster.bootstrap(0), "replicated");
+    let stopped = 3;
+    cluster
+        .down(usize::try_from(stopped - 1).expect("index"))
+        .await;
+    let p = producer(&cluster.bootstrap(0), &[("acks", "all")]);
+    let mut more = 0;
+    for (partition, leader) in &leaders {
+        if *leader == stopped {
+            continue;
+        }
+        for i in 0..50 {
+            let value = format!("late{i:03}");
+            p.send(
+                FutureRecord::to("replicated")
+                    .partition(*partition)
+                    .key(&value)
+                    .payload(&value),
+                Duration::from_secs(30),
+            )
+            .await
+            .map_err(|(e, _)| e)
+            .expect("delivered while a follower is down");
+            more += 1;
+        }
+    }
+    assert_eq!(more, 100);
+    let image = cluster.running(0).broker.controller.image();
+    for (partition, leader) in &leaders {
+        if *leader != stopped {
+            let isr = &image
+                .partition("replicated", *partition)
+                .expect("partition")
+                .isr;
+            assert!(
+                !isr.contains(&stopped),
+                "partition {partition}: ISR {isr:?} kept the stopped broker"
+            );
+        }
+    }
+    cluster
+        .up(&[usize::try_from(stopped - 1).expect("index")])
+        .await;
+    wait_in_sync(&cluster, "replicated", 3, 3).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let image = cluster.running(0).broker.controller.image();
+        let topic = image.topic("replicated").expect("topic");
+        if topic.partitions.iter().all(|p| p.isr.len() == 3) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the returning follower did not rejoin the ISR: {:?}",
+            topic.partitions
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let total: i64 = (0..3)
+        .map(|p| copies(&cluster, "replicated")[&(stopped, p)].0)
+        .sum();
+    assert_eq!(total, 400, "the returning follower caught up");
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acks_all_is_refused_below_min_insync_replicas() {
+    let cluster = Cluster::start(3).await;
+    let results =
+        admin(&cluster.bootstrap(0))
+            .create_topics(
+                &[NewTopic::new("thin", 1, TopicReplication::Fixed(1))
+                    .set("min.insync.replicas", "2")],
+                &AdminOptions::new(),
+            )
+            .await
+            .expect("create_topics");
+    for r in results {
+        r.expect("created");
+    }
+    let strict = producer(
+        &cluster.bootstrap(0),
+        &[("acks", "all"), ("message.timeout.ms", "2000")],
+    );
+    let refused = strict
+        .send(
+            FutureRecord::to("thin").key("k").payload("v"),
+            Duration::from_secs(10),
+        )
+        .await;
+    match refused {
+        Err((rdkafka::error::KafkaError::MessageProduction(code), _)) => assert!(
+            matches!(
+                code,
+                RDKafkaErrorCode::NotEnoughReplicas | RDKafkaErrorCode::MessageTimedOut
+            ),
+            "{code:?}"
+        ),
+        other => {
+            panic!("acks=all accepted with an ISR of 1 under min.insync.replicas=2: {other:?}")
+        }
+    }
+    // acks=1 does not ask for the ISR.
+    let relaxed = producer(&cluster.bootstrap(0), &[("acks", "1")]);
+    relaxed
+        .send(
+            FutureRecord::to("thin").key("k").payload("v"),
+            Duration::from_secs(10),
+        )
+        .await
+        .map_err(|(e, _)| e)
+        .expect("acks=1 delivered");
+    cluster.shutdown().await;
+}
+
+/// Acknowledged records: (partition, offset) -> value.
+type Acked = std::sync::Arc<std::sync::Mutex<BTreeMap<(i32, i64), String>>>;
+
+/// Produces with acks=all until `stop`, one record at a time round-robin over `partitions`,
+/// recording every acknowledgement.
+fn keep_producing(
+    bootstrap: String,
+    topic: &'static str,
+    partitions: i32,
+    acked: Acked,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> tokio::task::JoinHandle<usize> {
+    tokio::spawn(async move {
+        let p = producer(
+            &bootstrap,
+            &[
+                ("acks", "all"),
+                ("message.timeout.ms", "60000"),
+                ("retry.backoff.ms", "100"),
+            ],
+        );
+        let mut failures = 0;
+        let mut i = 0u64;
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            let value = format!("r{i:06}");
+            let partition = (i % partitions as u64) as i32;
+            match p
+                .send(
+                    FutureRecord::to(topic)
+                        .partition(partition)
+                        .key(&value)
+                        .payload(&value),
+                    Duration::from_secs(60),
+                )
+                .await
+            {
+                Ok(delivery) => {
+                    acked
+                        .lock()
+                        .expect("lock")
+                        .insert((delivery.partition, delivery.offset), value);
+                }
+                Err((e, _)) => {
+                    failures += 1;
+                    eprintln!("produce failed (not acknowledged, so not checked): {e}");
+                }
+            }
+            i += 1;
+        }
+        failures
+    })
+}
+
+/// Every acknowledged record is in the log at its offset, as a consumer reads it afterwards.
+fn check_acknowledged(bootstrap: &str, topic: &str, partitions: i32, acked: &Acked) {
+    let acked = acked.lock().expect("lock").clone();
+    let consumer = assigned_consumer(bootstrap, topic, partitions);
+    let mut read: BTreeMap<(i32, i64), String> = BTreeMap::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline && !acked.keys().all(|k| read.contains_key(k)) {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+            let value = String::from_utf8(m.payload().unwrap_or_default().to_vec()).expect("utf8");
+            read.insert((m.partition(), m.offset()), value);
+        }
+    }
+    let mut lost = Vec::new();
+    for (key, value) in &acked {
+        if read.get(key) != Some(value) {
+            lost.push((key, value, read.get(key)));
+        }
+    }
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged records lost or changed, e.g. {:?}",
+        lost.len(),
+        &lost[..lost.len().min(5)]
+    );
+    for p in 0..partitions {
+        let offsets: Vec<i64> = read
+            .keys()
+            .filter(|(q, _)| *q == p)
+            .map(|(_, o)| *o)
+            .collect();
+        assert!(
+            offsets.windows(2).all(|w| w[0] < w[1]),
+            "partition {p} out of order"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn losing_a_partition_leader_moves_leadership_and_loses_no_acknowledged_record() {
+    let mut cluster = Cluster::start(3).await;
+    let results = admin(&cluster.bootstrap(0))
+        .create_topics(
+            &[NewTopic::new("durable", 3, TopicReplication::Fixed(3))
+                .set("min.insync.replicas", "2")],
+            &AdminOptions::new(),
+        )
+        .await
+        .expect("create_topics");
+    for r in results {
+        r.expect("created");
+    }
+    let acked: Acked = Default::default();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = keep_producing(
+        cluster.all_bootstrap(),
+        "durable",
+        3,
+        acked.clone(),
+        stop.clone(),
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    // The leader of partition 0 goes away: the controller fences it after the session timeout
+    // and another ISR member takes over; the producer carries on.
+    let (leaders, _) = metadata(&cluster.bootstrap(0), "durable");
+    let victim = leaders[&0];
+    let victim_index = usize::try_from(victim - 1).expect("index");
+    let before = acked.lock().expect("lock").len();
+    cluster.down(victim_index).await;
+    let survivor = (0..3).find(|i| *i != victim_index).expect("survivor");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let image = cluster.running(survivor).broker.controller.image();
+        let p0 = image.partition("durable", 0).expect("partition").clone();
+        if p0.leader != victim && p0.leader >= 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no new leader for partition 0: {p0:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while acked.lock().expect("lock").len() < before + 60 {
+        assert!(
+            Instant::now() < deadline,
+            "producing did not resume after the failover"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // It comes back as a follower, cuts whatever it had that the new leader does not, and
+    // catches up.
+    cluster.up(&[victim_index]).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let failures = writer.await.expect("writer");
+    eprintln!(
+        "acknowledged {} records, {failures} sends failed",
+        acked.lock().expect("lock").len()
+    );
+    wait_in_sync(&cluster, "durable", 3, 3).await;
+    check_acknowledged(&cluster.bootstrap(survivor), "durable", 3, &acked);
     cluster.shutdown().await;
 }

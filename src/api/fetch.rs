@@ -13,6 +13,11 @@
 //!   consumer's long poll never delays a shutdown.
 //! - Fetch sessions (KIP-227, v7+) are declined: every response carries session id 0, which
 //!   tells the client to keep sending full fetch requests.
+//! - Followers (a `replica_id`, in `replica_state` from v15) read up to the log end rather than
+//!   the high watermark, their fetch offset tells the leader how far their copy goes (which
+//!   moves the high watermark), and their long polls wake on appends. A follower whose
+//!   `last_fetched_epoch` (v12+) does not end where its fetch offset says gets the
+//!   `diverging_epoch` where this log's history of that epoch ends (KIP-320) and no records.
 //! - `read_committed` reads stop at the last stable offset (equal to the high watermark until
 //!   transactions land) and carry an empty aborted-transactions list.
 
@@ -21,7 +26,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::future::select_all;
 use kafka_protocol::messages::fetch_request::FetchTopic;
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::fetch_response::{
+    EpochEndOffset, FetchableTopicResponse, PartitionData,
+};
 use kafka_protocol::messages::{FetchRequest, FetchResponse, ResponseKind};
 use kafka_protocol::protocol::VersionRange;
 use kafka_protocol::ResponseError;
@@ -62,9 +69,11 @@ pub fn handle(ctx: RequestContext, req: FetchRequest) -> Reply {
             .min(ctx.broker.config.fetch_max_wait_ms_max()),
     );
     let read_committed = req.isolation_level == 1;
+    let follower = follower_of(&req, version);
     let topics = req.topics;
 
-    let (response, bytes, has_error) = read_all(&ctx, &topics, response_max_bytes, read_committed);
+    let (response, bytes, has_error) =
+        read_all(&ctx, &topics, response_max_bytes, read_committed, follower);
     if bytes >= min_bytes || has_error || max_wait.is_zero() {
         return Reply::Ready(ResponseKind::Fetch(response));
     }
@@ -76,7 +85,12 @@ pub fn handle(ctx: RequestContext, req: FetchRequest) -> Reply {
             for p in &topic.partitions {
                 if let Some(name) = name.as_deref() {
                     if let Ok(partition) = ctx.broker.replicas.leader_partition(name, p.partition) {
-                        watchers.push(partition.subscribe_high_watermark());
+                        // A follower waits for new records, a consumer for committed ones.
+                        watchers.push(if follower.is_some() {
+                            partition.subscribe_log_end()
+                        } else {
+                            partition.subscribe_high_watermark()
+                        });
                     }
                 }
             }
@@ -86,7 +100,7 @@ pub fn handle(ctx: RequestContext, req: FetchRequest) -> Reply {
             // Read again now that the watchers are subscribed: a record appended between phase
             // one's read and the subscriptions would otherwise wake nobody.
             let (response, bytes, has_error) =
-                read_all(&ctx, &topics, response_max_bytes, read_committed);
+                read_all(&ctx, &topics, response_max_bytes, read_committed, follower);
             let stopping = *shutdown.borrow_and_update();
             if bytes >= min_bytes
                 || has_error
@@ -131,13 +145,26 @@ fn topic_name(ctx: &RequestContext, topic: &FetchTopic, version: i16) -> Option<
     }
 }
 
+/// The broker a follower fetch comes from (`replica_id`, in `replica_state` from v15), or
+/// `None` for a consumer.
+fn follower_of(req: &FetchRequest, version: i16) -> Option<i32> {
+    let id = if version >= 15 {
+        req.replica_state.replica_id.0
+    } else {
+        req.replica_id.0
+    };
+    (id >= 0).then_some(id)
+}
+
 /// Reads every requested partition once. Returns the response, the record bytes in it, and
-/// whether any partition has an error.
+/// whether any partition has an error. A follower's fetch offset is its log end: recording it
+/// may move the high watermark, and it reads up to the log end.
 fn read_all(
     ctx: &RequestContext,
     topics: &[FetchTopic],
     response_max_bytes: usize,
     read_committed: bool,
+    follower: Option<i32>,
 ) -> (FetchResponse, usize, bool) {
     let version = ctx.version;
     let mut remaining = response_max_bytes;
@@ -188,7 +215,42 @@ fn read_all(
             }
             let partition_max = usize::try_from(p.partition_max_bytes.max(0)).unwrap_or(0);
             let max_bytes = partition_max.min(remaining);
-            match partition.read(p.fetch_offset, max_bytes, first_data) {
+            if follower.is_some() && version >= 12 && p.last_fetched_epoch >= 0 {
+                // KIP-320: does the follower's log agree with this one up to its fetch offset?
+                let diverging = match partition.log().end_offset_for_epoch(p.last_fetched_epoch) {
+                    Some((epoch, end))
+                        if epoch == p.last_fetched_epoch && end >= p.fetch_offset =>
+                    {
+                        None
+                    }
+                    Some((epoch, end)) => Some((epoch, end)),
+                    None => Some((-1, -1)),
+                };
+                if let Some((epoch, end_offset)) = diverging {
+                    data.diverging_epoch = EpochEndOffset::default()
+                        .with_epoch(epoch)
+                        .with_end_offset(end_offset);
+                    data.high_watermark = partition.high_watermark();
+                    data.last_stable_offset = data.high_watermark;
+                    data.log_start_offset = partition.log().log_start_offset();
+                    // Answer at once: the follower must truncate before it fetches again.
+                    has_error = true;
+                    partitions.push(data);
+                    continue;
+                }
+            }
+            let read = match follower {
+                Some(id) => {
+                    partition.record_follower_fetch(
+                        id,
+                        p.fetch_offset,
+                        crate::replica::manager::now_ms(),
+                    );
+                    partition.read_for_follower(p.fetch_offset, max_bytes)
+                }
+                None => partition.read(p.fetch_offset, max_bytes, first_data),
+            };
+            match read {
                 Ok(read) => {
                     data.high_watermark = read.high_watermark;
                     data.last_stable_offset = read.last_stable_offset;

@@ -79,9 +79,16 @@ pub async fn handle(ctx: &RequestContext, req: MetadataRequest) -> MetadataRespo
     }
 
     let image = broker.controller.image();
+    // Fenced brokers (missed heartbeats) are left out, as Kafka leaves them out.
     let brokers = image
         .brokers
         .values()
+        .filter(|b| {
+            !image
+                .registrations
+                .get(&b.node_id)
+                .is_some_and(|r| r.fenced)
+        })
         .map(|b| {
             let mut entry = MetadataResponseBroker::default()
                 .with_node_id(BrokerId(b.node_id))

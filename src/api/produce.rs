@@ -3,8 +3,11 @@
 //! Phase one (in arrival order on the connection): validate `acks`, resolve each topic (by name,
 //! or by id from v13), and append each partition's batch to its log, which validates it (magic
 //! 2, length, CRC-32C, record count, `max.message.bytes`) and assigns offsets. Phase two waits
-//! for what the acknowledgement promises (today: the fsync when `flush.messages` asks for one;
-//! with the cluster issue, the ISR for acks=all) and builds the response. acks=0 gets no
+//! for what the acknowledgement promises (the fsync when `flush.messages` asks for one; for
+//! acks=all, the high watermark passing the batch, i.e. every in-sync replica holding it, within
+//! the request's `timeout_ms`, else REQUEST_TIMED_OUT) and builds the response. acks=all is
+//! refused with NOT_ENOUGH_REPLICAS before appending when the ISR is smaller than
+//! `min.insync.replicas`. acks=0 gets no
 //! response at all, as in Kafka.
 //!
 //! Errors are per partition; one bad partition does not fail the others. A compacted topic
@@ -35,6 +38,8 @@ struct Appended {
     response: PartitionProduceResponse,
     /// Offset the fsync must pass before the response may go out.
     flush_to: Option<(Arc<Partition>, i64)>,
+    /// acks=all: offset the high watermark must reach (the ISR has the batch).
+    replicate_to: Option<(Arc<Partition>, i64)>,
 }
 
 /// Phase one of Produce.
@@ -69,6 +74,7 @@ pub fn handle(ctx: RequestContext, req: ProduceRequest) -> Reply {
             let error = |code: i16, message: Option<String>| Appended {
                 response: partition_response(version, index, code, message),
                 flush_to: None,
+                replicate_to: None,
             };
             if !valid_acks {
                 partitions.push(error(ResponseError::InvalidRequiredAcks.code(), None));
@@ -112,6 +118,17 @@ pub fn handle(ctx: RequestContext, req: ProduceRequest) -> Reply {
                 ));
                 continue;
             }
+            if acks == -1 {
+                if let Err((isr, min)) = partition.check_min_isr() {
+                    partitions.push(error(
+                        ResponseError::NotEnoughReplicas.code(),
+                        Some(format!(
+                            "the ISR has {isr} member(s), min.insync.replicas is {min}"
+                        )),
+                    ));
+                    continue;
+                }
+            }
             match partition.append_as_leader(records, now) {
                 Ok(info) => {
                     let mut response = partition_response(version, index, 0, None)
@@ -129,7 +146,14 @@ pub fn handle(ctx: RequestContext, req: ProduceRequest) -> Reply {
                     let flush_to = info
                         .flush_needed
                         .then(|| (partition.clone(), info.last_offset + 1));
-                    partitions.push(Appended { response, flush_to });
+                    let replicate_to = (acks == -1
+                        && partition.high_watermark() <= info.last_offset)
+                        .then(|| (partition.clone(), info.last_offset + 1));
+                    partitions.push(Appended {
+                        response,
+                        flush_to,
+                        replicate_to,
+                    });
                 }
                 Err(e) => {
                     tracing::debug!(topic = %topic.name, partition = index, error = %e, "produce refused");
@@ -161,15 +185,37 @@ pub fn handle(ctx: RequestContext, req: ProduceRequest) -> Reply {
         return Reply::NoResponse;
     }
 
-    let needs_wait = topics
-        .iter()
-        .any(|(_, p)| p.iter().any(|a| a.flush_to.is_some()));
+    let needs_wait = topics.iter().any(|(_, p)| {
+        p.iter()
+            .any(|a| a.flush_to.is_some() || a.replicate_to.is_some())
+    });
+    let timeout =
+        std::time::Duration::from_millis(u64::try_from(req.timeout_ms.max(0)).unwrap_or(0));
     if !needs_wait {
         return Reply::Ready(ResponseKind::Produce(build(topics)));
     }
     Reply::Deferred(Box::pin(async move {
+        let deadline = tokio::time::Instant::now() + timeout;
         for (_, partitions) in topics.iter_mut() {
             for appended in partitions.iter_mut() {
+                if let Some((partition, offset)) = appended.replicate_to.take() {
+                    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                    if !partition.wait_high_watermark(offset, left).await {
+                        // As Kafka: the batch stays in the leader's log, the producer hears
+                        // that the ISR did not confirm it in time.
+                        appended.response.error_code = ResponseError::RequestTimedOut.code();
+                        appended.response.base_offset = -1;
+                        continue;
+                    }
+                    if partition.check_min_isr().is_err() {
+                        // The ISR shrank below min.insync.replicas while waiting: the batch is
+                        // in the log but not as safe as acks=all promises.
+                        appended.response.error_code =
+                            ResponseError::NotEnoughReplicasAfterAppend.code();
+                        appended.response.base_offset = -1;
+                        continue;
+                    }
+                }
                 if let Some((partition, offset)) = appended.flush_to.take() {
                     if let Err(e) = partition.flush_to(offset).await {
                         tracing::error!(topic = partition.topic(), partition = partition.index(), error = %e, "fsync failed; produce not acknowledged");

@@ -191,6 +191,9 @@ impl Controller {
     /// partition its preferred leader.
     pub async fn create_topic(&self, spec: CreateTopicSpec) -> Result<TopicInfo, ControllerError> {
         let _guard = self.write_lock.lock().await;
+        // Validate against everything committed so far (the live brokers, the topics), not
+        // against what this broker happens to have applied.
+        self.quorum.barrier().await?;
         let current = self.image();
         validate_topic_name(&spec.name).map_err(ControllerError::InvalidTopic)?;
         if current.topics.contains_key(&spec.name) {
@@ -299,6 +302,7 @@ impl Controller {
             return Err(ControllerError::DeletionDisabled);
         }
         let _guard = self.write_lock.lock().await;
+        self.quorum.barrier().await?;
         let topic = self
             .image()
             .topic(name)
@@ -316,6 +320,45 @@ impl Controller {
         }
         tracing::info!(topic = %name, "deleted topic");
         Ok(topic)
+    }
+
+    /// Asks for a partition's ISR to become `isr` (the leader's AlterPartition). Refused as
+    /// stale when the partition changed since `partition_epoch`.
+    pub async fn change_isr(
+        &self,
+        topic_id: Uuid,
+        partition: i32,
+        partition_epoch: i32,
+        isr: Vec<i32>,
+    ) -> Result<(), ControllerError> {
+        let committed = self
+            .quorum
+            .propose(MetadataCommand::ChangePartition {
+                topic_id,
+                partition,
+                expected_partition_epoch: partition_epoch,
+                leader: None,
+                isr: Some(isr),
+            })
+            .await?;
+        match committed.applied {
+            Applied::Rejected(why) => Err(why.into()),
+            _ => Ok(()),
+        }
+    }
+
+    /// Fences (`fenced`) or unfences a broker: a fenced broker leads nothing and leaves the
+    /// ISRs it is not the last member of; partitions it led move within their ISR.
+    pub async fn set_fenced(&self, node_id: i32, fenced: bool) -> Result<(), ControllerError> {
+        let command = if fenced {
+            MetadataCommand::FenceBroker { node_id }
+        } else {
+            MetadataCommand::UnfenceBroker { node_id }
+        };
+        match self.quorum.propose(command).await?.applied {
+            Applied::Rejected(why) => Err(why.into()),
+            _ => Ok(()),
+        }
     }
 
     /// Stops this broker's voter.

@@ -147,7 +147,7 @@ impl GroupService {
 
     /// Begins loading every `__consumer_offsets` partition this broker leads and does not host
     /// yet, and queues them for [`GroupService::load_pending`]; until it has replayed them, their
-    /// groups answer `COORDINATOR_LOAD_IN_PROGRESS`.
+    /// groups answer `COORDINATOR_LOAD_IN_PROGRESS`. Unloads the partitions it no longer leads.
     pub fn host_led_partitions(&self) {
         let led: Vec<i32> = self
             .inner
@@ -160,6 +160,24 @@ impl GroupService {
         let mut state = self.inner.lock();
         if state.stopped {
             return;
+        }
+        // Partitions whose leadership moved away: their groups go (pending joins and syncs get
+        // NOT_COORDINATOR, clients look the coordinator up again).
+        let lost: Vec<i32> = state
+            .hosted
+            .iter()
+            .copied()
+            .filter(|p| !led.contains(p))
+            .collect();
+        for partition in lost {
+            state.hosted.remove(&partition);
+            state.to_load.retain(|p| *p != partition);
+            tracing::info!(
+                partition,
+                "no longer leading this __consumer_offsets partition: unloading its groups"
+            );
+            let output = state.coordinator.unload(partition);
+            self.inner.dispatch(&mut state, output);
         }
         for partition in led {
             if state.hosted.insert(partition) {

@@ -38,6 +38,7 @@ use tracing::{debug, error, warn};
 
 use super::batch::{self, NO_TIMESTAMP};
 use super::cleaner::{self, Cleanable, CompactionSettings, CompactionStats};
+use super::leader_epoch::LeaderEpochCache;
 use super::segment::{
     self, lock, read_lock, sync_dir, write_lock, AppendBatch, Segment, INDEX_FILE_SUFFIX,
     LOG_FILE_SUFFIX, SEGMENT_BYTES_MAX, TIME_INDEX_FILE_SUFFIX,
@@ -219,6 +220,9 @@ pub struct PartitionLog {
     cleaner_lock: Mutex<()>,
     /// Set by close and delete: a running compaction stops at the next batch.
     cleaner_abort: AtomicBool,
+    /// Which leader epoch began where (`leader-epoch-checkpoint`), kept by every append and
+    /// truncation.
+    epochs: Mutex<LeaderEpochCache>,
 }
 
 impl PartitionLog {
@@ -371,11 +375,67 @@ impl PartitionLog {
             first_dirty_offset: AtomicI64::new(-1),
             cleaner_lock: Mutex::new(()),
             cleaner_abort: AtomicBool::new(false),
+            epochs: Mutex::new(LeaderEpochCache::new()),
         };
         if created || cut_from.is_some() {
             sync_dir(&log.dir)?;
         }
+        log.load_epochs()?;
         Ok(log)
+    }
+
+    /// Loads the leader epoch checkpoint, drops what a recovery cut off, and rebuilds it from
+    /// the batches' leader epochs when it is missing or unreadable for a non-empty log.
+    fn load_epochs(&self) -> Result<(), LogError> {
+        let log_end = self.log_end_offset();
+        let mut cache = LeaderEpochCache::load(&self.dir).unwrap_or_default();
+        let mut changed = cache.truncate_from_end(log_end);
+        if cache.entries().is_empty() && log_end > self.log_start_offset() {
+            let max_bytes = self.config().max_message_bytes.max(1 << 20) as usize;
+            let mut offset = self.log_start_offset();
+            while offset < log_end {
+                let chunk = self.read(offset, 1 << 20, log_end, true)?;
+                if chunk.is_empty() {
+                    break;
+                }
+                for batch in batch::validate_all_stored(chunk, max_bytes)? {
+                    let header = batch.header();
+                    cache.assign(header.partition_leader_epoch(), header.base_offset());
+                    offset = header.next_offset();
+                }
+            }
+            changed = true;
+            debug!(dir = %self.dir.display(), entries = cache.entries().len(), "rebuilt the leader epoch cache");
+        }
+        if changed {
+            cache
+                .store(&self.dir)
+                .map_err(|e| LogError::Io(io::Error::other(e.to_string())))?;
+        }
+        *lock(&self.epochs) = cache;
+        Ok(())
+    }
+
+    /// Records that `epoch` wrote from `start_offset` and persists the cache if that is new.
+    fn note_epoch(&self, epoch: i32, start_offset: i64) -> Result<(), LogError> {
+        let mut cache = lock(&self.epochs);
+        if cache.assign(epoch, start_offset) {
+            cache
+                .store(&self.dir)
+                .map_err(|e| LogError::Io(io::Error::other(e.to_string())))?;
+        }
+        Ok(())
+    }
+
+    /// The latest leader epoch that wrote to this log, if any.
+    pub fn latest_epoch(&self) -> Option<i32> {
+        lock(&self.epochs).latest_epoch()
+    }
+
+    /// Kafka's `endOffsetForEpoch`: the largest epoch `<= epoch` this log knows and the offset
+    /// where it ended (the log end for the latest). `None` when `epoch` is older than all.
+    pub fn end_offset_for_epoch(&self, epoch: i32) -> Option<(i32, i64)> {
+        lock(&self.epochs).end_offset_for(epoch, self.log_end_offset())
     }
 
     /// The partition directory.
@@ -494,6 +554,7 @@ impl PartitionLog {
                 .ok_or_else(|| LogError::corrupt("offset overflow"))?;
             write.assign_offsets(base_offset, leader_epoch);
         }
+        self.note_epoch(leader_epoch, self.log_end_offset())?;
         let mut info = self.append_locked(&mut state, &config, &writes, now_ms)?;
         if log_append_time {
             info.log_append_time_ms = now_ms;
@@ -544,6 +605,10 @@ impl PartitionLog {
             }
             expected = header.next_offset();
             writes.push(AppendBatch::unchanged(batch));
+        }
+        for batch in &batches {
+            let header = batch.header();
+            self.note_epoch(header.partition_leader_epoch(), header.base_offset())?;
         }
         // Replicated batches keep their own timestamps; the clock only ages the segment.
         let now_ms = writes
@@ -945,6 +1010,14 @@ impl PartitionLog {
         // `maybeTruncateCheckpoint`); -1 (never cleaned) stays.
         self.first_dirty_offset
             .fetch_min(self.log_end_offset(), Ordering::AcqRel);
+        {
+            let mut cache = lock(&self.epochs);
+            if cache.truncate_from_end(self.log_end_offset()) {
+                cache
+                    .store(&self.dir)
+                    .map_err(|e| LogError::Io(io::Error::other(e.to_string())))?;
+            }
+        }
         sync_dir(&self.dir)?;
         debug!(
             dir = %self.dir.display(),
@@ -1826,6 +1899,36 @@ mod tests {
                 .base_offset,
             bases[1]
         );
+    }
+
+    #[test]
+    fn the_leader_epoch_cache_follows_appends_truncations_and_reopens() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = open(dir.path(), small_config(), 0);
+        for _ in 0..5 {
+            log.append(batch(0, 2, 1), 1, 0).expect("append");
+        }
+        for _ in 0..5 {
+            log.append(batch(0, 2, 1), 1, 3).expect("append");
+        }
+        assert_eq!(log.latest_epoch(), Some(3));
+        assert_eq!(log.end_offset_for_epoch(0), Some((0, 10)));
+        assert_eq!(log.end_offset_for_epoch(2), Some((0, 10)));
+        assert_eq!(log.end_offset_for_epoch(3), Some((3, 20)));
+        log.truncate_to(8).expect("truncate");
+        assert_eq!(log.latest_epoch(), Some(0));
+        assert_eq!(log.end_offset_for_epoch(5), Some((0, 8)));
+        log.append(batch(0, 2, 1), 1, 4).expect("append");
+        drop(log);
+        let log = open(dir.path(), small_config(), 0);
+        assert_eq!(log.end_offset_for_epoch(0), Some((0, 8)));
+        assert_eq!(log.end_offset_for_epoch(4), Some((4, 10)));
+        drop(log);
+        // Without its checkpoint the cache is rebuilt from the batches.
+        std::fs::remove_file(dir.path().join("leader-epoch-checkpoint")).expect("remove");
+        let log = open(dir.path(), small_config(), 0);
+        assert_eq!(log.end_offset_for_epoch(0), Some((0, 8)));
+        assert_eq!(log.latest_epoch(), Some(4));
     }
 
     #[test]

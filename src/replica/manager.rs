@@ -20,9 +20,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use uuid::Uuid;
 
-use super::partition::Partition;
+use super::partition::{Assignment, Partition};
 use super::ReplicaError;
-use crate::cluster::MetadataImage;
+use crate::cluster::{MetadataImage, PartitionInfo};
 use crate::config::BrokerConfig;
 use crate::log::{CompactionOutcome, CompactionSettings, LogError, LogManager};
 
@@ -150,6 +150,23 @@ impl ReplicaManager {
         self.node_id
     }
 
+    /// The hosted partitions that `leader` leads and this broker follows.
+    pub fn followed_from(&self, leader: i32) -> Vec<Arc<Partition>> {
+        self.all_partitions()
+            .into_iter()
+            .filter(|p| p.leader() == leader && leader != self.node_id)
+            .collect()
+    }
+
+    /// The brokers that lead a partition this broker follows.
+    pub fn leaders_followed(&self) -> std::collections::BTreeSet<i32> {
+        self.all_partitions()
+            .iter()
+            .map(|p| p.leader())
+            .filter(|l| *l >= 0 && *l != self.node_id)
+            .collect()
+    }
+
     /// Every hosted partition.
     pub fn all_partitions(&self) -> Vec<Arc<Partition>> {
         self.partitions
@@ -164,14 +181,16 @@ impl ReplicaManager {
             .reconcile_lock
             .lock()
             .map_err(|_| LogError::Io(std::io::Error::other("reconcile lock poisoned")))?;
-        let mut wanted: BTreeMap<PartitionKey, (Uuid, i32, i32)> = BTreeMap::new();
+        let mut wanted: BTreeMap<PartitionKey, (Uuid, &PartitionInfo, usize)> = BTreeMap::new();
         for topic in image.topics.values() {
+            let min_insync = topic
+                .configs
+                .get("min.insync.replicas")
+                .and_then(|v| v.parse::<usize>().ok())
+                .unwrap_or(1);
             for p in &topic.partitions {
                 if p.replicas.contains(&self.node_id) {
-                    wanted.insert(
-                        (topic.name.clone(), p.index),
-                        (topic.id, p.leader, p.leader_epoch),
-                    );
+                    wanted.insert((topic.name.clone(), p.index), (topic.id, p, min_insync));
                 }
             }
         }
@@ -193,7 +212,7 @@ impl ReplicaManager {
             tracing::info!(topic = %key.0, partition = key.1, "removed partition data");
         }
         // Open or create what is wanted; apply config changes to what is open.
-        for ((topic, index), (topic_id, leader, leader_epoch)) in wanted {
+        for ((topic, index), (topic_id, info, min_insync)) in wanted {
             let overrides = image
                 .topic(&topic)
                 .map(|t| t.configs.clone())
@@ -201,8 +220,7 @@ impl ReplicaManager {
             let log_config = self.config.log_config(&overrides);
             if let Some(existing) = self.lock_read()?.get(&(topic.clone(), index)) {
                 existing.log().set_config(log_config);
-                existing.set_leader_epoch(leader_epoch);
-                existing.set_leader(leader);
+                existing.set_assignment(assignment(info, min_insync), now_ms());
                 continue;
             }
             let dir = self.config.data_dir.join(format!("{topic}-{index}"));
@@ -222,10 +240,12 @@ impl ReplicaManager {
                 topic.clone(),
                 topic_id,
                 index,
+                self.node_id,
                 log,
-                leader,
-                leader_epoch,
+                info.leader,
+                info.leader_epoch,
             ));
+            partition.set_assignment(assignment(info, min_insync), now_ms());
             self.lock_write()?.insert((topic, index), partition);
         }
         Ok(())
@@ -395,4 +415,15 @@ fn write_partition_metadata(dir: &std::path::Path, topic_id: Uuid) -> std::io::R
         return Ok(());
     }
     std::fs::write(&path, format!("version: 0\ntopic_id: {topic_id}\n"))
+}
+
+fn assignment(info: &PartitionInfo, min_insync: usize) -> Assignment<'_> {
+    Assignment {
+        leader: info.leader,
+        leader_epoch: info.leader_epoch,
+        partition_epoch: info.partition_epoch,
+        replicas: &info.replicas,
+        isr: &info.isr,
+        min_insync,
+    }
 }

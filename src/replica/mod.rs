@@ -6,10 +6,15 @@
 //!   "which partition is this" for handlers, and runs the periodic log duties (time-based
 //!   roll, retention, `flush.ms`).
 //!
-//! With the cluster issue this layer gains followers, the ISR and the fetcher; handlers already
-//! go through [`ReplicaManager::leader_partition`], which is where NOT_LEADER_OR_FOLLOWER will
-//! come from.
+//! - [`fetcher`]: follower side of replication: one task per leader followed, fetching with
+//!   Kafka's Fetch (a `replica_id`) over the internal listener.
+//!
+//! Handlers go through [`ReplicaManager::leader_partition`], which answers
+//! NOT_LEADER_OR_FOLLOWER for partitions led elsewhere. On the leader, a partition's high
+//! watermark is the smallest log end offset in its ISR (followers report theirs with each
+//! fetch); acks=all waits for it.
 
+pub mod fetcher;
 pub mod manager;
 pub mod partition;
 

@@ -9,8 +9,9 @@
 //! and, if that did not cover it, starts the next. So one fsync covers every batch appended
 //! while the previous fsync ran, and producers never queue one fsync each.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use tokio::sync::watch;
@@ -40,15 +41,72 @@ struct FlushState {
     generation: u64,
 }
 
+/// Who holds copies of the partition, as the metadata says, and (on the leader) how far each
+/// follower has fetched.
+#[derive(Debug, Default)]
+struct Replication {
+    replicas: Vec<i32>,
+    isr: Vec<i32>,
+    min_insync: usize,
+    /// The metadata's partition epoch, sent with ISR changes so stale ones are refused.
+    partition_epoch: i32,
+    /// When this broker last became the leader (followers get that long to show up).
+    leading_since_ms: i64,
+    /// Followers as their fetches report them (leader only).
+    followers: HashMap<i32, FollowerState>,
+}
+
+/// What the leader knows of one follower (Kafka's replica state).
+#[derive(Debug, Default, Clone, Copy)]
+struct FollowerState {
+    /// Its log end offset: the offset of its last fetch.
+    log_end: i64,
+    /// The last time its copy reached the leader's log end as it was then.
+    last_caught_up_ms: i64,
+    /// The leader's log end at its previous fetch, and when that was.
+    last_fetch_leader_log_end: i64,
+    last_fetch_ms: i64,
+}
+
+/// An ISR change a leader wants the controller to make.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IsrChange {
+    /// The new ISR.
+    pub isr: Vec<i32>,
+    /// The partition epoch it is based on.
+    pub partition_epoch: i32,
+}
+
+/// The metadata's view of a partition, as [`Partition::set_assignment`] takes it.
+#[derive(Debug, Clone, Copy)]
+pub struct Assignment<'a> {
+    /// Leader node id (-1: none).
+    pub leader: i32,
+    /// Leader epoch.
+    pub leader_epoch: i32,
+    /// Partition epoch.
+    pub partition_epoch: i32,
+    /// Replicas, preferred leader first.
+    pub replicas: &'a [i32],
+    /// In-sync replicas.
+    pub isr: &'a [i32],
+    /// `min.insync.replicas`.
+    pub min_insync: usize,
+}
+
 /// A partition of a topic, hosted here.
 #[derive(Debug)]
 pub struct Partition {
     topic: String,
     topic_id: Uuid,
     index: i32,
+    node_id: i32,
     log: Arc<PartitionLog>,
     leader: AtomicI32,
     leader_epoch: AtomicI32,
+    replication: Mutex<Replication>,
+    /// The log end offset, published on every append (wakes followers' long polls).
+    log_end: watch::Sender<i64>,
     high_watermark: watch::Sender<i64>,
     flush_state: watch::Sender<FlushState>,
     flush_running: AtomicBool,
@@ -56,17 +114,20 @@ pub struct Partition {
 }
 
 impl Partition {
-    /// Wraps an opened log, led by node `leader` at `leader_epoch`.
+    /// Wraps an opened log hosted by node `node_id`, led by node `leader` at `leader_epoch`.
+    /// Until [`Partition::set_assignment`] says otherwise, this broker is the only replica.
     pub fn new(
         topic: String,
         topic_id: Uuid,
         index: i32,
+        node_id: i32,
         log: Arc<PartitionLog>,
         leader: i32,
         leader_epoch: i32,
     ) -> Partition {
         let log_end_offset = log.log_end_offset();
         let (high_watermark, _) = watch::channel(log_end_offset);
+        let (log_end, _) = watch::channel(log_end_offset);
         let (flush_state, _) = watch::channel(FlushState {
             durable_offset: log.recovery_point(),
             generation: 0,
@@ -75,9 +136,20 @@ impl Partition {
             topic,
             topic_id,
             index,
+            node_id,
             log,
             leader: AtomicI32::new(leader),
             leader_epoch: AtomicI32::new(leader_epoch),
+            replication: Mutex::new(Replication {
+                replicas: vec![node_id],
+                isr: vec![node_id],
+                min_insync: 1,
+                partition_epoch: 0,
+                // Set by the first assignment.
+                leading_since_ms: i64::MIN,
+                followers: HashMap::new(),
+            }),
+            log_end,
             high_watermark,
             flush_state,
             flush_running: AtomicBool::new(false),
@@ -156,18 +228,241 @@ impl Partition {
                 }
             });
         }
-        // Single replica: the leader's log end is the high watermark. The cluster issue moves
-        // this to the ISR's minimum.
+        self.log_end.send_replace(info.last_offset + 1);
+        self.maybe_advance_high_watermark();
+        Ok(info)
+    }
+
+    /// Applies the metadata's view of the partition: its leader and epoch, replicas, ISR and
+    /// `min.insync.replicas`. A new leadership starts with no follower positions.
+    pub fn set_assignment(&self, assignment: Assignment<'_>, now_ms: i64) {
+        let was_leading = self.is_leader();
+        self.leader.store(assignment.leader, Ordering::Release);
+        self.leader_epoch
+            .store(assignment.leader_epoch, Ordering::Release);
+        if let Ok(mut r) = self.replication.lock() {
+            r.replicas = assignment.replicas.to_vec();
+            r.isr = assignment.isr.to_vec();
+            r.min_insync = assignment.min_insync.max(1);
+            r.partition_epoch = assignment.partition_epoch;
+            if !was_leading || assignment.leader != self.node_id || r.leading_since_ms == i64::MIN {
+                r.followers.clear();
+                r.leading_since_ms = now_ms;
+            }
+            r.followers.retain(|f, _| assignment.replicas.contains(f));
+        }
+        self.maybe_advance_high_watermark();
+    }
+
+    /// The ISR change this leader should ask for now, if any: followers in the ISR that have
+    /// not caught up for `lag_max_ms` leave it (Kafka's `replica.lag.time.max.ms`); replicas
+    /// outside it whose copy reached the high watermark join it. The leader itself stays.
+    pub fn isr_change(&self, now_ms: i64, lag_max_ms: i64) -> Option<IsrChange> {
+        if !self.is_leader() {
+            return None;
+        }
+        let high_watermark = self.high_watermark();
+        let r = self.replication.lock().ok()?;
+        let mut isr: Vec<i32> = r
+            .isr
+            .iter()
+            .copied()
+            .filter(|member| {
+                if *member == self.node_id {
+                    return true;
+                }
+                let caught_up = r.followers.get(member).map_or(r.leading_since_ms, |f| {
+                    f.last_caught_up_ms.max(r.leading_since_ms)
+                });
+                now_ms.saturating_sub(caught_up) <= lag_max_ms
+            })
+            .collect();
+        if !isr.contains(&self.node_id) {
+            isr.insert(0, self.node_id);
+        }
+        for replica in &r.replicas {
+            // Only on the strength of a recent fetch: a stopped follower's last position may
+            // still be at the (stuck) high watermark.
+            let caught_up = r.followers.get(replica).is_some_and(|f| {
+                f.log_end >= high_watermark
+                    && now_ms.saturating_sub(f.last_caught_up_ms) <= lag_max_ms
+            });
+            if !isr.contains(replica) && caught_up {
+                isr.push(*replica);
+            }
+        }
+        let mut before = r.isr.clone();
+        let mut after = isr.clone();
+        before.sort_unstable();
+        after.sort_unstable();
+        (before != after).then(|| IsrChange {
+            isr,
+            partition_epoch: r.partition_epoch,
+        })
+    }
+
+    /// Whether this broker leads the partition.
+    pub fn is_leader(&self) -> bool {
+        self.leader() == self.node_id
+    }
+
+    /// The in-sync replicas as the metadata last said.
+    pub fn isr(&self) -> Vec<i32> {
+        self.replication
+            .lock()
+            .map(|r| r.isr.clone())
+            .unwrap_or_default()
+    }
+
+    /// Whether an acks=all produce may append: the ISR has at least `min.insync.replicas`
+    /// members. Returns the ISR size and the minimum when it has not.
+    pub fn check_min_isr(&self) -> Result<(), (usize, usize)> {
+        match self.replication.lock() {
+            Ok(r) if r.isr.len() >= r.min_insync => Ok(()),
+            Ok(r) => Err((r.isr.len(), r.min_insync)),
+            Err(_) => Err((0, 1)),
+        }
+    }
+
+    /// Waits until the high watermark reaches `offset` (every in-sync replica has the records
+    /// below it); false if `timeout` passes first or the partition goes away.
+    pub async fn wait_high_watermark(&self, offset: i64, timeout: std::time::Duration) -> bool {
+        let mut hw = self.high_watermark.subscribe();
+        let reached = match tokio::time::timeout(timeout, hw.wait_for(|hw| *hw >= offset)).await {
+            Ok(Ok(_)) => true,
+            Ok(Err(_)) | Err(_) => false,
+        };
+        reached
+    }
+
+    /// The log end offset; a receiver that changes on every append.
+    pub fn subscribe_log_end(&self) -> watch::Receiver<i64> {
+        self.log_end.subscribe()
+    }
+
+    /// A follower fetched from `offset`: everything below it is in its log. Moves the high
+    /// watermark when that completes the ISR's copies.
+    pub fn record_follower_fetch(&self, follower: i32, offset: i64, now_ms: i64) {
+        let leader_log_end = self.log.log_end_offset();
+        if let Ok(mut r) = self.replication.lock() {
+            if r.replicas.contains(&follower) {
+                let state = r.followers.entry(follower).or_default();
+                // Kafka's rule: caught up now if it has everything; caught up as of its previous
+                // fetch if it has everything the leader had then.
+                if offset >= leader_log_end {
+                    state.last_caught_up_ms = now_ms;
+                } else if offset >= state.last_fetch_leader_log_end && state.last_fetch_ms > 0 {
+                    state.last_caught_up_ms = state.last_caught_up_ms.max(state.last_fetch_ms);
+                }
+                state.log_end = offset;
+                state.last_fetch_leader_log_end = leader_log_end;
+                state.last_fetch_ms = now_ms;
+            }
+        }
+        self.maybe_advance_high_watermark();
+    }
+
+    /// On the leader: the high watermark becomes the smallest log end offset in the ISR (its
+    /// own included), never moving back. Followers take the leader's (see
+    /// [`Partition::append_as_follower`]).
+    fn maybe_advance_high_watermark(&self) {
+        if !self.is_leader() {
+            return;
+        }
+        let own = self.log.log_end_offset();
+        let Ok(r) = self.replication.lock() else {
+            return;
+        };
+        let mut lowest = own;
+        for member in &r.isr {
+            if *member == self.node_id {
+                continue;
+            }
+            // A member whose position is not known yet holds the watermark where it is.
+            let known = r.followers.get(member).map_or(i64::MIN, |f| f.log_end);
+            lowest = lowest.min(known);
+        }
+        drop(r);
         self.high_watermark.send_if_modified(|hw| {
-            let next = info.last_offset + 1;
-            if next > *hw {
-                *hw = next;
+            if lowest > *hw {
+                *hw = lowest;
                 true
             } else {
                 false
             }
         });
-        Ok(info)
+    }
+
+    /// Appends batches fetched from the leader (offsets as the leader assigned them) and takes
+    /// the leader's high watermark, capped at what this log holds.
+    pub fn append_as_follower(
+        &self,
+        records: Bytes,
+        leader_high_watermark: i64,
+    ) -> Result<(), ReplicaError> {
+        if !records.is_empty() {
+            let info = self.log.append_replicated(records)?;
+            self.log_end.send_replace(info.last_offset + 1);
+        }
+        let cap = self.log.log_end_offset().min(leader_high_watermark);
+        self.high_watermark.send_if_modified(|hw| {
+            if cap > *hw {
+                *hw = cap;
+                true
+            } else {
+                false
+            }
+        });
+        Ok(())
+    }
+
+    /// The leader says this copy's history of `epoch` diverges from its own, which ends at
+    /// `leader_end` (KIP-320): cut the log where the two agree (the smaller of the leader's end
+    /// and this log's end of the largest epoch up to `epoch`), so the next fetch continues the
+    /// leader's history. `(-1, -1)`: the leader knows no epoch this old; fall back to the high
+    /// watermark.
+    pub fn truncate_diverging(&self, epoch: i32, leader_end: i64) -> Result<(), ReplicaError> {
+        let log_end = self.log.log_end_offset();
+        let to = if epoch < 0 || leader_end < 0 {
+            self.high_watermark().min(log_end)
+        } else {
+            match self.log.end_offset_for_epoch(epoch) {
+                Some((_, local_end)) => local_end.min(leader_end),
+                None => leader_end.min(log_end),
+            }
+        };
+        if to < log_end {
+            tracing::info!(topic = %self.topic, partition = self.index, from = log_end, to, epoch, "truncating a diverging follower log");
+            self.log.truncate_to(to)?;
+            self.log_end.send_replace(to);
+            self.high_watermark.send_if_modified(|hw| {
+                if *hw > to {
+                    *hw = to;
+                    true
+                } else {
+                    false
+                }
+            });
+        }
+        Ok(())
+    }
+
+    /// Reads for a follower: whole batches from `offset` up to the log end (not the high
+    /// watermark: the follower's copy is what moves it).
+    pub fn read_for_follower(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+    ) -> Result<FetchedData, ReplicaError> {
+        let high_watermark = self.high_watermark();
+        let log_end = self.log.log_end_offset();
+        let records = self.log.read(offset, max_bytes, log_end, true)?;
+        Ok(FetchedData {
+            records,
+            high_watermark,
+            last_stable_offset: high_watermark,
+            log_start_offset: self.log.log_start_offset(),
+        })
     }
 
     /// Waits until every offset below `offset` is on disk (group commit, see the module doc).
@@ -223,5 +518,107 @@ impl Partition {
             last_stable_offset: high_watermark,
             log_start_offset: self.log.log_start_offset(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::log::batch::testing::batch;
+    use crate::log::LogConfig;
+
+    fn partition(dir: &std::path::Path, node_id: i32, leader: i32) -> Partition {
+        let log = PartitionLog::open(dir.to_path_buf(), LogConfig::default(), 0).expect("open");
+        Partition::new(
+            "t".into(),
+            Uuid::nil(),
+            0,
+            node_id,
+            Arc::new(log),
+            leader,
+            0,
+        )
+    }
+
+    /// The old leader wrote two records of epoch 0 that never reached the new leader, which
+    /// has written in epoch 2 since: the leader's answer to "epoch 0 up to offset 12" is that
+    /// epoch 0 ended at 10, and the follower cuts its log there.
+    #[test]
+    fn a_diverging_follower_truncates_to_where_the_leader_history_agrees() {
+        let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let leader = partition(dirs.0.path(), 1, 1);
+        for _ in 0..5 {
+            leader.log().append(batch(0, 2, 1), 1, 0).unwrap();
+        }
+        leader.log().append(batch(0, 5, 1), 1, 2).unwrap();
+        let old = partition(dirs.1.path(), 2, 1);
+        for _ in 0..6 {
+            old.log().append(batch(0, 2, 1), 1, 0).unwrap();
+        }
+        assert_eq!(old.log().log_end_offset(), 12);
+        let (epoch, end) = leader.log().end_offset_for_epoch(0).unwrap();
+        assert_eq!((epoch, end), (0, 10), "epoch 0 ended where epoch 2 began");
+        old.truncate_diverging(epoch, end).unwrap();
+        assert_eq!(old.log().log_end_offset(), 10);
+        assert_eq!(old.log().latest_epoch(), Some(0));
+        // Now its history agrees: epoch 0 ends at its log end, where it fetches from.
+        assert_eq!(leader.log().end_offset_for_epoch(0), Some((0, 10)));
+        let fetched = leader.read_for_follower(10, 1 << 20).unwrap();
+        old.append_as_follower(fetched.records, fetched.high_watermark)
+            .unwrap();
+        assert_eq!(old.log().log_end_offset(), 15);
+        assert_eq!(old.log().latest_epoch(), Some(2));
+    }
+
+    #[test]
+    fn the_high_watermark_is_the_smallest_log_end_in_the_isr() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = Arc::new(partition(dir.path(), 1, 1));
+        p.set_assignment(
+            Assignment {
+                leader: 1,
+                leader_epoch: 0,
+                partition_epoch: 0,
+                replicas: &[1, 2, 3],
+                isr: &[1, 2, 3],
+                min_insync: 2,
+            },
+            0,
+        );
+        p.append_as_leader(batch(0, 4, 1), 1).unwrap();
+        assert_eq!(p.high_watermark(), 0, "no follower has fetched yet");
+        p.record_follower_fetch(2, 4, 10);
+        assert_eq!(p.high_watermark(), 0, "follower 3 has not");
+        p.record_follower_fetch(3, 2, 10);
+        assert_eq!(p.high_watermark(), 2);
+        p.record_follower_fetch(3, 4, 20);
+        assert_eq!(p.high_watermark(), 4);
+        // Follower 3 stops fetching: after the lag limit the leader asks to drop it; follower 2
+        // keeps up and stays.
+        p.append_as_leader(batch(0, 4, 1), 1).unwrap();
+        p.record_follower_fetch(2, 8, 39_000);
+        assert_eq!(p.isr_change(1_000, 30_000), None);
+        let change = p.isr_change(40_000, 30_000).expect("a shrink");
+        assert_eq!(change.isr, vec![1, 2]);
+        p.set_assignment(
+            Assignment {
+                leader: 1,
+                leader_epoch: 0,
+                partition_epoch: 1,
+                replicas: &[1, 2, 3],
+                isr: &[1, 2],
+                min_insync: 2,
+            },
+            40_000,
+        );
+        assert_eq!(p.high_watermark(), 8, "the ISR without 3 has everything");
+        // Back and caught up: it rejoins.
+        p.record_follower_fetch(3, 8, 40_100);
+        assert_eq!(
+            p.isr_change(40_200, 30_000).map(|c| c.isr),
+            Some(vec![1, 2, 3])
+        );
     }
 }

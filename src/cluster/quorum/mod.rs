@@ -21,7 +21,7 @@ pub mod types;
 #[cfg(test)]
 mod tests;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -120,6 +120,7 @@ pub struct Quorum {
     images: watch::Receiver<Arc<MetadataImage>>,
     propose_timeout: Duration,
     retry_backoff: Duration,
+    heartbeats: std::sync::Mutex<HashMap<i32, tokio::time::Instant>>,
 }
 
 impl std::fmt::Debug for Quorum {
@@ -209,6 +210,7 @@ impl Quorum {
             images,
             propose_timeout: config.propose_timeout,
             retry_backoff: config.heartbeat_interval.min(Duration::from_millis(50)),
+            heartbeats: std::sync::Mutex::new(HashMap::new()),
         }))
     }
 
@@ -237,6 +239,134 @@ impl Quorum {
                 RaftReply::InstallSnapshot(self.raft.install_snapshot(r).await)
             }
             RaftRpc::Propose(command) => RaftReply::Propose(self.propose_here(command).await),
+            RaftRpc::ReadIndex => RaftReply::ReadIndex(self.read_index_here().await),
+            RaftRpc::Heartbeat { node_id } => RaftReply::Heartbeat(self.heartbeat_here(node_id)),
+        }
+    }
+
+    fn heartbeat_here(&self, node_id: i32) -> Result<(), ProposeError> {
+        if self.leader() != Some(self.node_id) {
+            return Err(ProposeError::NotLeader {
+                leader: self.leader(),
+            });
+        }
+        if let Ok(mut seen) = self.heartbeats.lock() {
+            seen.insert(node_id, tokio::time::Instant::now());
+        }
+        Ok(())
+    }
+
+    /// Tells the active controller this broker is alive (Kafka's BrokerHeartbeat). Best
+    /// effort: an error means no leader is reachable right now.
+    pub async fn heartbeat(&self) -> Result<(), QuorumError> {
+        let Some(leader) = self.leader() else {
+            return Err(QuorumError::NoLeader(Duration::ZERO));
+        };
+        if leader == self.node_id {
+            return self
+                .heartbeat_here(self.node_id)
+                .map_err(|e| QuorumError::Failed(e.to_string()));
+        }
+        let (Some(to), Some(addr)) = (raft_id(leader), self.voters.get(&leader)) else {
+            return Err(QuorumError::NoLeader(Duration::ZERO));
+        };
+        let from = raft_id(self.node_id).unwrap_or_default();
+        match self
+            .transport
+            .send(
+                from,
+                to,
+                addr,
+                RaftRpc::Heartbeat {
+                    node_id: self.node_id,
+                },
+                self.propose_timeout,
+            )
+            .await
+        {
+            Ok(RaftReply::Heartbeat(Ok(()))) => Ok(()),
+            Ok(RaftReply::Heartbeat(Err(e))) => Err(QuorumError::Failed(e.to_string())),
+            Ok(_) => Err(QuorumError::Failed(
+                "reply does not match the request".into(),
+            )),
+            Err(e) => Err(QuorumError::Failed(e.to_string())),
+        }
+    }
+
+    /// On the active controller: when each broker's last heartbeat arrived (since this voter
+    /// last became leader; earlier ones are forgotten).
+    pub fn heartbeats(&self) -> HashMap<i32, tokio::time::Instant> {
+        self.heartbeats
+            .lock()
+            .map(|h| h.clone())
+            .unwrap_or_default()
+    }
+
+    /// Forgets every heartbeat (a new term as leader starts from scratch).
+    pub fn clear_heartbeats(&self) {
+        if let Ok(mut h) = self.heartbeats.lock() {
+            h.clear();
+        }
+    }
+
+    /// On the leader: confirms leadership with a quorum and returns an index that covers every
+    /// committed command (openraft's linearizable read).
+    async fn read_index_here(&self) -> Result<u64, ProposeError> {
+        match self.raft.ensure_linearizable().await {
+            Ok(read) => Ok(read.map(|l| l.index).unwrap_or(0)),
+            Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(f))) => {
+                Err(ProposeError::NotLeader {
+                    leader: f.leader_id.map(kafka_id),
+                })
+            }
+            Err(RaftError::APIError(e)) => {
+                tracing::debug!(error = %e, "read barrier: no quorum");
+                Err(ProposeError::NotLeader { leader: None })
+            }
+            Err(e) => Err(ProposeError::Failed(e.to_string())),
+        }
+    }
+
+    async fn read_index_at(&self, leader: i32) -> Result<u64, ProposeError> {
+        if leader == self.node_id {
+            return self.read_index_here().await;
+        }
+        let (Some(to), Some(addr)) = (raft_id(leader), self.voters.get(&leader)) else {
+            return Err(ProposeError::NotLeader { leader: None });
+        };
+        let from = raft_id(self.node_id).unwrap_or_default();
+        match self
+            .transport
+            .send(from, to, addr, RaftRpc::ReadIndex, self.propose_timeout)
+            .await
+        {
+            Ok(RaftReply::ReadIndex(result)) => result,
+            Ok(_) => Err(ProposeError::Failed(
+                "reply does not match the request".into(),
+            )),
+            Err(_) => Err(ProposeError::NotLeader { leader: None }),
+        }
+    }
+
+    /// A read barrier: waits until this voter has applied every command committed before the
+    /// call, so a check against [`image`](Quorum::image) sees what any broker had been told.
+    pub async fn barrier(&self) -> Result<(), QuorumError> {
+        let deadline = tokio::time::Instant::now() + self.propose_timeout;
+        loop {
+            let attempt = match self.leader() {
+                Some(leader) => self.read_index_at(leader).await,
+                None => Err(ProposeError::NotLeader { leader: None }),
+            };
+            match attempt {
+                Ok(index) => return self.wait_applied(index, deadline).await,
+                Err(ProposeError::NotLeader { .. }) => {
+                    if tokio::time::Instant::now() >= deadline {
+                        return Err(QuorumError::NoLeader(self.propose_timeout));
+                    }
+                    tokio::time::sleep(self.retry_backoff).await;
+                }
+                Err(ProposeError::Failed(why)) => return Err(QuorumError::Failed(why)),
+            }
         }
     }
 
@@ -386,5 +516,9 @@ fn stopped_reply(rpc: RaftRpc) -> RaftReply {
         RaftRpc::Vote(_) => RaftReply::Vote(Err(RaftError::Fatal(fatal()))),
         RaftRpc::InstallSnapshot(_) => RaftReply::InstallSnapshot(Err(RaftError::Fatal(fatal()))),
         RaftRpc::Propose(_) => RaftReply::Propose(Err(ProposeError::NotLeader { leader: None })),
+        RaftRpc::ReadIndex => RaftReply::ReadIndex(Err(ProposeError::NotLeader { leader: None })),
+        RaftRpc::Heartbeat { .. } => {
+            RaftReply::Heartbeat(Err(ProposeError::NotLeader { leader: None }))
+        }
     }
 }

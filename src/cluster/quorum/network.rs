@@ -47,11 +47,21 @@ pub enum RaftRpc {
     InstallSnapshot(InstallSnapshotRequest<TypeConfig>),
     /// A metadata command for the leader to propose (Kafka forwards to the controller).
     Propose(MetadataCommand),
+    /// Asks the leader for a log index that covers every committed command (a read barrier).
+    ReadIndex,
+    /// A broker's liveness heartbeat to the active controller.
+    Heartbeat {
+        /// The broker.
+        node_id: i32,
+    },
 }
 
 impl RaftRpc {
     fn is_propose(&self) -> bool {
-        matches!(self, RaftRpc::Propose(_))
+        matches!(
+            self,
+            RaftRpc::Propose(_) | RaftRpc::ReadIndex | RaftRpc::Heartbeat { .. }
+        )
     }
 }
 
@@ -80,6 +90,10 @@ pub enum RaftReply {
     InstallSnapshot(Result<InstallSnapshotResponse<u64>, RaftError<u64, InstallSnapshotError>>),
     /// To Propose.
     Propose(Result<Committed, ProposeError>),
+    /// To ReadIndex.
+    ReadIndex(Result<u64, ProposeError>),
+    /// To Heartbeat.
+    Heartbeat(Result<(), ProposeError>),
 }
 
 /// A failure to exchange a message (not an error the remote returned).
@@ -376,6 +390,8 @@ struct MemoryState {
     handlers: HashMap<u64, RpcHandler>,
     /// Directed links that drop everything.
     cut: HashSet<(u64, u64)>,
+    /// Directed links that drop only replication (AppendEntries, snapshots).
+    held: HashSet<(u64, u64)>,
 }
 
 /// Voters in one process, with links that tests can cut.
@@ -424,9 +440,18 @@ impl MemoryNetwork {
         }
     }
 
+    /// Drops replication (AppendEntries and snapshot chunks) from `from` to `to`, and nothing
+    /// else: `to` falls behind while it can still ask `from` things.
+    pub fn hold_appends(&self, from: u64, to: u64) {
+        self.with(|s| s.held.insert((from, to)));
+    }
+
     /// Restores every link.
     pub fn heal(&self) {
-        self.with(|s| s.cut.clear());
+        self.with(|s| {
+            s.cut.clear();
+            s.held.clear();
+        });
     }
 }
 
@@ -439,9 +464,10 @@ impl Transport for MemoryNetwork {
         rpc: RaftRpc,
         timeout: Duration,
     ) -> BoxFuture<'static, Result<RaftReply, TransportError>> {
+        let replication = matches!(rpc, RaftRpc::AppendEntries(_) | RaftRpc::InstallSnapshot(_));
         let target = self
             .with(|s| {
-                if s.cut.contains(&(from, to)) {
+                if s.cut.contains(&(from, to)) || (replication && s.held.contains(&(from, to))) {
                     None
                 } else {
                     s.handlers.get(&to).cloned()

@@ -358,6 +358,35 @@ async fn snapshots_bound_the_log_and_bring_a_lagging_voter_up_to_date() {
     assert_eq!(image.brokers.len(), 1);
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_barrier_waits_until_a_lagging_voter_has_applied_what_was_committed() {
+    let cluster = Cluster::start(1000).await;
+    let leader = cluster.leader().await;
+    let lagging = VOTERS.into_iter().find(|v| *v != leader).unwrap();
+    // The leader's appends stop reaching the lagging voter, which can still ask the leader;
+    // the third voter makes the quorum.
+    cluster
+        .net
+        .hold_appends(raft_id(leader).unwrap(), raft_id(lagging).unwrap());
+    cluster
+        .node(leader)
+        .propose(create_topic("fresh"))
+        .await
+        .unwrap();
+    assert!(cluster.node(lagging).image().topic("fresh").is_none());
+    let net = cluster.net.clone();
+    let heal = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        net.heal();
+    });
+    cluster.node(lagging).barrier().await.unwrap();
+    assert!(
+        cluster.node(lagging).image().topic("fresh").is_some(),
+        "the barrier returned before the committed topic was applied"
+    );
+    heal.await.unwrap();
+}
+
 /// A small deterministic generator for the random schedule.
 struct SplitMix(u64);
 

@@ -824,7 +824,8 @@ fn a_swap_leaves_no_temporary_files_and_survives_reopen() {
     let compacted = rows(&log);
     assert!(names(dir.path()).iter().all(|name| name.ends_with(".log")
         || name.ends_with(".index")
-        || name.ends_with(".timeindex")));
+        || name.ends_with(".timeindex")
+        || name == "leader-epoch-checkpoint"));
     let recovery_point = log.recovery_point();
     drop(log);
     // Unclean reopen (recovers from the recovery point) and clean reopen.

@@ -1,0 +1,311 @@
+//! Replica fetchers: how a follower keeps its copy of a partition up to date.
+//!
+//! One task per leader broker this broker follows anything from. Each round it sends the
+//! leader one Fetch request (Kafka's own, v12, with this broker's `replica_id`) for every
+//! partition it follows from it, each from its log end offset; the leader answers with the
+//! batches after that offset (up to its log end, not its high watermark) and its high watermark.
+//! The follower appends the batches as they are (offsets, leader epochs and CRCs as the leader
+//! stored them) and takes the leader's high watermark, capped at its own log end. The fetch
+//! offset of the next round is what tells the leader how far this copy goes.
+//!
+//! The connection goes to the leader's internal listener (its registered internal address),
+//! opened with [`REPLICA_MAGIC`] and then carrying ordinary Kafka frames. A fetcher with nothing
+//! to follow idles; the set of partitions is read again every round, so metadata changes (a new
+//! leader, a new topic) take effect at the next round without any bookkeeping here.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::{
+    ApiKey, BrokerId, FetchRequest, FetchResponse, RequestHeader, ResponseHeader, TopicName,
+};
+use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use super::{Partition, ReplicaManager};
+use crate::cluster::MetadataImage;
+
+/// The first bytes of a replica-fetch connection on the internal listener.
+pub const REPLICA_MAGIC: &[u8; 4] = b"GKFK";
+/// The Fetch version followers send.
+const FETCH_VERSION: i16 = 12;
+/// Kafka's FINAL_EPOCH: a full fetch, no fetch session.
+const FINAL_EPOCH: i32 = -1;
+
+/// What a fetcher needs to know beyond the partitions.
+#[derive(Debug, Clone)]
+pub struct FetcherSettings {
+    /// This broker's node id (the `replica_id` of its fetches).
+    pub node_id: i32,
+    /// `replica.fetch.max.bytes`: per partition.
+    pub partition_max_bytes: i32,
+    /// `replica.fetch.response.max.bytes`: per response.
+    pub response_max_bytes: i32,
+    /// `replica.fetch.wait.max.ms`: the long poll.
+    pub max_wait_ms: i32,
+    /// `replica.fetch.backoff.ms`: the pause after a failed round.
+    pub backoff: Duration,
+}
+
+/// The fetcher tasks of one broker, one per leader followed.
+#[derive(Debug, Default)]
+pub struct ReplicaFetchers {
+    tasks: Mutex<HashMap<i32, JoinHandle<()>>>,
+}
+
+impl ReplicaFetchers {
+    /// Starts a fetcher for every leader this broker follows a partition from and has none yet.
+    pub fn ensure(
+        &self,
+        replicas: &Arc<ReplicaManager>,
+        images: &watch::Receiver<Arc<MetadataImage>>,
+        settings: &FetcherSettings,
+        shutdown: &watch::Receiver<bool>,
+    ) {
+        let Ok(mut tasks) = self.tasks.lock() else {
+            return;
+        };
+        for leader in replicas.leaders_followed() {
+            if tasks.contains_key(&leader) {
+                continue;
+            }
+            tracing::debug!(leader, "starting a replica fetcher");
+            let task = tokio::spawn(run(
+                leader,
+                replicas.clone(),
+                images.clone(),
+                settings.clone(),
+                shutdown.clone(),
+            ));
+            tasks.insert(leader, task);
+        }
+    }
+
+    /// Waits for every fetcher to stop (after the broker's shutdown signal).
+    pub async fn join(&self) {
+        let tasks: Vec<JoinHandle<()>> = match self.tasks.lock() {
+            Ok(mut tasks) => tasks.drain().map(|(_, t)| t).collect(),
+            Err(_) => Vec::new(),
+        };
+        for task in tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+/// Waits `d`, or less if the broker stops. Returns true when stopping.
+async fn pause(d: Duration, shutdown: &mut watch::Receiver<bool>) -> bool {
+    if *shutdown.borrow() {
+        return true;
+    }
+    tokio::select! {
+        _ = tokio::time::sleep(d) => *shutdown.borrow(),
+        _ = shutdown.changed() => true,
+    }
+}
+
+async fn run(
+    leader: i32,
+    replicas: Arc<ReplicaManager>,
+    images: watch::Receiver<Arc<MetadataImage>>,
+    settings: FetcherSettings,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut connection: Option<(String, TcpStream)> = None;
+    let mut correlation_id = 0i32;
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        let partitions = replicas.followed_from(leader);
+        if partitions.is_empty() {
+            connection = None;
+            if pause(Duration::from_millis(200), &mut shutdown).await {
+                return;
+            }
+            continue;
+        }
+        let addr = images
+            .borrow()
+            .registrations
+            .get(&leader)
+            .map(|r| r.internal_addr.clone());
+        let Some(addr) = addr else {
+            if pause(settings.backoff, &mut shutdown).await {
+                return;
+            }
+            continue;
+        };
+        if connection.as_ref().is_some_and(|(a, _)| *a != addr) {
+            connection = None;
+        }
+        correlation_id = correlation_id.wrapping_add(1);
+        let request = fetch_request(&partitions, &settings);
+        let round = async {
+            if connection.is_none() {
+                let mut stream = TcpStream::connect(&addr).await?;
+                let _ = stream.set_nodelay(true);
+                stream.write_all(REPLICA_MAGIC).await?;
+                connection = Some((addr.clone(), stream));
+            }
+            match connection.as_mut() {
+                Some((_, stream)) => exchange(stream, request, correlation_id).await,
+                None => Err(std::io::Error::other("no connection")),
+            }
+        };
+        let limit = Duration::from_millis(u64::try_from(settings.max_wait_ms.max(0)).unwrap_or(0))
+            + Duration::from_secs(10);
+        let outcome = tokio::select! {
+            outcome = tokio::time::timeout(limit, round) => outcome,
+            _ = shutdown.changed() => return,
+        };
+        let response = match outcome {
+            Ok(Ok(response)) => response,
+            Ok(Err(e)) => {
+                tracing::debug!(leader, %addr, error = %e, "replica fetch failed");
+                connection = None;
+                if pause(settings.backoff, &mut shutdown).await {
+                    return;
+                }
+                continue;
+            }
+            Err(_) => {
+                tracing::debug!(leader, %addr, "replica fetch timed out");
+                connection = None;
+                continue;
+            }
+        };
+        if !apply(leader, &partitions, response) && pause(settings.backoff, &mut shutdown).await {
+            return;
+        }
+    }
+}
+
+fn fetch_request(partitions: &[Arc<Partition>], settings: &FetcherSettings) -> FetchRequest {
+    let mut by_topic: Vec<FetchTopic> = Vec::new();
+    for p in partitions {
+        let entry = FetchPartition::default()
+            .with_partition(p.index())
+            .with_current_leader_epoch(p.leader_epoch())
+            .with_fetch_offset(p.log().log_end_offset())
+            .with_last_fetched_epoch(p.log().latest_epoch().unwrap_or(-1))
+            .with_log_start_offset(p.log().log_start_offset())
+            .with_partition_max_bytes(settings.partition_max_bytes);
+        match by_topic.iter_mut().find(|t| t.topic.as_str() == p.topic()) {
+            Some(topic) => topic.partitions.push(entry),
+            None => by_topic.push(
+                FetchTopic::default()
+                    .with_topic(TopicName(StrBytes::from_string(p.topic().to_string())))
+                    .with_partitions(vec![entry]),
+            ),
+        }
+    }
+    FetchRequest::default()
+        .with_replica_id(BrokerId(settings.node_id))
+        .with_max_wait_ms(settings.max_wait_ms)
+        .with_min_bytes(1)
+        .with_max_bytes(settings.response_max_bytes)
+        .with_isolation_level(0)
+        .with_session_id(0)
+        .with_session_epoch(FINAL_EPOCH)
+        .with_topics(by_topic)
+}
+
+/// Sends one Fetch and reads its response.
+async fn exchange(
+    stream: &mut TcpStream,
+    request: FetchRequest,
+    correlation_id: i32,
+) -> std::io::Result<FetchResponse> {
+    let header = RequestHeader::default()
+        .with_request_api_key(ApiKey::Fetch as i16)
+        .with_request_api_version(FETCH_VERSION)
+        .with_correlation_id(correlation_id)
+        .with_client_id(Some(StrBytes::from_static_str("gregor-replica-fetcher")));
+    let mut body = BytesMut::new();
+    header
+        .encode(&mut body, FetchRequest::header_version(FETCH_VERSION))
+        .map_err(std::io::Error::other)?;
+    request
+        .encode(&mut body, FETCH_VERSION)
+        .map_err(std::io::Error::other)?;
+    let mut frame = BytesMut::with_capacity(body.len() + 4);
+    frame.put_i32(i32::try_from(body.len()).map_err(std::io::Error::other)?);
+    frame.extend_from_slice(&body);
+    stream.write_all(&frame).await?;
+    let size = stream.read_i32().await?;
+    let size =
+        usize::try_from(size).map_err(|_| std::io::Error::other("negative response size"))?;
+    let mut buf = vec![0u8; size];
+    stream.read_exact(&mut buf).await?;
+    let mut buf = Bytes::from(buf);
+    let header = ResponseHeader::decode(&mut buf, FetchResponse::header_version(FETCH_VERSION))
+        .map_err(std::io::Error::other)?;
+    if header.correlation_id != correlation_id {
+        return Err(std::io::Error::other(format!(
+            "response to request {} while waiting for {correlation_id}",
+            header.correlation_id
+        )));
+    }
+    let response = FetchResponse::decode(&mut buf, FETCH_VERSION).map_err(std::io::Error::other)?;
+    if buf.has_remaining() {
+        return Err(std::io::Error::other(
+            "trailing bytes after a Fetch response",
+        ));
+    }
+    Ok(response)
+}
+
+/// Appends what the leader sent. Returns false when something went wrong (the caller backs
+/// off before the next round).
+fn apply(leader: i32, partitions: &[Arc<Partition>], response: FetchResponse) -> bool {
+    if response.error_code != 0 {
+        tracing::debug!(leader, code = response.error_code, "replica fetch refused");
+        return false;
+    }
+    let mut healthy = true;
+    for topic in response.responses {
+        for data in topic.partitions {
+            let Some(partition) = partitions
+                .iter()
+                .find(|p| p.topic() == topic.topic.as_str() && p.index() == data.partition_index)
+            else {
+                continue;
+            };
+            if data.error_code != 0 {
+                // NOT_LEADER_OR_FOLLOWER, FENCED_LEADER_EPOCH...: the metadata moves this
+                // partition to another fetcher or makes this broker its leader.
+                tracing::debug!(
+                    leader,
+                    topic = partition.topic(),
+                    partition = data.partition_index,
+                    code = data.error_code,
+                    "replica fetch error"
+                );
+                healthy = false;
+                continue;
+            }
+            if data.diverging_epoch.end_offset >= 0 || data.diverging_epoch.epoch >= 0 {
+                let (epoch, leader_end) =
+                    (data.diverging_epoch.epoch, data.diverging_epoch.end_offset);
+                if let Err(e) = partition.truncate_diverging(epoch, leader_end) {
+                    tracing::warn!(leader, topic = partition.topic(), partition = data.partition_index, error = %e, "truncating a diverging log failed");
+                    healthy = false;
+                }
+                continue;
+            }
+            let records = data.records.unwrap_or_default();
+            if let Err(e) = partition.append_as_follower(records, data.high_watermark) {
+                tracing::warn!(leader, topic = partition.topic(), partition = data.partition_index, error = %e, "appending fetched batches failed");
+                healthy = false;
+            }
+        }
+    }
+    healthy
+}
