@@ -4,7 +4,7 @@
 //! (`-- --help` lists the options; docs/BENCHMARKS.md has results and how to read them):
 //!
 //! 1. Producer throughput (records/s, MB/s of record values) for 100 B and 1 KiB records at
-//!    acks=1, one librdkafka producer, linger.ms=5, batch.size=1000000, no compression, a topic
+//!    acks=1 (`--acks all` to change), one librdkafka producer, linger.ms=5, batch.size=1000000, no compression, a topic
 //!    of [`PARTITIONS`] partitions; against gregor and against the no-op ceiling, interleaved
 //!    (which server goes first alternates by round), over several rounds; medians reported.
 //! 2. Consumer throughput: one librdkafka consumer, partitions assigned (no group), reading
@@ -103,7 +103,7 @@ fn main() {
 }
 
 const USAGE: &str = "usage: cargo bench --bench gregor_bench -- [--quick] [--markdown] \
-[--rounds N] [--latency-seconds S] [--paced-seconds S] [--fetch-wait-ms N] [--no-ceiling] [--phases LIST]
+[--rounds N] [--latency-seconds S] [--paced-seconds S] [--fetch-wait-ms N] [--no-ceiling] [--phases LIST] [--brokers N] [--acks A]
   --quick            smaller counts, one round, 3 s latency phase (a smoke run)
   --markdown         also print the results as markdown (for docs/BENCHMARKS.md)
   --rounds N         producer rounds per size and server; the median is reported (default 3)
@@ -112,7 +112,10 @@ const USAGE: &str = "usage: cargo bench --bench gregor_bench -- [--quick] [--mar
   --fetch-wait-ms N  fetch.wait.max.ms of the latency consumer (default 1)
   --no-ceiling       skip the no-op server
   --phases LIST      comma-separated subset of produce,consume,paced,latency,groups (default
-                     all; consume reads what produce wrote)";
+                     all; consume reads what produce wrote)
+  --brokers N        run gregor as an N-broker cluster (one process, gregor dev --brokers N)
+                     with default.replication.factor=N (default 1)
+  --acks A           the producers' acks: 1 or all (default 1)";
 
 #[derive(Debug, Clone)]
 struct Options {
@@ -126,6 +129,18 @@ struct Options {
     ceiling: bool,
     markdown: bool,
     quick: bool,
+}
+
+/// `--brokers` and `--acks`, read where servers and producers are made.
+static BROKERS: std::sync::OnceLock<u16> = std::sync::OnceLock::new();
+static ACKS: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+fn brokers() -> u16 {
+    BROKERS.get().copied().unwrap_or(1)
+}
+
+fn acks_setting() -> &'static str {
+    ACKS.get().map_or("1", String::as_str)
 }
 
 impl Options {
@@ -176,6 +191,18 @@ impl Options {
                 }
                 "--latency-seconds" => {
                     latency_seconds = Some(parse_number(iter.next(), "--latency-seconds")?)
+                }
+                "--brokers" => {
+                    let n = parse_number(iter.next(), "--brokers")?;
+                    let n = u16::try_from(n.clamp(1, 9)).unwrap_or(1);
+                    let _ = BROKERS.set(n);
+                }
+                "--acks" => {
+                    let value = iter.next().ok_or("--acks needs 1 or all")?;
+                    if value != "1" && value != "all" {
+                        return Err("--acks needs 1 or all".to_string());
+                    }
+                    let _ = ACKS.set(value.clone());
                 }
                 "-h" | "--help" => return Err("help".to_string()),
                 other => return Err(format!("unknown argument {other:?}")),
@@ -298,7 +325,7 @@ struct PacedRun {
 #[derive(Debug)]
 struct LatencyRun {
     histogram: Histogram<u64>,
-    /// Send → delivery report (the Produce round trip, acks=1).
+    /// Send → delivery report (the Produce round trip, at the configured acks).
     acks: Histogram<u64>,
     sent: u64,
     received_total: u64,
@@ -519,8 +546,22 @@ impl Server {
         let port = free_port()?;
         let log = std::fs::File::create(dir.path().join("broker.log"))
             .map_err(|e| format!("broker log: {e}"))?;
-        let child = Command::new(&binary)
-            .args(["dev", "--brokers", "1", "--port", &port.to_string()])
+        let brokers = brokers();
+        let mut command = Command::new(&binary);
+        command.args([
+            "dev",
+            "--brokers",
+            &brokers.to_string(),
+            "--port",
+            &port.to_string(),
+        ]);
+        if brokers > 1 {
+            // Consecutive ports from two probed ones: good enough for a bench on a quiet box.
+            command
+                .args(["--internal-port", &free_port()?.to_string()])
+                .env("GREGOR_DEFAULT_REPLICATION_FACTOR", brokers.to_string());
+        }
+        let child = command
             .arg("--data-dir")
             .arg(dir.path().join("data"))
             .env("GREGOR_NUM_PARTITIONS", PARTITIONS.to_string())
@@ -794,7 +835,7 @@ impl ProducerContext for Deliveries {
 
 fn throughput_producer(bootstrap: &str) -> BenchResult<BaseProducer<Deliveries>> {
     client_config(bootstrap)
-        .set("acks", "1")
+        .set("acks", acks_setting())
         .set("linger.ms", "5")
         .set("batch.size", "1000000")
         .set("compression.type", "none")
@@ -1128,7 +1169,7 @@ fn paced_producer(
     acks: Option<AckLatency>,
 ) -> BenchResult<ThreadedProducer<Deliveries>> {
     client_config(bootstrap)
-        .set("acks", "1")
+        .set("acks", acks_setting())
         .set("linger.ms", "0")
         .set("compression.type", "none")
         .set("message.timeout.ms", "30000")
@@ -1707,10 +1748,21 @@ impl Report {
                 PARTITIONS,
             ),
         ];
+        if brokers() > 1 {
+            lines.push(format!(
+                "gregor: {} brokers in one process (gregor dev --brokers {}), every topic \
+                 replicated to all of them (default.replication.factor={}); CPU and RSS are the \
+                 whole cluster's",
+                brokers(),
+                brokers(),
+                brokers()
+            ));
+        }
         if o.runs(Phase::Produce) {
             lines.push(format!(
-                "produce: one producer, acks=1, linger.ms=5, batch.size=1000000, no compression; \
+                "produce: one producer, acks={}, linger.ms=5, batch.size=1000000, no compression; \
                  {} × 100 B and {} × 1 KiB per run; {} round(s) per server, median shown{}",
+                acks_setting(),
                 thousands(o.small_records as f64),
                 thousands(o.large_records as f64),
                 o.rounds,

@@ -122,9 +122,9 @@ pub const BROKER_CONFIGS: &[ConfigDef] = &[
     long("num.partitions", "1", 1, "Partitions of an auto-created topic."),
     long(
         "default.replication.factor",
-        "1",
+        "3",
         1,
-        "Replication factor of an auto-created topic.",
+        "Replication factor of a topic created without one (auto-created, or -1), capped at the live brokers.",
     ),
     ConfigDef {
         name: "auto.create.topics.enable",

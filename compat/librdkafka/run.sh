@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Run librdkafka's own test suite (Debian's source package, tests/) against a
-# fresh single-node gregor.  See README.md.
+# fresh gregor (one broker, or GREGOR_BROKERS of them).  See README.md.
 #
 # Usage:
 #   compat/librdkafka/run.sh                 # setup (idempotent) + run allowlist.txt
@@ -10,6 +10,9 @@
 # Environment knobs:
 #   GREGOR_PORT (default 39092)   port for the broker we start (the next free
 #                                 one is used if it is taken)
+#   GREGOR_BROKERS (default 1)    brokers in the cluster under test (gregor dev
+#                                 --brokers N on GREGOR_PORT and the ports after
+#                                 it; internal listeners 100 ports above)
 #   TEST_TIMEOUT (default 180)    per-test timeout in seconds
 #   ALLOWLIST   (default allowlist.txt next to this script)
 #   GREGOR_BIN  (default <repo>/target/release/gregor)
@@ -20,6 +23,7 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO="$(cd "$HERE/../.." && pwd)"
 WORK="$HERE/work"
 PORT="${GREGOR_PORT:-39092}"
+BROKERS="${GREGOR_BROKERS:-1}"
 TEST_TIMEOUT="${TEST_TIMEOUT:-180}"
 ALLOWLIST="${ALLOWLIST:-$HERE/allowlist.txt}"
 GREGOR_BIN="${GREGOR_BIN:-$REPO/target/release/gregor}"
@@ -183,25 +187,31 @@ start_gregor() {
         noautocreate) autocreate=false ;;
         *) log "unsupported test scenario $scenario"; return 1 ;;
     esac
-    if port_open "$PORT"; then
-        log "port $PORT already in use; set GREGOR_PORT"
-        return 1
-    fi
+    local i
+    for ((i = 0; i < BROKERS; i++)); do
+        if port_open "$((PORT + i))" || port_open "$((PORT + 100 + i))"; then
+            log "port $((PORT + i)) or $((PORT + 100 + i)) already in use; set GREGOR_PORT"
+            return 1
+        fi
+    done
     DATA_DIR="$(mktemp -d /tmp/gregor-librdkafka.XXXXXX)"
     # Broker settings of the suite's "default" scenario (tests/scenarios/
-    # default.json): auto-created topics get 4 partitions.  Its replication
-    # factor 3 needs 3 brokers; a single broker is what we test here.
+    # default.json): auto-created topics get 4 partitions, replication factor 3
+    # (capped by gregor at the brokers there are).
     cat >"$DATA_DIR/gregor.toml" <<TOML
 "num.partitions" = 4
 "auto.create.topics.enable" = $autocreate
 TOML
     BROKER_SCENARIO="$scenario"
-    "$GREGOR_BIN" dev --brokers 1 --data-dir "$DATA_DIR/data" --port "$PORT" \
+    "$GREGOR_BIN" dev --brokers "$BROKERS" --data-dir "$DATA_DIR/data" --port "$PORT" \
+        --internal-port "$((PORT + 100))" \
         --config "$DATA_DIR/gregor.toml" >>"$LOGDIR/gregor.log" 2>&1 &
     GREGOR_PID=$!
+    local list="127.0.0.1:$PORT"
+    for ((i = 1; i < BROKERS; i++)); do list="$list,127.0.0.1:$((PORT + i))"; done
     for _ in $(seq 1 100); do
-        if port_open "$PORT"; then
-            echo "metadata.broker.list=127.0.0.1:$PORT" >"$LOGDIR/test.conf"
+        if port_open "$((PORT + BROKERS - 1))"; then
+            echo "metadata.broker.list=$list" >"$LOGDIR/test.conf"
             return 0
         fi
         kill -0 "$GREGOR_PID" 2>/dev/null || break

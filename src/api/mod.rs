@@ -33,6 +33,7 @@ pub mod metadata;
 pub mod offset_commit;
 pub mod offset_delete;
 pub mod offset_fetch;
+pub mod offset_for_leader_epoch;
 pub mod produce;
 pub mod sync_group;
 #[cfg(test)]
@@ -53,6 +54,10 @@ pub const SUPPORTED: &[(ApiKey, VersionRange)] = &[
     (ApiKey::Produce, produce::VERSIONS),
     (ApiKey::Fetch, fetch::VERSIONS),
     (ApiKey::ListOffsets, list_offsets::VERSIONS),
+    (
+        ApiKey::OffsetForLeaderEpoch,
+        offset_for_leader_epoch::VERSIONS,
+    ),
     (ApiKey::Metadata, metadata::VERSIONS),
     (ApiKey::OffsetCommit, offset_commit::VERSIONS),
     (ApiKey::OffsetFetch, offset_fetch::VERSIONS),
@@ -136,6 +141,9 @@ pub async fn handle(ctx: RequestContext, body: RequestKind) -> Reply {
         RequestKind::ListOffsets(req) => {
             Reply::Ready(ResponseKind::ListOffsets(list_offsets::handle(&ctx, req)))
         }
+        RequestKind::OffsetForLeaderEpoch(req) => Reply::Ready(ResponseKind::OffsetForLeaderEpoch(
+            offset_for_leader_epoch::handle(&ctx, req),
+        )),
         RequestKind::CreateTopics(req) => Reply::Ready(ResponseKind::CreateTopics(
             create_topics::handle(&ctx, req).await,
         )),
@@ -195,6 +203,9 @@ mod tests {
                 ApiKey::Produce => both::<ProduceRequest, ProduceResponse>(),
                 ApiKey::Fetch => both::<FetchRequest, FetchResponse>(),
                 ApiKey::ListOffsets => both::<ListOffsetsRequest, ListOffsetsResponse>(),
+                ApiKey::OffsetForLeaderEpoch => {
+                    both::<OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse>()
+                }
                 ApiKey::Metadata => both::<MetadataRequest, MetadataResponse>(),
                 ApiKey::ApiVersions => both::<ApiVersionsRequest, ApiVersionsResponse>(),
                 ApiKey::CreateTopics => both::<CreateTopicsRequest, CreateTopicsResponse>(),

@@ -228,11 +228,6 @@ impl Controller {
                 self.config.partitions_per_topic_max()
             )));
         }
-        let replication_factor = if spec.replication_factor == -1 {
-            self.config.default_replication_factor()
-        } else {
-            spec.replication_factor
-        };
         let brokers: Vec<i32> = current
             .brokers
             .keys()
@@ -240,6 +235,16 @@ impl Controller {
             .filter(|id| current.registrations.get(id).is_some_and(|r| !r.fenced))
             .collect();
         let live = brokers.len();
+        // The broker default adapts to the cluster (three copies where there are three
+        // brokers, one on a single broker); an explicit factor does not.
+        let replication_factor = if spec.replication_factor == -1 {
+            self.config
+                .default_replication_factor()
+                .min(i16::try_from(live).unwrap_or(i16::MAX))
+                .max(1)
+        } else {
+            spec.replication_factor
+        };
         if replication_factor < 1 || usize::try_from(replication_factor).unwrap_or(0) > live {
             return Err(ControllerError::InvalidReplicationFactor(format!(
                 "replication factor {replication_factor} is not between 1 and the {live} live broker(s)"

@@ -245,6 +245,13 @@ impl Partition {
             r.isr = assignment.isr.to_vec();
             r.min_insync = assignment.min_insync.max(1);
             r.partition_epoch = assignment.partition_epoch;
+            if r.leading_since_ms == i64::MIN && assignment.replicas.len() > 1 {
+                // First assignment of a replicated partition (a start): the high watermark is
+                // not known until the ISR reports in, so nothing is visible to consumers that
+                // the ISR may not have. (A single copy's log end is its high watermark.)
+                self.high_watermark
+                    .send_replace(self.log.log_start_offset());
+            }
             if !was_leading || assignment.leader != self.node_id || r.leading_since_ms == i64::MIN {
                 r.followers.clear();
                 r.leading_since_ms = now_ms;
