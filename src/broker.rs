@@ -348,14 +348,17 @@ async fn serve_internal(listener: TcpListener, broker: Arc<Broker>) {
 /// Broker liveness (Kafka's BrokerHeartbeat and session timeout): every
 /// `broker.heartbeat.interval.ms` this broker heartbeats the active controller. On the active
 /// controller, a registered broker not heard from for `broker.session.timeout.ms` (counted from
-/// when this broker became the controller, at the earliest) is fenced, and a fenced broker that
-/// heartbeats again is unfenced.
+/// when this broker became the controller, at the earliest) is fenced, a fenced broker that
+/// heartbeats again is unfenced, and every `leader.imbalance.check.interval.seconds` partitions
+/// go back to their preferred leaders (`auto.leader.rebalance.enable`).
 async fn run_liveness(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
     let every = Duration::from_millis(broker.config.broker_heartbeat_interval_ms().max(1));
     let session = Duration::from_millis(broker.config.broker_session_timeout_ms());
     let quorum = broker.controller.quorum().clone();
     let me = broker.config.node_id();
     let mut leading_since: Option<tokio::time::Instant> = None;
+    let rebalance_every = Duration::from_secs(broker.config.leader_imbalance_check_interval_s());
+    let mut last_rebalance = tokio::time::Instant::now();
     loop {
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
@@ -394,6 +397,14 @@ async fn run_liveness(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) 
                 if let Err(error) = broker.controller.set_fenced(*node, fenced).await {
                     tracing::debug!(node, %error, "fencing change not made");
                 }
+            }
+        }
+        if broker.config.auto_leader_rebalance()
+            && now.duration_since(last_rebalance) >= rebalance_every
+        {
+            last_rebalance = now;
+            if let Err(error) = broker.controller.elect_preferred_leaders().await {
+                tracing::debug!(%error, "preferred leader election not made");
             }
         }
     }

@@ -112,6 +112,14 @@ pub const BROKER_CONFIGS: &[ConfigDef] = &[
         10,
         "A voter that hears no leader for between this and twice this starts an election; the leader heartbeats ten times as often.",
     ),
+    ConfigDef {
+        name: "auto.leader.rebalance.enable",
+        default: "true",
+        kind: ConfigKind::Boolean,
+        sensitive: false,
+        doc: "Give each partition back to its preferred leader (first replica) once that broker is in the ISR again.",
+    },
+    long("leader.imbalance.check.interval.seconds", "300", 1, "How often the active controller looks for partitions away from their preferred leader."),
     long("broker.heartbeat.interval.ms", "2000", 1, "How often a broker tells the active controller it is alive."),
     long("broker.session.timeout.ms", "9000", 1, "A broker not heard from for this long is fenced: its partitions get new leaders from their ISR."),
     long("replica.lag.time.max.ms", "30000", 1, "A follower that has not caught up with the leader for this long leaves the ISR."),
@@ -599,6 +607,14 @@ impl BrokerConfig {
     /// `controller.quorum.election.timeout.ms`.
     pub fn quorum_election_timeout_ms(&self) -> u64 {
         u64::try_from(self.long("controller.quorum.election.timeout.ms")).unwrap_or(1000)
+    }
+    /// `auto.leader.rebalance.enable`.
+    pub fn auto_leader_rebalance(&self) -> bool {
+        self.boolean("auto.leader.rebalance.enable")
+    }
+    /// `leader.imbalance.check.interval.seconds`.
+    pub fn leader_imbalance_check_interval_s(&self) -> u64 {
+        u64::try_from(self.long("leader.imbalance.check.interval.seconds")).unwrap_or(300)
     }
     /// `broker.heartbeat.interval.ms`.
     pub fn broker_heartbeat_interval_ms(&self) -> u64 {

@@ -74,6 +74,7 @@ impl Cluster {
             ("replica.lag.time.max.ms", "1000".to_string()),
             ("broker.heartbeat.interval.ms", "200".to_string()),
             ("broker.session.timeout.ms", "1500".to_string()),
+            ("leader.imbalance.check.interval.seconds", "1".to_string()),
         ] {
             config.set(k, &v).expect("setting");
         }
@@ -697,7 +698,7 @@ fn check_acknowledged(bootstrap: &str, topic: &str, partitions: i32, acked: &Ack
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn losing_a_partition_leader_moves_leadership_and_loses_no_acknowledged_record() {
+async fn losing_a_partition_leader_moves_leadership_and_back_and_loses_no_acknowledged_record() {
     let mut cluster = Cluster::start(3).await;
     let results = admin(&cluster.bootstrap(0))
         .create_topics(
@@ -751,10 +752,32 @@ async fn losing_a_partition_leader_moves_leadership_and_loses_no_acknowledged_re
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
-    // It comes back as a follower, cuts whatever it had that the new leader does not, and
-    // catches up.
+    // It comes back as a follower, cuts whatever it had that the new leader does not, catches
+    // up, rejoins the ISR, and gets partition 0 back as its preferred leader; the producer
+    // carries on through that move too.
     cluster.up(&[victim_index]).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let image = cluster.running(survivor).broker.controller.image();
+        let p0 = image.partition("durable", 0).expect("partition").clone();
+        if p0.leader == victim {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "partition 0 never went back to its preferred leader: {p0:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let moved_back = acked.lock().expect("lock").len();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while acked.lock().expect("lock").len() < moved_back + 60 {
+        assert!(
+            Instant::now() < deadline,
+            "producing did not resume after the leader moved back"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let failures = writer.await.expect("writer");
     eprintln!(
@@ -763,5 +786,138 @@ async fn losing_a_partition_leader_moves_leadership_and_loses_no_acknowledged_re
     );
     wait_in_sync(&cluster, "durable", 3, 3).await;
     check_acknowledged(&cluster.bootstrap(survivor), "durable", 3, &acked);
+    cluster.shutdown().await;
+}
+
+fn group_member(bootstrap: &str, group: &str) -> BaseConsumer {
+    ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .set("session.timeout.ms", "6000")
+        .set("heartbeat.interval.ms", "500")
+        .set("fetch.wait.max.ms", "100")
+        .create()
+        .expect("consumer")
+}
+
+fn poll_until(consumer: &BaseConsumer, got: &mut Vec<String>, n: usize, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while got.len() < n && Instant::now() < deadline {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+            got.push(String::from_utf8(m.payload().unwrap_or_default().to_vec()).expect("utf8"));
+        }
+    }
+}
+
+fn committed_total(consumer: &BaseConsumer, topic: &str, partitions: i32) -> i64 {
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition(topic, p);
+    }
+    consumer
+        .committed_offsets(tpl, Duration::from_secs(15))
+        .expect("committed")
+        .elements()
+        .iter()
+        .map(|e| match e.offset() {
+            Offset::Offset(o) => o,
+            _ => 0,
+        })
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_group_keeps_its_offsets_across_a_coordinator_failover() {
+    let mut cluster = Cluster::start(3).await;
+    let results = admin(&cluster.bootstrap(0))
+        .create_topics(
+            &[NewTopic::new("work", 3, TopicReplication::Fixed(3))],
+            &AdminOptions::new(),
+        )
+        .await
+        .expect("create_topics");
+    for r in results {
+        r.expect("created");
+    }
+    produce(&cluster.all_bootstrap(), "work", 90).await;
+    let member = group_member(&cluster.all_bootstrap(), "failover-group");
+    member.subscribe(&["work"]).expect("subscribe");
+    let mut got = Vec::new();
+    poll_until(&member, &mut got, 90, Duration::from_secs(40));
+    assert_eq!(got.len(), 90);
+    member
+        .commit_consumer_state(CommitMode::Sync)
+        .expect("commit");
+    assert_eq!(committed_total(&member, "work", 3), 90);
+
+    // The coordinator (leader of the group's __consumer_offsets partition) stops.
+    let partition = cluster
+        .running(0)
+        .broker
+        .groups
+        .partition_for("failover-group");
+    let coordinator = (0..3)
+        .find(|i| {
+            cluster
+                .running(*i)
+                .broker
+                .replicas
+                .is_leader("__consumer_offsets", partition)
+        })
+        .expect("a coordinator");
+    cluster.down(coordinator).await;
+    let survivor = (0..3).find(|i| *i != coordinator).expect("survivor");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let image = cluster.running(survivor).broker.controller.image();
+        let leader = image
+            .partition("__consumer_offsets", partition)
+            .expect("partition")
+            .leader;
+        if leader >= 0 && leader != coordinator as i32 + 1 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the offsets partition found no new leader"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The new coordinator rebuilt the group from its replica of __consumer_offsets.
+    let bootstrap = cluster.bootstrap(survivor);
+    let observer = group_member(&bootstrap, "failover-group");
+    assert_eq!(
+        committed_total(&observer, "work", 3),
+        90,
+        "the commit made before the failover"
+    );
+    drop(observer);
+    // The member carries on with the new coordinator: more records, another commit.
+    produce(&bootstrap, "work", 60).await;
+    poll_until(&member, &mut got, 150, Duration::from_secs(60));
+    assert_eq!(got.len(), 150, "the member kept consuming");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match member.commit_consumer_state(CommitMode::Sync) {
+            Ok(()) => break,
+            Err(e) => {
+                assert!(
+                    Instant::now() < deadline,
+                    "commit never succeeded after the failover: {e}"
+                );
+                member.poll(Duration::from_millis(200));
+            }
+        }
+    }
+    drop(member);
+    // A new member of the group starts from the offsets committed before and after.
+    let next = group_member(&bootstrap, "failover-group");
+    assert_eq!(
+        committed_total(&next, "work", 3),
+        150,
+        "committed offsets survived the failover"
+    );
     cluster.shutdown().await;
 }
