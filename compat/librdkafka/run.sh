@@ -23,7 +23,7 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO="$(cd "$HERE/../.." && pwd)"
 WORK="$HERE/work"
 PORT="${GREGOR_PORT:-39092}"
-BROKERS="${GREGOR_BROKERS:-1}"
+NBROKERS="${GREGOR_BROKERS:-1}"
 TEST_TIMEOUT="${TEST_TIMEOUT:-180}"
 ALLOWLIST="${ALLOWLIST:-$HERE/allowlist.txt}"
 GREGOR_BIN="${GREGOR_BIN:-$REPO/target/release/gregor}"
@@ -188,7 +188,7 @@ start_gregor() {
         *) log "unsupported test scenario $scenario"; return 1 ;;
     esac
     local i
-    for ((i = 0; i < BROKERS; i++)); do
+    for ((i = 0; i < NBROKERS; i++)); do
         if port_open "$((PORT + i))" || port_open "$((PORT + 100 + i))"; then
             log "port $((PORT + i)) or $((PORT + 100 + i)) already in use; set GREGOR_PORT"
             return 1
@@ -203,14 +203,14 @@ start_gregor() {
 "auto.create.topics.enable" = $autocreate
 TOML
     BROKER_SCENARIO="$scenario"
-    "$GREGOR_BIN" dev --brokers "$BROKERS" --data-dir "$DATA_DIR/data" --port "$PORT" \
+    "$GREGOR_BIN" dev --brokers "$NBROKERS" --data-dir "$DATA_DIR/data" --port "$PORT" \
         --internal-port "$((PORT + 100))" \
         --config "$DATA_DIR/gregor.toml" >>"$LOGDIR/gregor.log" 2>&1 &
     GREGOR_PID=$!
     local list="127.0.0.1:$PORT"
-    for ((i = 1; i < BROKERS; i++)); do list="$list,127.0.0.1:$((PORT + i))"; done
+    for ((i = 1; i < NBROKERS; i++)); do list="$list,127.0.0.1:$((PORT + i))"; done
     for _ in $(seq 1 100); do
-        if port_open "$((PORT + BROKERS - 1))"; then
+        if port_open "$((PORT + NBROKERS - 1))"; then
             echo "metadata.broker.list=$list" >"$LOGDIR/test.conf"
             return 0
         fi
