@@ -749,7 +749,7 @@ fn create_topics(bootstrap: &str, topics: &[&str]) -> BenchResult<()> {
         .map_err(|e| format!("admin client: {e}"))?;
     let new_topics: Vec<NewTopic<'_>> = topics
         .iter()
-        .map(|t| NewTopic::new(t, PARTITIONS, TopicReplication::Fixed(1)))
+        .map(|t| NewTopic::new(t, PARTITIONS, TopicReplication::Fixed(i32::from(brokers()))))
         .collect();
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
     let results = futures::executor::block_on(admin.create_topics(&new_topics, &options))
