@@ -921,3 +921,72 @@ async fn a_consumer_group_keeps_its_offsets_across_a_coordinator_failover() {
     );
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn not_leader_answers_name_the_current_leader() {
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::{
+        ApiKey, FetchRequest, FetchResponse, ProduceRequest, ProduceResponse, TopicName,
+    };
+    use kafka_protocol::protocol::StrBytes;
+
+    let cluster = Cluster::start(3).await;
+    create(&cluster.bootstrap(0), "hinted", 1, 3)
+        .await
+        .expect("created");
+    let image = cluster.running(0).broker.controller.image();
+    let topic = image.topic("hinted").expect("topic").clone();
+    let placement = topic.partitions[0].clone();
+    let other = (0..3)
+        .find(|i| *i as i32 + 1 != placement.leader)
+        .expect("a non-leader");
+    let port = cluster.ports[other];
+    let leader_port = cluster.ports[usize::try_from(placement.leader - 1).expect("index")];
+
+    let produce = ProduceRequest::default()
+        .with_acks(1)
+        .with_timeout_ms(5000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(TopicName(StrBytes::from_static_str("hinted")))
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(0)
+                .with_records(Some(bytes::Bytes::from_static(
+                    b"not even a batch",
+                )))])]);
+    let response: ProduceResponse = tokio::task::spawn_blocking(move || {
+        common::raw_request(port, ApiKey::Produce, 12, &produce)
+    })
+    .await
+    .expect("produce");
+    let p = &response.responses[0].partition_responses[0];
+    assert_eq!(p.error_code, 6, "NOT_LEADER_OR_FOLLOWER");
+    assert_eq!(
+        (p.current_leader.leader_id.0, p.current_leader.leader_epoch),
+        (placement.leader, placement.leader_epoch)
+    );
+    assert_eq!(response.node_endpoints.len(), 1);
+    assert_eq!(response.node_endpoints[0].node_id.0, placement.leader);
+    assert_eq!(response.node_endpoints[0].port, i32::from(leader_port));
+
+    let fetch = FetchRequest::default()
+        .with_max_wait_ms(0)
+        .with_max_bytes(1 << 20)
+        .with_session_epoch(-1)
+        .with_topics(vec![FetchTopic::default()
+            .with_topic_id(topic.id)
+            .with_partitions(vec![FetchPartition::default()
+                .with_partition(0)
+                .with_fetch_offset(0)
+                .with_partition_max_bytes(1 << 20)])]);
+    let response: FetchResponse =
+        tokio::task::spawn_blocking(move || common::raw_request(port, ApiKey::Fetch, 16, &fetch))
+            .await
+            .expect("fetch");
+    let p = &response.responses[0].partitions[0];
+    assert_eq!(p.error_code, 6, "NOT_LEADER_OR_FOLLOWER");
+    assert_eq!(p.current_leader.leader_id.0, placement.leader);
+    assert_eq!(response.node_endpoints.len(), 1);
+    assert_eq!(response.node_endpoints[0].port, i32::from(leader_port));
+    cluster.shutdown().await;
+}

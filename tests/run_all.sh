@@ -39,6 +39,10 @@ cargo test --no-run 2>&1 | tail -n 3
 [ "${PIPESTATUS[0]}" -eq 0 ] || exit 1
 export GREGOR_BIN=$ROOT/target/release/gregor
 
+# librdkafka's own suite runs against a three-broker cluster (gregor dev --brokers 3 on
+# 39092-39094, internal listeners 39192-39194); the kcat and Python suites start one broker.
+export GREGOR_BROKERS="${GREGOR_BROKERS:-3}"
+
 # name -> command; each writes its own log.
 declare -A suites=(
   [rust]="cargo test -- --test-threads=2"

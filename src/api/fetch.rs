@@ -13,6 +13,8 @@
 //!   consumer's long poll never delays a shutdown.
 //! - Fetch sessions (KIP-227, v7+) are declined: every response carries session id 0, which
 //!   tells the client to keep sending full fetch requests.
+//! - NOT_LEADER_OR_FOLLOWER and FENCED_LEADER_EPOCH carry the current leader and its endpoint
+//!   from v16 (KIP-951).
 //! - Followers (a `replica_id`, in `replica_state` from v15) read up to the log end rather than
 //!   the high watermark, their fetch offset tells the leader how far their copy goes (which
 //!   moves the high watermark), and their long polls wake on appends. A follower whose
@@ -27,10 +29,10 @@ use bytes::Bytes;
 use futures::future::select_all;
 use kafka_protocol::messages::fetch_request::FetchTopic;
 use kafka_protocol::messages::fetch_response::{
-    EpochEndOffset, FetchableTopicResponse, PartitionData,
+    EpochEndOffset, FetchableTopicResponse, LeaderIdAndEpoch, NodeEndpoint, PartitionData,
 };
-use kafka_protocol::messages::{FetchRequest, FetchResponse, ResponseKind};
-use kafka_protocol::protocol::VersionRange;
+use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, ResponseKind};
+use kafka_protocol::protocol::{StrBytes, VersionRange};
 use kafka_protocol::ResponseError;
 
 use super::errors::replica_error_code;
@@ -281,9 +283,56 @@ fn read_all(
         }
         responses.push(entry);
     }
-    (
-        FetchResponse::default().with_responses(responses),
-        total,
-        has_error,
-    )
+    let mut response = FetchResponse::default().with_responses(responses);
+    if has_error {
+        add_leader_hints(ctx, &mut response, version);
+    }
+    (response, total, has_error)
+}
+
+/// KIP-951 (v16+): a partition refused with NOT_LEADER_OR_FOLLOWER or FENCED_LEADER_EPOCH names
+/// its current leader and epoch, and the response carries those leaders' endpoints.
+fn add_leader_hints(ctx: &RequestContext, response: &mut FetchResponse, version: i16) {
+    if version < 16 {
+        return;
+    }
+    let hinted = [
+        ResponseError::NotLeaderOrFollower.code(),
+        ResponseError::FencedLeaderEpoch.code(),
+    ];
+    let image = ctx.broker.controller.image();
+    let mut leaders = std::collections::BTreeSet::new();
+    for topic in &mut response.responses {
+        let Some(info) = image.topic_by_id(&topic.topic_id) else {
+            continue;
+        };
+        for p in &mut topic.partitions {
+            if !hinted.contains(&p.error_code) {
+                continue;
+            }
+            let Some(placement) = usize::try_from(p.partition_index)
+                .ok()
+                .and_then(|i| info.partitions.get(i))
+            else {
+                continue;
+            };
+            p.current_leader = LeaderIdAndEpoch::default()
+                .with_leader_id(BrokerId(placement.leader))
+                .with_leader_epoch(placement.leader_epoch);
+            if placement.leader >= 0 {
+                leaders.insert(placement.leader);
+            }
+        }
+    }
+    response.node_endpoints = leaders
+        .into_iter()
+        .filter_map(|id| image.brokers.get(&id))
+        .map(|b| {
+            NodeEndpoint::default()
+                .with_node_id(BrokerId(b.node_id))
+                .with_host(StrBytes::from_string(b.host.clone()))
+                .with_port(i32::from(b.port))
+                .with_rack(b.rack.clone().map(StrBytes::from_string))
+        })
+        .collect();
 }

@@ -10,20 +10,23 @@
 //! `min.insync.replicas`. acks=0 gets no
 //! response at all, as in Kafka.
 //!
-//! Errors are per partition; one bad partition does not fail the others. A compacted topic
+//! Errors are per partition; one bad partition does not fail the others. NOT_LEADER_OR_FOLLOWER
+//! carries the current leader and its endpoint from v10 (KIP-951). A compacted topic
 //! refuses records without a key (INVALID_RECORD, with `record_errors` naming them, as Kafka);
 //! the log layer checks that, so only compacted topics pay for looking inside batches. The record data is
 //! never copied: the `records` field is a slice of the request frame, written to the segment.
 
 use kafka_protocol::messages::produce_response::{
-    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
+    BatchIndexAndErrorMessage, LeaderIdAndEpoch, NodeEndpoint, PartitionProduceResponse,
+    TopicProduceResponse,
 };
-use kafka_protocol::messages::{ProduceRequest, ProduceResponse, ResponseKind};
+use kafka_protocol::messages::{BrokerId, ProduceRequest, ProduceResponse, ResponseKind};
 use kafka_protocol::protocol::{StrBytes, VersionRange};
 use kafka_protocol::ResponseError;
 
 use super::errors::replica_error_code;
 use super::{Reply, RequestContext};
+use crate::cluster::MetadataImage;
 use crate::log::batch::frame_size;
 use crate::log::{LogError, TimestampType};
 use crate::replica::manager::now_ms;
@@ -192,7 +195,9 @@ pub fn handle(ctx: RequestContext, req: ProduceRequest) -> Reply {
     let timeout =
         std::time::Duration::from_millis(u64::try_from(req.timeout_ms.max(0)).unwrap_or(0));
     if !needs_wait {
-        return Reply::Ready(ResponseKind::Produce(build(topics)));
+        let mut response = build(topics);
+        add_leader_hints(&mut response, &image, version);
+        return Reply::Ready(ResponseKind::Produce(response));
     }
     Reply::Deferred(Box::pin(async move {
         let deadline = tokio::time::Instant::now() + timeout;
@@ -225,7 +230,9 @@ pub fn handle(ctx: RequestContext, req: ProduceRequest) -> Reply {
                 }
             }
         }
-        Some(ResponseKind::Produce(build(topics)))
+        let mut response = build(topics);
+        add_leader_hints(&mut response, &image, version);
+        Some(ResponseKind::Produce(response))
     }))
 }
 
@@ -256,6 +263,55 @@ fn build(topics: Vec<(TopicProduceResponse, Vec<Appended>)>) -> ProduceResponse 
             })
             .collect(),
     )
+}
+
+/// KIP-951 (v10+): a partition refused with NOT_LEADER_OR_FOLLOWER names its current leader
+/// and epoch, and the response carries those leaders' endpoints, so the producer can move on
+/// without a Metadata round trip.
+fn add_leader_hints(response: &mut ProduceResponse, image: &MetadataImage, version: i16) {
+    if version < 10 {
+        return;
+    }
+    let not_leader = ResponseError::NotLeaderOrFollower.code();
+    let mut leaders = std::collections::BTreeSet::new();
+    for topic in &mut response.responses {
+        let info = if version >= 13 {
+            image.topic_by_id(&topic.topic_id)
+        } else {
+            image.topic(topic.name.as_str())
+        };
+        let Some(info) = info else {
+            continue;
+        };
+        for p in &mut topic.partition_responses {
+            if p.error_code != not_leader {
+                continue;
+            }
+            let Some(placement) = usize::try_from(p.index)
+                .ok()
+                .and_then(|i| info.partitions.get(i))
+            else {
+                continue;
+            };
+            p.current_leader = LeaderIdAndEpoch::default()
+                .with_leader_id(BrokerId(placement.leader))
+                .with_leader_epoch(placement.leader_epoch);
+            if placement.leader >= 0 {
+                leaders.insert(placement.leader);
+            }
+        }
+    }
+    response.node_endpoints = leaders
+        .into_iter()
+        .filter_map(|id| image.brokers.get(&id))
+        .map(|b| {
+            NodeEndpoint::default()
+                .with_node_id(BrokerId(b.node_id))
+                .with_host(StrBytes::from_string(b.host.clone()))
+                .with_port(i32::from(b.port))
+                .with_rack(b.rack.clone().map(StrBytes::from_string))
+        })
+        .collect();
 }
 
 fn partition_response(
