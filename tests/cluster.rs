@@ -142,15 +142,22 @@ async fn create(
     partitions: i32,
     rf: i32,
 ) -> Result<(), RDKafkaErrorCode> {
+    create_with(bootstrap, topic, partitions, rf, &[]).await
+}
+
+async fn create_with(
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+    rf: i32,
+    configs: &[(&str, &str)],
+) -> Result<(), RDKafkaErrorCode> {
+    let mut new_topic = NewTopic::new(topic, partitions, TopicReplication::Fixed(rf));
+    for (k, v) in configs {
+        new_topic = new_topic.set(k, v);
+    }
     let results = admin(bootstrap)
-        .create_topics(
-            &[NewTopic::new(
-                topic,
-                partitions,
-                TopicReplication::Fixed(rf),
-            )],
-            &AdminOptions::new(),
-        )
+        .create_topics(&[new_topic], &AdminOptions::new())
         .await
         .expect("create_topics");
     match results.into_iter().next() {
@@ -465,17 +472,15 @@ async fn wait_in_sync(cluster: &Cluster, topic: &str, partitions: i32, copies_ea
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn followers_replicate_and_acks_all_waits_for_the_isr() {
     let mut cluster = Cluster::start(3).await;
-    let results = admin(&cluster.bootstrap(0))
-        .create_topics(
-            &[NewTopic::new("replicated", 3, TopicReplication::Fixed(3))
-                .set("min.insync.replicas", "2")],
-            &AdminOptions::new(),
-        )
-        .await
-        .expect("create_topics");
-    for r in results {
-        r.expect("created");
-    }
+    create_with(
+        &cluster.bootstrap(0),
+        "replicated",
+        3,
+        3,
+        &[("min.insync.replicas", "2")],
+    )
+    .await
+    .expect("created");
     let sent = produce(&cluster.all_bootstrap(), "replicated", 300).await;
     // acks=all answered only once the ISR had each batch: every copy is complete already or
     // becomes so (a follower's high watermark trails the leader's by one fetch).
@@ -560,18 +565,15 @@ async fn followers_replicate_and_acks_all_waits_for_the_isr() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acks_all_is_refused_below_min_insync_replicas() {
     let cluster = Cluster::start(3).await;
-    let results =
-        admin(&cluster.bootstrap(0))
-            .create_topics(
-                &[NewTopic::new("thin", 1, TopicReplication::Fixed(1))
-                    .set("min.insync.replicas", "2")],
-                &AdminOptions::new(),
-            )
-            .await
-            .expect("create_topics");
-    for r in results {
-        r.expect("created");
-    }
+    create_with(
+        &cluster.bootstrap(0),
+        "thin",
+        1,
+        1,
+        &[("min.insync.replicas", "2")],
+    )
+    .await
+    .expect("created");
     let strict = producer(
         &cluster.bootstrap(0),
         &[("acks", "all"), ("message.timeout.ms", "2000")],
@@ -700,17 +702,15 @@ fn check_acknowledged(bootstrap: &str, topic: &str, partitions: i32, acked: &Ack
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn losing_a_partition_leader_moves_leadership_and_back_and_loses_no_acknowledged_record() {
     let mut cluster = Cluster::start(3).await;
-    let results = admin(&cluster.bootstrap(0))
-        .create_topics(
-            &[NewTopic::new("durable", 3, TopicReplication::Fixed(3))
-                .set("min.insync.replicas", "2")],
-            &AdminOptions::new(),
-        )
-        .await
-        .expect("create_topics");
-    for r in results {
-        r.expect("created");
-    }
+    create_with(
+        &cluster.bootstrap(0),
+        "durable",
+        3,
+        3,
+        &[("min.insync.replicas", "2")],
+    )
+    .await
+    .expect("created");
     let acked: Acked = Default::default();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let writer = keep_producing(
@@ -831,16 +831,9 @@ fn committed_total(consumer: &BaseConsumer, topic: &str, partitions: i32) -> i64
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_consumer_group_keeps_its_offsets_across_a_coordinator_failover() {
     let mut cluster = Cluster::start(3).await;
-    let results = admin(&cluster.bootstrap(0))
-        .create_topics(
-            &[NewTopic::new("work", 3, TopicReplication::Fixed(3))],
-            &AdminOptions::new(),
-        )
+    create_with(&cluster.bootstrap(0), "work", 3, 3, &[])
         .await
-        .expect("create_topics");
-    for r in results {
-        r.expect("created");
-    }
+        .expect("created");
     produce(&cluster.all_bootstrap(), "work", 90).await;
     let member = group_member(&cluster.all_bootstrap(), "failover-group");
     member.subscribe(&["work"]).expect("subscribe");
