@@ -110,3 +110,40 @@ impl From<ControllerError> for Refusal {
         }
     }
 }
+
+/// KIP-951 hints for partitions refused with NOT_LEADER_OR_FOLLOWER (or FENCED_LEADER_EPOCH):
+/// each refused partition's current leader and epoch, and then the endpoints of those leaders,
+/// so a client can move on without a Metadata round trip. Produce and Fetch fill their own
+/// response types from it.
+#[derive(Debug, Default)]
+pub(crate) struct LeaderHints {
+    leaders: std::collections::BTreeSet<i32>,
+}
+
+impl LeaderHints {
+    /// The leader and leader epoch of partition `index` of `topic`, remembering the leader.
+    pub(crate) fn leader_of(
+        &mut self,
+        topic: &crate::cluster::TopicInfo,
+        index: i32,
+    ) -> Option<(i32, i32)> {
+        let placement = usize::try_from(index)
+            .ok()
+            .and_then(|i| topic.partitions.get(i))?;
+        if placement.leader >= 0 {
+            self.leaders.insert(placement.leader);
+        }
+        Some((placement.leader, placement.leader_epoch))
+    }
+
+    /// The remembered leaders that `image` knows, in node id order.
+    pub(crate) fn endpoints(
+        self,
+        image: &crate::cluster::MetadataImage,
+    ) -> Vec<crate::cluster::BrokerInfo> {
+        self.leaders
+            .into_iter()
+            .filter_map(|id| image.brokers.get(&id).cloned())
+            .collect()
+    }
+}

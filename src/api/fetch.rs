@@ -35,7 +35,7 @@ use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, ResponseKi
 use kafka_protocol::protocol::{StrBytes, VersionRange};
 use kafka_protocol::ResponseError;
 
-use super::errors::replica_error_code;
+use super::errors::{replica_error_code, LeaderHints};
 use super::{Reply, RequestContext};
 
 /// Handled versions.
@@ -301,7 +301,7 @@ fn add_leader_hints(ctx: &RequestContext, response: &mut FetchResponse, version:
         ResponseError::FencedLeaderEpoch.code(),
     ];
     let image = ctx.broker.controller.image();
-    let mut leaders = std::collections::BTreeSet::new();
+    let mut hints = LeaderHints::default();
     for topic in &mut response.responses {
         let Some(info) = image.topic_by_id(&topic.topic_id) else {
             continue;
@@ -310,29 +310,22 @@ fn add_leader_hints(ctx: &RequestContext, response: &mut FetchResponse, version:
             if !hinted.contains(&p.error_code) {
                 continue;
             }
-            let Some(placement) = usize::try_from(p.partition_index)
-                .ok()
-                .and_then(|i| info.partitions.get(i))
-            else {
-                continue;
-            };
-            p.current_leader = LeaderIdAndEpoch::default()
-                .with_leader_id(BrokerId(placement.leader))
-                .with_leader_epoch(placement.leader_epoch);
-            if placement.leader >= 0 {
-                leaders.insert(placement.leader);
+            if let Some((leader, epoch)) = hints.leader_of(info, p.partition_index) {
+                p.current_leader = LeaderIdAndEpoch::default()
+                    .with_leader_id(BrokerId(leader))
+                    .with_leader_epoch(epoch);
             }
         }
     }
-    response.node_endpoints = leaders
+    response.node_endpoints = hints
+        .endpoints(&image)
         .into_iter()
-        .filter_map(|id| image.brokers.get(&id))
         .map(|b| {
             NodeEndpoint::default()
                 .with_node_id(BrokerId(b.node_id))
-                .with_host(StrBytes::from_string(b.host.clone()))
+                .with_host(StrBytes::from_string(b.host))
                 .with_port(i32::from(b.port))
-                .with_rack(b.rack.clone().map(StrBytes::from_string))
+                .with_rack(b.rack.map(StrBytes::from_string))
         })
         .collect();
 }

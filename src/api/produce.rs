@@ -24,7 +24,7 @@ use kafka_protocol::messages::{BrokerId, ProduceRequest, ProduceResponse, Respon
 use kafka_protocol::protocol::{StrBytes, VersionRange};
 use kafka_protocol::ResponseError;
 
-use super::errors::replica_error_code;
+use super::errors::{replica_error_code, LeaderHints};
 use super::{Reply, RequestContext};
 use crate::cluster::MetadataImage;
 use crate::log::batch::frame_size;
@@ -273,7 +273,7 @@ fn add_leader_hints(response: &mut ProduceResponse, image: &MetadataImage, versi
         return;
     }
     let not_leader = ResponseError::NotLeaderOrFollower.code();
-    let mut leaders = std::collections::BTreeSet::new();
+    let mut hints = LeaderHints::default();
     for topic in &mut response.responses {
         let info = if version >= 13 {
             image.topic_by_id(&topic.topic_id)
@@ -287,29 +287,22 @@ fn add_leader_hints(response: &mut ProduceResponse, image: &MetadataImage, versi
             if p.error_code != not_leader {
                 continue;
             }
-            let Some(placement) = usize::try_from(p.index)
-                .ok()
-                .and_then(|i| info.partitions.get(i))
-            else {
-                continue;
-            };
-            p.current_leader = LeaderIdAndEpoch::default()
-                .with_leader_id(BrokerId(placement.leader))
-                .with_leader_epoch(placement.leader_epoch);
-            if placement.leader >= 0 {
-                leaders.insert(placement.leader);
+            if let Some((leader, epoch)) = hints.leader_of(info, p.index) {
+                p.current_leader = LeaderIdAndEpoch::default()
+                    .with_leader_id(BrokerId(leader))
+                    .with_leader_epoch(epoch);
             }
         }
     }
-    response.node_endpoints = leaders
+    response.node_endpoints = hints
+        .endpoints(image)
         .into_iter()
-        .filter_map(|id| image.brokers.get(&id))
         .map(|b| {
             NodeEndpoint::default()
                 .with_node_id(BrokerId(b.node_id))
-                .with_host(StrBytes::from_string(b.host.clone()))
+                .with_host(StrBytes::from_string(b.host))
                 .with_port(i32::from(b.port))
-                .with_rack(b.rack.clone().map(StrBytes::from_string))
+                .with_rack(b.rack.map(StrBytes::from_string))
         })
         .collect();
 }

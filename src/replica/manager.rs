@@ -176,7 +176,7 @@ impl ReplicaManager {
     }
 
     /// Makes the hosted partitions match `image` (see the module doc).
-    pub fn reconcile(&self, image: &MetadataImage) -> Result<(), LogError> {
+    pub fn reconcile(&self, image: &Arc<MetadataImage>) -> Result<(), LogError> {
         let _guard = self
             .reconcile_lock
             .lock()
@@ -195,7 +195,7 @@ impl ReplicaManager {
             }
         }
         if let Ok(mut known) = self.image.write() {
-            *known = Arc::new(image.clone());
+            *known = Arc::clone(image);
         }
         // Remove partitions that are no longer wanted, or whose topic was re-created.
         let stale: Vec<PartitionKey> = {

@@ -187,10 +187,6 @@ impl Partition {
         self.leader.load(Ordering::Acquire)
     }
 
-    /// Records a leader change from the metadata.
-    pub fn set_leader(&self, leader: i32) {
-        self.leader.store(leader, Ordering::Release);
-    }
     /// When `flush.ms` last flushed this partition.
     pub fn last_time_flush_ms(&self) -> i64 {
         self.last_time_flush_ms.load(Ordering::Acquire)
