@@ -34,3 +34,5 @@ pub mod log;
 pub mod protocol;
 pub mod replica;
 pub mod server;
+#[cfg(test)]
+mod testing;

@@ -4,15 +4,17 @@
 //! through whichever broker leads each partition, a consumer group spans the cluster, the
 //! cluster restarts from its data, and metadata changes survive the loss of the controller.
 //!
-//! Replication is not here yet: topics have one replica, so these tests say nothing about
-//! losing a partition leader.
+//! Replicated topics (RF=3, min.insync.replicas=2): acks=all waits for the ISR, a follower
+//! that stops leaves the ISR and rejoins, a partition leader that stops hands over inside the
+//! ISR and gets its partitions back, and acknowledged records survive all of it. These brokers
+//! stop cleanly; `cluster_kill.rs` kills broker processes with SIGKILL.
 
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use common::{assigned_consumer, free_port, producer};
+use common::{assigned_consumer, check_acknowledged, free_port, keep_producing, producer, Acked};
 use gregor::broker::{self, RunningBroker};
 use gregor::config::BrokerConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -607,96 +609,6 @@ async fn acks_all_is_refused_below_min_insync_replicas() {
         .map_err(|(e, _)| e)
         .expect("acks=1 delivered");
     cluster.shutdown().await;
-}
-
-/// Acknowledged records: (partition, offset) -> value.
-type Acked = std::sync::Arc<std::sync::Mutex<BTreeMap<(i32, i64), String>>>;
-
-/// Produces with acks=all until `stop`, one record at a time round-robin over `partitions`,
-/// recording every acknowledgement.
-fn keep_producing(
-    bootstrap: String,
-    topic: &'static str,
-    partitions: i32,
-    acked: Acked,
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-) -> tokio::task::JoinHandle<usize> {
-    tokio::spawn(async move {
-        let p = producer(
-            &bootstrap,
-            &[
-                ("acks", "all"),
-                ("message.timeout.ms", "60000"),
-                ("retry.backoff.ms", "100"),
-            ],
-        );
-        let mut failures = 0;
-        let mut i = 0u64;
-        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-            let value = format!("r{i:06}");
-            let partition = (i % partitions as u64) as i32;
-            match p
-                .send(
-                    FutureRecord::to(topic)
-                        .partition(partition)
-                        .key(&value)
-                        .payload(&value),
-                    Duration::from_secs(60),
-                )
-                .await
-            {
-                Ok(delivery) => {
-                    acked
-                        .lock()
-                        .expect("lock")
-                        .insert((delivery.partition, delivery.offset), value);
-                }
-                Err((e, _)) => {
-                    failures += 1;
-                    eprintln!("produce failed (not acknowledged, so not checked): {e}");
-                }
-            }
-            i += 1;
-        }
-        failures
-    })
-}
-
-/// Every acknowledged record is in the log at its offset, as a consumer reads it afterwards.
-fn check_acknowledged(bootstrap: &str, topic: &str, partitions: i32, acked: &Acked) {
-    let acked = acked.lock().expect("lock").clone();
-    let consumer = assigned_consumer(bootstrap, topic, partitions);
-    let mut read: BTreeMap<(i32, i64), String> = BTreeMap::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline && !acked.keys().all(|k| read.contains_key(k)) {
-        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
-            let value = String::from_utf8(m.payload().unwrap_or_default().to_vec()).expect("utf8");
-            read.insert((m.partition(), m.offset()), value);
-        }
-    }
-    let mut lost = Vec::new();
-    for (key, value) in &acked {
-        if read.get(key) != Some(value) {
-            lost.push((key, value, read.get(key)));
-        }
-    }
-    assert!(
-        lost.is_empty(),
-        "{} acknowledged records lost or changed, e.g. {:?}",
-        lost.len(),
-        &lost[..lost.len().min(5)]
-    );
-    for p in 0..partitions {
-        let offsets: Vec<i64> = read
-            .keys()
-            .filter(|(q, _)| *q == p)
-            .map(|(_, o)| *o)
-            .collect();
-        assert!(
-            offsets.windows(2).all(|w| w[0] < w[1]),
-            "partition {p} out of order"
-        );
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -27,6 +27,8 @@ pub fn replica_error_code(e: &ReplicaError) -> i16 {
             ResponseError::UnknownTopicOrPartition.code()
         }
         ReplicaError::NotLeader { .. } => ResponseError::NotLeaderOrFollower.code(),
+        ReplicaError::FencedLeaderEpoch { .. } => ResponseError::FencedLeaderEpoch.code(),
+        ReplicaError::UnknownLeaderEpoch { .. } => ResponseError::UnknownLeaderEpoch.code(),
         ReplicaError::Log(log) => log_error_code(log),
         ReplicaError::Flush(_) => ResponseError::KafkaStorageError.code(),
     }

@@ -37,6 +37,7 @@ use kafka_protocol::ResponseError;
 
 use super::errors::{replica_error_code, LeaderHints};
 use super::{Reply, RequestContext};
+use crate::replica::FollowerFetch;
 
 /// Handled versions.
 pub const VERSIONS: VersionRange = VersionRange { min: 4, max: 18 };
@@ -203,13 +204,8 @@ fn read_all(
                 }
             };
             if version >= 9 && p.current_leader_epoch >= 0 {
-                let epoch = partition.leader_epoch();
-                if p.current_leader_epoch > epoch {
-                    data.error_code = ResponseError::UnknownLeaderEpoch.code();
-                } else if p.current_leader_epoch < epoch {
-                    data.error_code = ResponseError::FencedLeaderEpoch.code();
-                }
-                if data.error_code != 0 {
+                if let Err(e) = partition.check_leader_epoch(p.current_leader_epoch) {
+                    data.error_code = replica_error_code(&e);
                     has_error = true;
                     partitions.push(data);
                     continue;
@@ -217,38 +213,38 @@ fn read_all(
             }
             let partition_max = usize::try_from(p.partition_max_bytes.max(0)).unwrap_or(0);
             let max_bytes = partition_max.min(remaining);
-            if follower.is_some() && version >= 12 && p.last_fetched_epoch >= 0 {
-                // KIP-320: does the follower's log agree with this one up to its fetch offset?
-                let diverging = match partition.log().end_offset_for_epoch(p.last_fetched_epoch) {
-                    Some((epoch, end))
-                        if epoch == p.last_fetched_epoch && end >= p.fetch_offset =>
-                    {
-                        None
-                    }
-                    Some((epoch, end)) => Some((epoch, end)),
-                    None => Some((-1, -1)),
-                };
-                if let Some((epoch, end_offset)) = diverging {
-                    data.diverging_epoch = EpochEndOffset::default()
-                        .with_epoch(epoch)
-                        .with_end_offset(end_offset);
-                    data.high_watermark = partition.high_watermark();
-                    data.last_stable_offset = data.high_watermark;
-                    data.log_start_offset = partition.log().log_start_offset();
-                    // Answer at once: the follower must truncate before it fetches again.
-                    has_error = true;
-                    partitions.push(data);
-                    continue;
-                }
-            }
             let read = match follower {
                 Some(id) => {
-                    partition.record_follower_fetch(
+                    // KIP-320 (v12+): the epoch of the follower's last batch.
+                    let last_epoch = (version >= 12).then_some(p.last_fetched_epoch);
+                    let now = crate::replica::manager::now_ms();
+                    match partition.serve_follower_fetch(
                         id,
                         p.fetch_offset,
-                        crate::replica::manager::now_ms(),
-                    );
-                    partition.read_for_follower(p.fetch_offset, max_bytes)
+                        last_epoch,
+                        max_bytes,
+                        now,
+                    ) {
+                        Ok(FollowerFetch::Records(read)) => Ok(read),
+                        Ok(FollowerFetch::Diverging {
+                            epoch,
+                            end_offset,
+                            high_watermark,
+                            log_start_offset,
+                        }) => {
+                            data.diverging_epoch = EpochEndOffset::default()
+                                .with_epoch(epoch)
+                                .with_end_offset(end_offset);
+                            data.high_watermark = high_watermark;
+                            data.last_stable_offset = high_watermark;
+                            data.log_start_offset = log_start_offset;
+                            // Answer at once: the follower must truncate before it fetches again.
+                            has_error = true;
+                            partitions.push(data);
+                            continue;
+                        }
+                        Err(e) => Err(e),
+                    }
                 }
                 None => partition.read(p.fetch_offset, max_bytes, first_data),
             };

@@ -41,8 +41,9 @@ struct Appended {
     response: PartitionProduceResponse,
     /// Offset the fsync must pass before the response may go out.
     flush_to: Option<(Arc<Partition>, i64)>,
-    /// acks=all: offset the high watermark must reach (the ISR has the batch).
-    replicate_to: Option<(Arc<Partition>, i64)>,
+    /// acks=all: offset the high watermark must reach (the ISR has the batch) and the leader
+    /// epoch the batch was appended in.
+    replicate_to: Option<(Arc<Partition>, i64, i32)>,
 }
 
 /// Phase one of Produce.
@@ -151,7 +152,7 @@ pub fn handle(ctx: RequestContext, req: ProduceRequest) -> Reply {
                         .then(|| (partition.clone(), info.last_offset + 1));
                     let replicate_to = (acks == -1
                         && partition.high_watermark() <= info.last_offset)
-                        .then(|| (partition.clone(), info.last_offset + 1));
+                        .then(|| (partition.clone(), info.last_offset + 1, info.leader_epoch));
                     partitions.push(Appended {
                         response,
                         flush_to,
@@ -203,12 +204,21 @@ pub fn handle(ctx: RequestContext, req: ProduceRequest) -> Reply {
         let deadline = tokio::time::Instant::now() + timeout;
         for (_, partitions) in topics.iter_mut() {
             for appended in partitions.iter_mut() {
-                if let Some((partition, offset)) = appended.replicate_to.take() {
+                if let Some((partition, offset, epoch)) = appended.replicate_to.take() {
                     let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-                    if !partition.wait_high_watermark(offset, left).await {
+                    let waited =
+                        tokio::time::timeout(left, partition.wait_replicated(offset, epoch)).await;
+                    let code = match waited {
+                        Ok(Ok(())) => 0,
+                        // Leadership moved while waiting: the batch may be truncated away, so
+                        // it is not acknowledged (the producer retries on the new leader).
+                        Ok(Err(e)) => replica_error_code(&e),
                         // As Kafka: the batch stays in the leader's log, the producer hears
                         // that the ISR did not confirm it in time.
-                        appended.response.error_code = ResponseError::RequestTimedOut.code();
+                        Err(_) => ResponseError::RequestTimedOut.code(),
+                    };
+                    if code != 0 {
+                        appended.response.error_code = code;
                         appended.response.base_offset = -1;
                         continue;
                     }
@@ -231,7 +241,8 @@ pub fn handle(ctx: RequestContext, req: ProduceRequest) -> Reply {
             }
         }
         let mut response = build(topics);
-        add_leader_hints(&mut response, &image, version);
+        // Leadership may have moved while waiting: hint at the leaders as they are now.
+        add_leader_hints(&mut response, &ctx.broker.controller.image(), version);
         Some(ResponseKind::Produce(response))
     }))
 }

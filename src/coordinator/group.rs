@@ -427,23 +427,19 @@ async fn wait_committed(partition: &Arc<Partition>, info: AppendInfo) -> Result<
             .await
             .map_err(|_| AppendError::Storage)?;
     }
-    let mut high_watermark = partition.subscribe_high_watermark();
-    loop {
-        if *high_watermark.borrow_and_update() >= end {
-            return Ok(());
-        }
-        if high_watermark.changed().await.is_err() {
-            return Err(AppendError::NotLeader);
-        }
-    }
+    partition
+        .wait_replicated(end, info.leader_epoch)
+        .await
+        .map_err(|_| AppendError::NotLeader)
 }
 
 /// What an append failure means to the coordinator.
 fn append_error(error: &ReplicaError) -> AppendError {
     match error {
-        ReplicaError::UnknownTopicOrPartition { .. } | ReplicaError::NotLeader { .. } => {
-            AppendError::NotLeader
-        }
+        ReplicaError::UnknownTopicOrPartition { .. }
+        | ReplicaError::NotLeader { .. }
+        | ReplicaError::FencedLeaderEpoch { .. }
+        | ReplicaError::UnknownLeaderEpoch { .. } => AppendError::NotLeader,
         ReplicaError::Log(LogError::BatchTooLarge { .. }) => AppendError::RecordTooLarge,
         ReplicaError::Log(_) | ReplicaError::Flush(_) => AppendError::Storage,
     }

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use bytes::Bytes;
 
 use super::*;
+use crate::testing::SplitMix;
 
 const GROUP: &str = "g";
 const SESSION_MS: i32 = 10_000;
@@ -1856,27 +1857,6 @@ fn seeded_coordinators_hand_out_the_same_member_ids() {
 
 // ----- Randomized simulation ---------------------------------------------------------------
 
-/// A small deterministic PRNG (splitmix64) for the simulation.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-}
-
 #[derive(Debug, Clone, PartialEq)]
 enum ClientState {
     Idle,
@@ -1932,7 +1912,7 @@ fn may_fail(append: &Append) -> bool {
 }
 
 fn simulate(seed: u64, steps: usize) {
-    let mut rng = Rng(seed);
+    let mut rng = SplitMix(seed);
     let mut h = Harness::new();
     h.manual_appends = true;
     let groups: [&'static str; 2] = ["sim-a", "sim-b"];

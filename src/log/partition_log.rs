@@ -176,6 +176,8 @@ pub struct AppendInfo {
     pub size_bytes: usize,
     /// The log start offset after the append.
     pub log_start_offset: i64,
+    /// The leader epoch stamped on the (last) batch appended.
+    pub leader_epoch: i32,
     /// `flush.messages` reached since the last flush (the caller then calls `flush`).
     pub flush_needed: bool,
     /// This append rolled a new segment: the caller flushes the old one (Kafka flushes on roll,
@@ -559,6 +561,7 @@ impl PartitionLog {
         if log_append_time {
             info.log_append_time_ms = now_ms;
         }
+        info.leader_epoch = leader_epoch;
         Ok(info)
     }
 
@@ -606,9 +609,11 @@ impl PartitionLog {
             expected = header.next_offset();
             writes.push(AppendBatch::unchanged(batch));
         }
+        let mut last_epoch = -1;
         for batch in &batches {
             let header = batch.header();
-            self.note_epoch(header.partition_leader_epoch(), header.base_offset())?;
+            last_epoch = header.partition_leader_epoch();
+            self.note_epoch(last_epoch, header.base_offset())?;
         }
         // Replicated batches keep their own timestamps; the clock only ages the segment.
         let now_ms = writes
@@ -616,7 +621,9 @@ impl PartitionLog {
             .map(AppendBatch::max_timestamp_ms)
             .max()
             .unwrap_or(NO_TIMESTAMP);
-        self.append_locked(&mut state, &config, &writes, now_ms.max(0))
+        let mut info = self.append_locked(&mut state, &config, &writes, now_ms.max(0))?;
+        info.leader_epoch = last_epoch;
+        Ok(info)
     }
 
     fn append_locked(
@@ -687,6 +694,7 @@ impl PartitionLog {
             log_start_offset: self.log_start_offset(),
             flush_needed: unflushed >= config.flush_messages,
             rolled,
+            leader_epoch: -1,
         })
     }
 

@@ -28,7 +28,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::{Partition, ReplicaManager};
+use super::{FetchedFromLeader, Partition, ReplicaManager};
 use crate::cluster::MetadataImage;
 
 /// The first bytes of a replica-fetch connection on the internal listener.
@@ -123,7 +123,15 @@ async fn run(
         if *shutdown.borrow() {
             return;
         }
-        let partitions = replicas.followed_from(leader);
+        // Each with the leader epoch it is fetched at: the answer applies only while that holds.
+        let partitions: Vec<(Arc<Partition>, i32)> = replicas
+            .followed_from(leader)
+            .into_iter()
+            .map(|p| {
+                let epoch = p.leader_epoch();
+                (p, epoch)
+            })
+            .collect();
         if partitions.is_empty() {
             connection = None;
             if pause(Duration::from_millis(200), &mut shutdown).await {
@@ -187,12 +195,12 @@ async fn run(
     }
 }
 
-fn fetch_request(partitions: &[Arc<Partition>], settings: &FetcherSettings) -> FetchRequest {
+fn fetch_request(partitions: &[(Arc<Partition>, i32)], settings: &FetcherSettings) -> FetchRequest {
     let mut by_topic: Vec<FetchTopic> = Vec::new();
-    for p in partitions {
+    for (p, epoch) in partitions {
         let entry = FetchPartition::default()
             .with_partition(p.index())
-            .with_current_leader_epoch(p.leader_epoch())
+            .with_current_leader_epoch(*epoch)
             .with_fetch_offset(p.log().log_end_offset())
             .with_last_fetched_epoch(p.log().latest_epoch().unwrap_or(-1))
             .with_log_start_offset(p.log().log_start_offset())
@@ -264,7 +272,7 @@ async fn exchange(
 
 /// Appends what the leader sent. Returns false when something went wrong (the caller backs
 /// off before the next round).
-fn apply(leader: i32, partitions: &[Arc<Partition>], response: FetchResponse) -> bool {
+fn apply(leader: i32, partitions: &[(Arc<Partition>, i32)], response: FetchResponse) -> bool {
     if response.error_code != 0 {
         tracing::debug!(leader, code = response.error_code, "replica fetch refused");
         return false;
@@ -272,10 +280,9 @@ fn apply(leader: i32, partitions: &[Arc<Partition>], response: FetchResponse) ->
     let mut healthy = true;
     for topic in response.responses {
         for data in topic.partitions {
-            let Some(partition) = partitions
-                .iter()
-                .find(|p| p.topic() == topic.topic.as_str() && p.index() == data.partition_index)
-            else {
+            let Some((partition, epoch)) = partitions.iter().find(|(p, _)| {
+                p.topic() == topic.topic.as_str() && p.index() == data.partition_index
+            }) else {
                 continue;
             };
             if data.error_code != 0 {
@@ -291,19 +298,31 @@ fn apply(leader: i32, partitions: &[Arc<Partition>], response: FetchResponse) ->
                 healthy = false;
                 continue;
             }
-            if data.diverging_epoch.end_offset >= 0 || data.diverging_epoch.epoch >= 0 {
-                let (epoch, leader_end) =
-                    (data.diverging_epoch.epoch, data.diverging_epoch.end_offset);
-                if let Err(e) = partition.truncate_diverging(epoch, leader_end) {
-                    tracing::warn!(leader, topic = partition.topic(), partition = data.partition_index, error = %e, "truncating a diverging log failed");
+            // Kafka's encoding of "no divergence" is (-1, -1).
+            let fetched = if data.diverging_epoch.end_offset >= 0 || data.diverging_epoch.epoch >= 0
+            {
+                FetchedFromLeader::Diverging {
+                    epoch: data.diverging_epoch.epoch,
+                    end_offset: data.diverging_epoch.end_offset,
+                }
+            } else {
+                FetchedFromLeader::Records {
+                    records: data.records.unwrap_or_default(),
+                    high_watermark: data.high_watermark,
+                }
+            };
+            match partition.apply_from_leader(leader, *epoch, fetched) {
+                Ok(true) => {}
+                Ok(false) => tracing::debug!(
+                    leader,
+                    topic = partition.topic(),
+                    partition = data.partition_index,
+                    "dropped a fetch answer from a leadership that is over"
+                ),
+                Err(e) => {
+                    tracing::warn!(leader, topic = partition.topic(), partition = data.partition_index, error = %e, "applying fetched batches failed");
                     healthy = false;
                 }
-                continue;
-            }
-            let records = data.records.unwrap_or_default();
-            if let Err(e) = partition.append_as_follower(records, data.high_watermark) {
-                tracing::warn!(leader, topic = partition.topic(), partition = data.partition_index, error = %e, "appending fetched batches failed");
-                healthy = false;
             }
         }
     }

@@ -417,7 +417,8 @@ fn write_partition_metadata(dir: &std::path::Path, topic_id: Uuid) -> std::io::R
     std::fs::write(&path, format!("version: 0\ntopic_id: {topic_id}\n"))
 }
 
-fn assignment(info: &PartitionInfo, min_insync: usize) -> Assignment<'_> {
+/// The metadata's partition as [`Partition::set_assignment`] takes it.
+pub(crate) fn assignment(info: &PartitionInfo, min_insync: usize) -> Assignment<'_> {
     Assignment {
         leader: info.leader,
         leader_epoch: info.leader_epoch,

@@ -17,9 +17,11 @@
 pub mod fetcher;
 pub mod manager;
 pub mod partition;
+#[cfg(test)]
+mod simulation_tests;
 
 pub use manager::ReplicaManager;
-pub use partition::{FetchedData, Partition};
+pub use partition::{FetchedData, FetchedFromLeader, FollowerFetch, Partition};
 
 use crate::log::LogError;
 
@@ -41,6 +43,22 @@ pub enum ReplicaError {
         topic: String,
         /// Partition.
         partition: i32,
+    },
+    /// FENCED_LEADER_EPOCH: the request knew an older leader epoch.
+    #[error("leader epoch {requested} is older than the current {epoch}")]
+    FencedLeaderEpoch {
+        /// The request's epoch.
+        requested: i32,
+        /// This broker's.
+        epoch: i32,
+    },
+    /// UNKNOWN_LEADER_EPOCH: the request knew a newer leader epoch than this broker.
+    #[error("leader epoch {requested} is newer than the current {epoch}")]
+    UnknownLeaderEpoch {
+        /// The request's epoch.
+        requested: i32,
+        /// This broker's.
+        epoch: i32,
     },
     /// A log error (corrupt batch, out of range, I/O...).
     #[error(transparent)]

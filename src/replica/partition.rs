@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::Bytes;
 use tokio::sync::watch;
@@ -31,6 +31,46 @@ pub struct FetchedData {
     pub last_stable_offset: i64,
     /// Log start offset.
     pub log_start_offset: i64,
+}
+
+/// The leader's answer to a follower's fetch of one partition.
+#[derive(Debug, Clone)]
+pub enum FollowerFetch {
+    /// The follower's log diverges from this one (KIP-320): this log's history of the largest
+    /// epoch up to the follower's last fetched epoch ends at `end_offset` (`(-1, -1)`: this log
+    /// knows no such epoch). No records: the follower truncates first.
+    Diverging {
+        /// Epoch.
+        epoch: i32,
+        /// Where that epoch ends in this log.
+        end_offset: i64,
+        /// This log's high watermark.
+        high_watermark: i64,
+        /// This log's start offset.
+        log_start_offset: i64,
+    },
+    /// Batches from the fetch offset up to the log end.
+    Records(FetchedData),
+}
+
+/// What a follower got from its leader for one partition (the follower's side of
+/// [`FollowerFetch`]).
+#[derive(Debug, Clone)]
+pub enum FetchedFromLeader {
+    /// Truncate where the leader's history of `epoch` ends (`end_offset`).
+    Diverging {
+        /// Epoch.
+        epoch: i32,
+        /// The leader's end of that epoch.
+        end_offset: i64,
+    },
+    /// Append these batches and take the leader's high watermark.
+    Records {
+        /// Whole batches as the leader stored them.
+        records: Bytes,
+        /// The leader's high watermark.
+        high_watermark: i64,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,6 +144,11 @@ pub struct Partition {
     log: Arc<PartitionLog>,
     leader: AtomicI32,
     leader_epoch: AtomicI32,
+    /// Role changes ([`Partition::set_assignment`]) take it for writing; appends that depend
+    /// on the role (as leader, or from a fetch answer as follower) for reading. So a batch is
+    /// never stamped with an epoch this broker does not lead, and a fetch answer from a
+    /// leadership that is over is never applied (Kafka's `leaderIsrUpdateLock`).
+    role: RwLock<()>,
     replication: Mutex<Replication>,
     /// The log end offset, published on every append (wakes followers' long polls).
     log_end: watch::Sender<i64>,
@@ -140,6 +185,7 @@ impl Partition {
             log,
             leader: AtomicI32::new(leader),
             leader_epoch: AtomicI32::new(leader_epoch),
+            role: RwLock::new(()),
             replication: Mutex::new(Replication {
                 replicas: vec![node_id],
                 isr: vec![node_id],
@@ -179,7 +225,29 @@ impl Partition {
     }
     /// Sets the leader epoch (a metadata change).
     pub fn set_leader_epoch(&self, epoch: i32) {
+        let _role = self.role.write().unwrap_or_else(|e| e.into_inner());
         self.leader_epoch.store(epoch, Ordering::Release);
+        self.high_watermark.send_modify(|_| {});
+    }
+
+    /// Checks a request's `current_leader_epoch` against this broker's (KIP-320):
+    /// FENCED_LEADER_EPOCH when the request's is older, UNKNOWN_LEADER_EPOCH when newer.
+    pub fn check_leader_epoch(&self, requested: i32) -> Result<(), ReplicaError> {
+        let epoch = self.leader_epoch();
+        if requested < epoch {
+            Err(ReplicaError::FencedLeaderEpoch { requested, epoch })
+        } else if requested > epoch {
+            Err(ReplicaError::UnknownLeaderEpoch { requested, epoch })
+        } else {
+            Ok(())
+        }
+    }
+
+    fn not_leader(&self) -> ReplicaError {
+        ReplicaError::NotLeader {
+            topic: self.topic.clone(),
+            partition: self.index,
+        }
     }
 
     /// The node id of the partition's leader as of the last applied metadata (-1: none).
@@ -204,16 +272,22 @@ impl Partition {
         self.high_watermark.subscribe()
     }
 
-    /// Appends a produce request's records as leader. When the returned info says
+    /// Appends a produce request's records as leader, stamped with the current leader epoch
+    /// (NOT_LEADER_OR_FOLLOWER if this broker no longer leads). When the returned info says
     /// `flush_needed`, the caller must [`Partition::flush_to`] `last_offset + 1` before it
     /// acknowledges (that wait is phase two of a produce, so it does not hold up the
-    /// connection).
+    /// connection); acks=all waits with [`Partition::wait_replicated`].
     pub fn append_as_leader(
         self: &Arc<Self>,
         records: Bytes,
         now_ms: i64,
     ) -> Result<AppendInfo, ReplicaError> {
+        let role = self.role.read().unwrap_or_else(|e| e.into_inner());
+        if !self.is_leader() {
+            return Err(self.not_leader());
+        }
         let info = self.log.append(records, now_ms, self.leader_epoch())?;
+        drop(role);
         let runtime = tokio::runtime::Handle::try_current();
         if let (true, false, Ok(runtime)) = (info.rolled, info.flush_needed, runtime) {
             // Flush on roll, in the background: the previous segment is complete.
@@ -232,6 +306,7 @@ impl Partition {
     /// Applies the metadata's view of the partition: its leader and epoch, replicas, ISR and
     /// `min.insync.replicas`. A new leadership starts with no follower positions.
     pub fn set_assignment(&self, assignment: Assignment<'_>, now_ms: i64) {
+        let role = self.role.write().unwrap_or_else(|e| e.into_inner());
         let was_leading = self.is_leader();
         self.leader.store(assignment.leader, Ordering::Release);
         self.leader_epoch
@@ -254,7 +329,10 @@ impl Partition {
             }
             r.followers.retain(|f, _| assignment.replicas.contains(f));
         }
+        drop(role);
         self.maybe_advance_high_watermark();
+        // Wake acks=all waits: a change of leader or epoch fails them.
+        self.high_watermark.send_modify(|_| {});
     }
 
     /// The ISR change this leader should ask for now, if any: followers in the ISR that have
@@ -327,15 +405,35 @@ impl Partition {
         }
     }
 
-    /// Waits until the high watermark reaches `offset` (every in-sync replica has the records
-    /// below it); false if `timeout` passes first or the partition goes away.
-    pub async fn wait_high_watermark(&self, offset: i64, timeout: std::time::Duration) -> bool {
-        let mut hw = self.high_watermark.subscribe();
-        let reached = match tokio::time::timeout(timeout, hw.wait_for(|hw| *hw >= offset)).await {
-            Ok(Ok(_)) => true,
-            Ok(Err(_)) | Err(_) => false,
-        };
-        reached
+    /// Whether records this broker appended as leader at `leader_epoch`, ending before `end`,
+    /// are committed: `Some(Ok)` once the high watermark reaches `end`; `Some(Err)`
+    /// (NOT_LEADER_OR_FOLLOWER) once this broker stops leading or the epoch moves on, because
+    /// from then on the records may be truncated and the high watermark (now the new leader's)
+    /// says nothing about them, as Kafka completes such a produce; `None` while neither.
+    pub fn replication_outcome(
+        &self,
+        end: i64,
+        leader_epoch: i32,
+    ) -> Option<Result<(), ReplicaError>> {
+        if !self.is_leader() || self.leader_epoch() != leader_epoch {
+            return Some(Err(self.not_leader()));
+        }
+        (self.high_watermark() >= end).then_some(Ok(()))
+    }
+
+    /// Waits for [`Partition::replication_outcome`] (the caller bounds the wait).
+    pub async fn wait_replicated(&self, end: i64, leader_epoch: i32) -> Result<(), ReplicaError> {
+        let mut changes = self.high_watermark.subscribe();
+        loop {
+            // Mark the current value seen before looking: a change after the look wakes us.
+            changes.borrow_and_update();
+            if let Some(outcome) = self.replication_outcome(end, leader_epoch) {
+                return outcome;
+            }
+            if changes.changed().await.is_err() {
+                return Err(self.not_leader());
+            }
+        }
     }
 
     /// The log end offset; a receiver that changes on every append.
@@ -396,9 +494,67 @@ impl Partition {
         });
     }
 
+    /// On the leader: answers follower `follower`'s fetch from `fetch_offset` (its log end).
+    /// With the epoch of its last fetched batch (Fetch v12+), first checks that its log agrees
+    /// with this one up to `fetch_offset` (KIP-320) and answers [`FollowerFetch::Diverging`]
+    /// if not; otherwise records its position (which may move the high watermark and the ISR)
+    /// and reads up to the log end.
+    pub fn serve_follower_fetch(
+        &self,
+        follower: i32,
+        fetch_offset: i64,
+        last_fetched_epoch: Option<i32>,
+        max_bytes: usize,
+        now_ms: i64,
+    ) -> Result<FollowerFetch, ReplicaError> {
+        if let Some(last_epoch) = last_fetched_epoch.filter(|e| *e >= 0) {
+            let diverging = match self.log.end_offset_for_epoch(last_epoch) {
+                Some((epoch, end)) if epoch == last_epoch && end >= fetch_offset => None,
+                Some((epoch, end)) => Some((epoch, end)),
+                None => Some((-1, -1)),
+            };
+            if let Some((epoch, end_offset)) = diverging {
+                return Ok(FollowerFetch::Diverging {
+                    epoch,
+                    end_offset,
+                    high_watermark: self.high_watermark(),
+                    log_start_offset: self.log.log_start_offset(),
+                });
+            }
+        }
+        self.record_follower_fetch(follower, fetch_offset, now_ms);
+        self.read_for_follower(fetch_offset, max_bytes)
+            .map(FollowerFetch::Records)
+    }
+
+    /// On a follower: applies what `leader` answered to a fetch sent while this broker knew the
+    /// partition at `leader_epoch`. An answer from a leadership that is over (another leader or
+    /// epoch since, or this broker leads now) is dropped: returns false.
+    pub fn apply_from_leader(
+        &self,
+        leader: i32,
+        leader_epoch: i32,
+        fetched: FetchedFromLeader,
+    ) -> Result<bool, ReplicaError> {
+        let _role = self.role.read().unwrap_or_else(|e| e.into_inner());
+        if self.leader() != leader || self.leader_epoch() != leader_epoch || self.is_leader() {
+            return Ok(false);
+        }
+        match fetched {
+            FetchedFromLeader::Diverging { epoch, end_offset } => {
+                self.truncate_diverging(epoch, end_offset)?
+            }
+            FetchedFromLeader::Records {
+                records,
+                high_watermark,
+            } => self.append_as_follower(records, high_watermark)?,
+        }
+        Ok(true)
+    }
+
     /// Appends batches fetched from the leader (offsets as the leader assigned them) and takes
     /// the leader's high watermark, capped at what this log holds.
-    pub fn append_as_follower(
+    fn append_as_follower(
         &self,
         records: Bytes,
         leader_high_watermark: i64,
@@ -424,7 +580,7 @@ impl Partition {
     /// and this log's end of the largest epoch up to `epoch`), so the next fetch continues the
     /// leader's history. `(-1, -1)`: the leader knows no epoch this old; fall back to the high
     /// watermark.
-    pub fn truncate_diverging(&self, epoch: i32, leader_end: i64) -> Result<(), ReplicaError> {
+    fn truncate_diverging(&self, epoch: i32, leader_end: i64) -> Result<(), ReplicaError> {
         let log_end = self.log.log_end_offset();
         let to = if epoch < 0 || leader_end < 0 {
             self.high_watermark().min(log_end)

@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -12,7 +13,8 @@ use gregor::broker::{self, RunningBroker};
 use gregor::config::BrokerConfig;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::producer::FutureProducer;
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 
 /// A broker running inside the test process.
@@ -86,22 +88,42 @@ pub struct ProcessBroker {
     pub child: Option<Child>,
     pub data_dir: PathBuf,
     pub port: u16,
+    pub node_id: i32,
+    /// More command-line arguments (`--voters ...`).
+    pub extra_args: Vec<String>,
     pub extra_env: Vec<(String, String)>,
+    /// Where its log goes (appended to across restarts); stderr when None.
+    pub log_file: Option<PathBuf>,
 }
 
 impl ProcessBroker {
     pub fn start(data_dir: &Path, port: u16, extra_env: &[(&str, &str)]) -> ProcessBroker {
-        let mut b = ProcessBroker {
+        let mut b = ProcessBroker::new(data_dir, port, 1, &[], extra_env, None);
+        b.spawn();
+        b
+    }
+
+    /// Describes a broker process without starting it ([`ProcessBroker::spawn`] does).
+    pub fn new(
+        data_dir: &Path,
+        port: u16,
+        node_id: i32,
+        extra_args: &[String],
+        extra_env: &[(&str, &str)],
+        log_file: Option<PathBuf>,
+    ) -> ProcessBroker {
+        ProcessBroker {
             child: None,
             data_dir: data_dir.to_path_buf(),
             port,
+            node_id,
+            extra_args: extra_args.to_vec(),
             extra_env: extra_env
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
-        };
-        b.spawn();
-        b
+            log_file,
+        }
     }
 
     pub fn bootstrap(&self) -> String {
@@ -109,23 +131,42 @@ impl ProcessBroker {
     }
 
     pub fn spawn(&mut self) {
+        self.launch();
+        wait_for_port(self.port);
+    }
+
+    /// Starts the process without waiting for it to listen (brokers of a cluster listen only
+    /// once a quorum forms, so they start together).
+    pub fn launch(&mut self) {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_gregor"));
         cmd.args([
             "broker",
             "--node-id",
-            "1",
+            &self.node_id.to_string(),
             "--listen",
             &format!("127.0.0.1:{}", self.port),
             "--data-dir",
         ])
         .arg(&self.data_dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit());
+        .args(&self.extra_args)
+        .stdout(Stdio::null());
+        match &self.log_file {
+            Some(path) => {
+                let file = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .expect("log file");
+                cmd.stderr(file);
+            }
+            None => {
+                cmd.stderr(Stdio::inherit());
+            }
+        }
         for (k, v) in &self.extra_env {
             cmd.env(k, v);
         }
         self.child = Some(cmd.spawn().expect("spawn gregor"));
-        wait_for_port(self.port);
     }
 
     /// SIGKILL: no flush, no checkpoint, no clean marker.
@@ -256,4 +297,94 @@ where
     let response = Resp::decode(&mut frame, version).expect("decode");
     assert!(!frame.has_remaining(), "trailing bytes");
     response
+}
+
+/// Acknowledged records: (partition, offset) -> value.
+pub type Acked = std::sync::Arc<std::sync::Mutex<BTreeMap<(i32, i64), String>>>;
+
+/// Produces with acks=all until `stop`, one record at a time round-robin over `partitions`,
+/// recording every acknowledgement.
+pub fn keep_producing(
+    bootstrap: String,
+    topic: &'static str,
+    partitions: i32,
+    acked: Acked,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> tokio::task::JoinHandle<usize> {
+    tokio::spawn(async move {
+        let p = producer(
+            &bootstrap,
+            &[
+                ("acks", "all"),
+                ("message.timeout.ms", "60000"),
+                ("retry.backoff.ms", "100"),
+            ],
+        );
+        let mut failures = 0;
+        let mut i = 0u64;
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            let value = format!("r{i:06}");
+            let partition = (i % partitions as u64) as i32;
+            match p
+                .send(
+                    FutureRecord::to(topic)
+                        .partition(partition)
+                        .key(&value)
+                        .payload(&value),
+                    Duration::from_secs(60),
+                )
+                .await
+            {
+                Ok(delivery) => {
+                    acked
+                        .lock()
+                        .expect("lock")
+                        .insert((delivery.partition, delivery.offset), value);
+                }
+                Err((e, _)) => {
+                    failures += 1;
+                    eprintln!("produce failed (not acknowledged, so not checked): {e}");
+                }
+            }
+            i += 1;
+        }
+        failures
+    })
+}
+
+/// Every acknowledged record is in the log at its offset, as a consumer reads it afterwards.
+pub fn check_acknowledged(bootstrap: &str, topic: &str, partitions: i32, acked: &Acked) {
+    let acked = acked.lock().expect("lock").clone();
+    let consumer = assigned_consumer(bootstrap, topic, partitions);
+    let mut read: BTreeMap<(i32, i64), String> = BTreeMap::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline && !acked.keys().all(|k| read.contains_key(k)) {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+            let value = String::from_utf8(m.payload().unwrap_or_default().to_vec()).expect("utf8");
+            read.insert((m.partition(), m.offset()), value);
+        }
+    }
+    let mut lost = Vec::new();
+    for (key, value) in &acked {
+        if read.get(key) != Some(value) {
+            lost.push((key, value, read.get(key)));
+        }
+    }
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged records lost or changed, e.g. {:?}",
+        lost.len(),
+        &lost[..lost.len().min(5)]
+    );
+    for p in 0..partitions {
+        let offsets: Vec<i64> = read
+            .keys()
+            .filter(|(q, _)| *q == p)
+            .map(|(_, o)| *o)
+            .collect();
+        assert!(
+            offsets.windows(2).all(|w| w[0] < w[1]),
+            "partition {p} out of order"
+        );
+    }
 }

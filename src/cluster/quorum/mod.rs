@@ -202,6 +202,7 @@ impl Quorum {
             }
         }
         tracing::info!(node = config.node_id, voters = ?config.voters, "metadata quorum started");
+        spawn_leadership_log(&raft, config.node_id);
         Ok(Arc::new(Quorum {
             node_id: config.node_id,
             raft,
@@ -521,4 +522,37 @@ fn stopped_reply(rpc: RaftRpc) -> RaftReply {
             RaftReply::Heartbeat(Err(ProposeError::NotLeader { leader: None }))
         }
     }
+}
+
+/// Logs (at info) each time this voter becomes the quorum's leader, with the term: operators
+/// and the fault tests read from it which broker is the active controller.
+fn spawn_leadership_log(raft: &Raft<types::TypeConfig>, node_id: i32) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    let mut metrics = raft.metrics();
+    let me = raft_id(node_id);
+    runtime.spawn(async move {
+        let mut leading_term = None;
+        loop {
+            let (leader, term) = {
+                let m = metrics.borrow_and_update();
+                (m.current_leader, m.current_term)
+            };
+            let leading = me.is_some() && leader == me;
+            if leading && leading_term != Some(term) {
+                tracing::info!(
+                    node = node_id,
+                    term,
+                    "this broker now leads the metadata quorum (active controller)"
+                );
+                leading_term = Some(term);
+            } else if !leading {
+                leading_term = None;
+            }
+            if metrics.changed().await.is_err() {
+                return;
+            }
+        }
+    });
 }

@@ -15,6 +15,7 @@ use super::network::{serve_connection, MemoryNetwork, TcpTransport, Transport, M
 use super::state_machine::MetadataStateMachine;
 use super::*;
 use crate::cluster::metadata::{BrokerInfo, BrokerRegistration, PartitionInfo, TopicInfo};
+use crate::testing::SplitMix;
 
 // ------------------------------------------------------------------------------ storage suite
 
@@ -385,23 +386,6 @@ async fn a_barrier_waits_until_a_lagging_voter_has_applied_what_was_committed() 
         "the barrier returned before the committed topic was applied"
     );
     heal.await.unwrap();
-}
-
-/// A small deterministic generator for the random schedule.
-struct SplitMix(u64);
-
-impl SplitMix {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
 }
 
 /// Links are cut and healed at random while every voter keeps asking for producer-id blocks.
