@@ -1,0 +1,338 @@
+"""Python clients against a three-broker gregor cluster, with a broker killed under them.
+
+The module starts three `gregor broker --voters ...` processes on free 127.0.0.1 ports
+(fast failure detection: 200 ms heartbeats, 1.5 s session timeout). Each client library
+(confluent-kafka, kafka-python, aiokafka) creates a replicated topic (RF=3,
+min.insync.replicas=2), produces at acks=all, and while it produces the partition's leader
+is killed with SIGKILL and later restarted. Every record the client saw acknowledged must
+then be read back by the same library at its offset, in order; the cluster must be whole
+again (all three brokers in the ISR) before the next test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from conftest import GREGOR_BIN, _free_port
+
+pytestmark = pytest.mark.timeout(180)
+
+NODES = (1, 2, 3)
+ENV = {
+    "RUST_LOG": "info,openraft=warn",
+    "GREGOR_CONTROLLER_QUORUM_ELECTION_TIMEOUT_MS": "300",
+    "GREGOR_BROKER_HEARTBEAT_INTERVAL_MS": "200",
+    "GREGOR_BROKER_SESSION_TIMEOUT_MS": "1500",
+    "GREGOR_REPLICA_LAG_TIME_MAX_MS": "1000",
+    "GREGOR_LEADER_IMBALANCE_CHECK_INTERVAL_SECONDS": "1",
+}
+RECORDS = 600
+KILL_AT = 150
+
+
+def deadline_loop(what: str, seconds: float = 60, fail: bool = True):
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        yield
+        time.sleep(0.1)
+    if fail:
+        pytest.fail(f"timed out waiting for {what}")
+
+
+class Cluster:
+    def __init__(self) -> None:
+        self.root = Path(tempfile.mkdtemp(prefix="gregor-pycluster-"))
+        self.ports = {n: _free_port() for n in NODES}
+        self.voters = ",".join(f"{n}@127.0.0.1:{_free_port()}" for n in NODES)
+        self.procs: dict[int, subprocess.Popen] = {}
+        self.bootstrap = ",".join(f"127.0.0.1:{self.ports[n]}" for n in NODES)
+
+    def launch(self, node: int) -> None:
+        env = dict(os.environ)
+        env.update(ENV)
+        with open(self.root / f"broker-{node}.log", "ab") as log:
+            self.procs[node] = subprocess.Popen(
+                [str(GREGOR_BIN), "broker", "--node-id", str(node),
+                 "--listen", f"127.0.0.1:{self.ports[node]}",
+                 "--data-dir", str(self.root / f"broker-{node}"),
+                 "--voters", self.voters],
+                stdout=subprocess.DEVNULL, stderr=log, env=env,
+            )
+
+    def wait_listening(self, node: int) -> None:
+        for _ in deadline_loop(f"broker {node} to listen", 30):
+            assert self.procs[node].poll() is None, self.log_tail(node)
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", self.ports[node])) == 0:
+                    return
+
+    def kill9(self, node: int) -> None:
+        proc = self.procs.pop(node)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+
+    def restart(self, node: int) -> None:
+        self.launch(node)
+        self.wait_listening(node)
+
+    def partitions(self, topic: str) -> dict[int, tuple[int, list[int]]]:
+        md = AdminClient({"bootstrap.servers": self.bootstrap}).list_topics(topic, timeout=10)
+        t = md.topics.get(topic)
+        if t is None or t.error is not None:
+            return {}
+        return {p.id: (p.leader, list(p.isrs)) for p in t.partitions.values()}
+
+    def wait_whole(self, topic: str) -> None:
+        """Every partition led and all three brokers in its ISR."""
+        for _ in deadline_loop(f"{topic}'s ISR to hold all three brokers"):
+            try:
+                parts = self.partitions(topic)
+            except Exception:  # a broker restarting: ask again
+                continue
+            if parts and all(l >= 0 and len(isr) == 3 for l, isr in parts.values()):
+                return
+
+    def log_tail(self, node: int, n: int = 20) -> str:
+        try:
+            lines = (self.root / f"broker-{node}.log").read_text(errors="replace").splitlines()
+            return "\n".join(lines[-n:])
+        except OSError:
+            return "<no log>"
+
+    def panics(self) -> list[str]:
+        out = []
+        for n in NODES:
+            path = self.root / f"broker-{n}.log"
+            if path.exists():
+                out += [f"broker {n}: {l}" for l in path.read_text(errors="replace").splitlines()
+                        if "panicked" in l]
+        return out
+
+    def stop(self) -> dict[int, int | None]:
+        codes = {}
+        for node, proc in list(self.procs.items()):
+            proc.send_signal(signal.SIGTERM)
+            try:
+                codes[node] = proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+                codes[node] = None
+        return codes
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    if not GREGOR_BIN.is_file():
+        pytest.fail(f"gregor binary not found at {GREGOR_BIN} (cargo build --release)")
+    c = Cluster()
+    for n in NODES:
+        c.launch(n)
+    for n in NODES:
+        c.wait_listening(n)
+    for _ in deadline_loop("three registered brokers", 30):
+        md = AdminClient({"bootstrap.servers": c.bootstrap}).list_topics(timeout=10)
+        if len(md.brokers) == 3:
+            break
+    yield c
+    panics = c.panics()
+    codes = c.stop()
+    if os.environ.get("KEEP_WORK") != "1":
+        shutil.rmtree(c.root, ignore_errors=True)
+    assert not panics, panics
+    assert all(code == 0 for code in codes.values()), f"unclean stops: {codes}"
+
+
+def replicated_topic(cluster: Cluster, prefix: str) -> str:
+    topic = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    admin = AdminClient({"bootstrap.servers": cluster.bootstrap})  # alive until the result
+    futures = admin.create_topics(
+        [NewTopic(topic, num_partitions=1, replication_factor=3,
+                  config={"min.insync.replicas": "2"})],
+        operation_timeout=10,
+    )
+    futures[topic].result(timeout=30)
+    cluster.wait_whole(topic)
+    return topic
+
+
+def kill_leader(cluster: Cluster, topic: str) -> int:
+    leader = cluster.partitions(topic)[0][0]
+    cluster.kill9(leader)
+    return leader
+
+
+def read_back(acked: dict[int, str], poll) -> dict[int, str]:
+    """Polls (`poll()` returns (offset, value) pairs) until every acknowledged offset is read
+    or 30 s pass; check() then says what is missing."""
+    read: dict[int, str] = {}
+    for _ in deadline_loop("reading back", 30, fail=False):
+        read.update(poll())
+        if all(o in read for o in acked):
+            break
+    return read
+
+
+def check(acked: dict[int, str], read: dict[int, str]) -> None:
+    assert len(acked) >= RECORDS, f"only {len(acked)} acknowledged"
+    lost = {o: v for o, v in acked.items() if read.get(o) != v}
+    assert not lost, f"{len(lost)} acknowledged records lost or changed, e.g. " \
+                     f"{list(lost.items())[:5]} (read {len(read)})"
+    # Order kept: values were sent in increasing order, so acknowledged offsets carry them so.
+    ordered = [acked[o] for o in sorted(acked)]
+    assert ordered == sorted(ordered), "acknowledged records out of order"
+
+
+# ------------------------------------------------------------------ confluent-kafka
+
+def test_confluent_acks_all_survives_a_leader_kill(cluster):
+    topic = replicated_topic(cluster, "cluster-confluent")
+    p = Producer({"bootstrap.servers": cluster.bootstrap, "acks": "all", "linger.ms": 5,
+                  "message.timeout.ms": 60000, "retry.backoff.ms": 100,
+                  "max.in.flight.requests.per.connection": 1})
+    acked: dict[int, str] = {}
+    failed = []
+
+    def on_delivery(err, msg):
+        if err is None:
+            acked[msg.offset()] = msg.value().decode()
+        else:
+            failed.append(err)
+
+    victim = None
+    i = 0
+    for _ in deadline_loop(f"{RECORDS} acknowledged records", 120):
+        if len(acked) >= RECORDS:
+            break
+        p.produce(topic, value=f"c{i:06d}".encode(), partition=0, on_delivery=on_delivery)
+        i += 1
+        p.poll(0.002)
+        if victim is None and len(acked) >= KILL_AT:
+            victim = kill_leader(cluster, topic)
+    assert p.flush(60) == 0
+    cluster.restart(victim)
+    cluster.wait_whole(topic)
+
+    c = Consumer({"bootstrap.servers": cluster.bootstrap, "group.id": "unused",
+                  "enable.auto.commit": False, "fetch.wait.max.ms": 100})
+    c.assign([TopicPartition(topic, 0, 0)])
+    read = read_back(acked, lambda: [(m.offset(), m.value().decode())
+                                     for m in c.consume(num_messages=1000, timeout=0.2)
+                                     if m.error() is None])
+    c.close()
+    check(acked, read)
+
+
+# ------------------------------------------------------------------ kafka-python
+
+def test_kafka_python_acks_all_survives_a_leader_kill(cluster):
+    from kafka import KafkaConsumer, KafkaProducer
+    from kafka.structs import TopicPartition as KTopicPartition
+
+    topic = replicated_topic(cluster, "cluster-kafka-python")
+    p = KafkaProducer(bootstrap_servers=cluster.bootstrap, acks="all", linger_ms=5,
+                      enable_idempotence=False, retries=1_000_000, retry_backoff_ms=100,
+                      request_timeout_ms=15_000, max_in_flight_requests_per_connection=1)
+    acked: dict[int, str] = {}
+    victim = None
+    i = 0
+    for _ in deadline_loop(f"{RECORDS} acknowledged records", 120):
+        if len(acked) >= RECORDS:
+            break
+        # Small waves of sends, each wave waited for.
+        wave = [(f"k{i + j:06d}", p.send(topic, value=f"k{i + j:06d}".encode(), partition=0))
+                for j in range(20)]
+        i += 20
+        for value, future in wave:
+            try:
+                acked[future.get(timeout=60).offset] = value
+            except Exception as e:  # not acknowledged, so not checked
+                print(f"send failed: {e!r}")
+        if victim is None and len(acked) >= KILL_AT:
+            victim = kill_leader(cluster, topic)
+    p.close()
+    cluster.restart(victim)
+    cluster.wait_whole(topic)
+
+    c = KafkaConsumer(bootstrap_servers=cluster.bootstrap, group_id=None,
+                      enable_auto_commit=False, fetch_max_wait_ms=100)
+    tp = KTopicPartition(topic, 0)
+    c.assign([tp])
+    c.seek(tp, 0)
+    read = read_back(acked, lambda: [(r.offset, r.value.decode())
+                                     for records in c.poll(timeout_ms=200).values()
+                                     for r in records])
+    c.close()
+    check(acked, read)
+
+
+# ------------------------------------------------------------------ aiokafka
+
+def test_aiokafka_acks_all_survives_a_leader_kill(cluster):
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+    from aiokafka import TopicPartition as ATopicPartition
+
+    topic = replicated_topic(cluster, "cluster-aiokafka")
+
+    async def scenario():
+        p = AIOKafkaProducer(bootstrap_servers=cluster.bootstrap, acks="all", linger_ms=5,
+                             enable_idempotence=False, retry_backoff_ms=100,
+                             request_timeout_ms=15_000)
+        await p.start()
+        acked: dict[int, str] = {}
+        victim = None
+        i = 0
+        end = time.monotonic() + 120
+        while len(acked) < RECORDS:
+            assert time.monotonic() < end, f"only {len(acked)} acknowledged"
+            values = [f"a{i + j:06d}" for j in range(20)]
+            i += 20
+            futures = []
+            for v in values:
+                try:
+                    futures.append((v, await p.send(topic, value=v.encode(), partition=0)))
+                except Exception as e:  # not sent, so not checked
+                    print(f"send refused: {e!r}")
+            for v, f in futures:
+                try:
+                    acked[(await f).offset] = v
+                except Exception as e:  # not acknowledged, so not checked
+                    print(f"send failed: {e!r}")
+                    await asyncio.sleep(0.1)
+            if victim is None and len(acked) >= KILL_AT:
+                victim = kill_leader(cluster, topic)
+        await p.stop()
+        cluster.restart(victim)
+        cluster.wait_whole(topic)
+
+        c = AIOKafkaConsumer(bootstrap_servers=cluster.bootstrap, enable_auto_commit=False,
+                             fetch_max_wait_ms=100)
+        await c.start()
+        tp = ATopicPartition(topic, 0)
+        c.assign([tp])
+        c.seek(tp, 0)
+        read: dict[int, str] = {}
+        end = time.monotonic() + 60
+        while not all(o in read for o in acked):
+            assert time.monotonic() < end, f"read {len(read)} of {len(acked)}"
+            for records in (await c.getmany(timeout_ms=200)).values():
+                for r in records:
+                    read[r.offset] = r.value.decode()
+        await c.stop()
+        return acked, read
+
+    acked, read = asyncio.run(scenario())
+    check(acked, read)
