@@ -247,9 +247,9 @@ pub const BROKER_CONFIGS: &[ConfigDef] = &[
     long("max.connections", "10000", 1, "Open client connections accepted at once."),
     long(
         "queued.max.requests",
-        "500",
+        "5",
         1,
-        "Requests of one connection in flight at once (read but not yet answered).",
+        "Requests of one connection in flight at once (read but not yet answered); further ones wait in the socket. Per connection in gregor (Kafka: per broker, 500, but it handles one request per connection at a time). Few suffice for pipelining; many let acks=all producers park large requests while the ISR catches up.",
     ),
     long(
         "fetch.max.bytes",

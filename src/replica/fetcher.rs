@@ -28,7 +28,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::{FetchedFromLeader, Partition, ReplicaManager};
+use super::{FetchedFromLeader, FollowerApply, Partition, ReplicaManager};
 use crate::cluster::MetadataImage;
 
 /// The first bytes of a replica-fetch connection on the internal listener.
@@ -189,7 +189,15 @@ async fn run(
                 continue;
             }
         };
-        if !apply(leader, &partitions, response) && pause(settings.backoff, &mut shutdown).await {
+        let (mut healthy, flushes) = apply(leader, &partitions, response);
+        // flush.messages reached: durable before the next fetch reports these offsets held.
+        for (partition, offset) in flushes {
+            if let Err(e) = partition.flush_to(offset).await {
+                tracing::warn!(leader, topic = partition.topic(), partition = partition.index(), error = %e, "flushing replicated batches failed");
+                healthy = false;
+            }
+        }
+        if !healthy && pause(settings.backoff, &mut shutdown).await {
             return;
         }
     }
@@ -271,11 +279,16 @@ async fn exchange(
 }
 
 /// Appends what the leader sent. Returns false when something went wrong (the caller backs
-/// off before the next round).
-fn apply(leader: i32, partitions: &[(Arc<Partition>, i32)], response: FetchResponse) -> bool {
+/// off before the next round), and the partitions to flush (and to which offset).
+fn apply(
+    leader: i32,
+    partitions: &[(Arc<Partition>, i32)],
+    response: FetchResponse,
+) -> (bool, Vec<(Arc<Partition>, i64)>) {
+    let mut flushes = Vec::new();
     if response.error_code != 0 {
         tracing::debug!(leader, code = response.error_code, "replica fetch refused");
-        return false;
+        return (false, flushes);
     }
     let mut healthy = true;
     for topic in response.responses {
@@ -312,8 +325,12 @@ fn apply(leader: i32, partitions: &[(Arc<Partition>, i32)], response: FetchRespo
                 }
             };
             match partition.apply_from_leader(leader, *epoch, fetched) {
-                Ok(true) => {}
-                Ok(false) => tracing::debug!(
+                Ok(FollowerApply::Applied { flush_to }) => {
+                    if let Some(offset) = flush_to {
+                        flushes.push((partition.clone(), offset));
+                    }
+                }
+                Ok(FollowerApply::Stale) => tracing::debug!(
                     leader,
                     topic = partition.topic(),
                     partition = data.partition_index,
@@ -326,5 +343,5 @@ fn apply(leader: i32, partitions: &[(Arc<Partition>, i32)], response: FetchRespo
             }
         }
     }
-    healthy
+    (healthy, flushes)
 }

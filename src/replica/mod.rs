@@ -21,7 +21,7 @@ pub mod partition;
 mod simulation_tests;
 
 pub use manager::ReplicaManager;
-pub use partition::{FetchedData, FetchedFromLeader, FollowerFetch, Partition};
+pub use partition::{FetchedData, FetchedFromLeader, FollowerApply, FollowerFetch, Partition};
 
 use crate::log::LogError;
 

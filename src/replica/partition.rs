@@ -73,6 +73,20 @@ pub enum FetchedFromLeader {
     },
 }
 
+/// What applying a fetch answer did ([`Partition::apply_from_leader`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FollowerApply {
+    /// The answer belonged to a leadership that is over: dropped.
+    Stale,
+    /// Applied. `flush_to`: `flush.messages` was reached, so the caller makes the offsets
+    /// below it durable ([`Partition::flush_to`]) before it fetches again, as the next fetch
+    /// tells the leader this copy holds them (as Kafka, where a follower's append flushes).
+    Applied {
+        /// Offset to flush to, if any.
+        flush_to: Option<i64>,
+    },
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct FlushState {
     /// Every offset below this is on disk.
@@ -529,39 +543,43 @@ impl Partition {
 
     /// On a follower: applies what `leader` answered to a fetch sent while this broker knew the
     /// partition at `leader_epoch`. An answer from a leadership that is over (another leader or
-    /// epoch since, or this broker leads now) is dropped: returns false.
+    /// epoch since, or this broker leads now) is dropped.
     pub fn apply_from_leader(
         &self,
         leader: i32,
         leader_epoch: i32,
         fetched: FetchedFromLeader,
-    ) -> Result<bool, ReplicaError> {
+    ) -> Result<FollowerApply, ReplicaError> {
         let _role = self.role.read().unwrap_or_else(|e| e.into_inner());
         if self.leader() != leader || self.leader_epoch() != leader_epoch || self.is_leader() {
-            return Ok(false);
+            return Ok(FollowerApply::Stale);
         }
-        match fetched {
+        let flush_to = match fetched {
             FetchedFromLeader::Diverging { epoch, end_offset } => {
-                self.truncate_diverging(epoch, end_offset)?
+                self.truncate_diverging(epoch, end_offset)?;
+                None
             }
             FetchedFromLeader::Records {
                 records,
                 high_watermark,
             } => self.append_as_follower(records, high_watermark)?,
-        }
-        Ok(true)
+        };
+        Ok(FollowerApply::Applied { flush_to })
     }
 
     /// Appends batches fetched from the leader (offsets as the leader assigned them) and takes
-    /// the leader's high watermark, capped at what this log holds.
+    /// the leader's high watermark, capped at what this log holds. Returns the offset to
+    /// flush to when `flush.messages` was reached.
     fn append_as_follower(
         &self,
         records: Bytes,
         leader_high_watermark: i64,
-    ) -> Result<(), ReplicaError> {
+    ) -> Result<Option<i64>, ReplicaError> {
+        let mut flush_to = None;
         if !records.is_empty() {
             let info = self.log.append_replicated(records)?;
             self.log_end.send_replace(info.last_offset + 1);
+            flush_to = info.flush_needed.then_some(info.last_offset + 1);
         }
         let cap = self.log.log_end_offset().min(leader_high_watermark);
         self.high_watermark.send_if_modified(|hw| {
@@ -572,7 +590,7 @@ impl Partition {
                 false
             }
         });
-        Ok(())
+        Ok(flush_to)
     }
 
     /// The leader says this copy's history of `epoch` diverges from its own, which ends at
@@ -729,6 +747,56 @@ mod tests {
             .unwrap();
         assert_eq!(old.log().log_end_offset(), 15);
         assert_eq!(old.log().latest_epoch(), Some(2));
+    }
+
+    /// Under `flush.messages`, a follower's append says to flush before it fetches again, so
+    /// an acks=all acknowledgement implies every ISR copy is on disk (as in Kafka).
+    #[tokio::test]
+    async fn followers_flush_per_flush_messages_before_fetching_again() {
+        let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let leader = Arc::new(partition(dirs.0.path(), 1, 1));
+        leader.append_as_leader(batch(0, 3, 1), 1).unwrap();
+        for (flush_messages, expected) in [(u64::MAX, None), (1, Some(3))] {
+            let dir = tempfile::tempdir().unwrap();
+            let config = LogConfig {
+                flush_messages,
+                ..LogConfig::default()
+            };
+            let log = PartitionLog::open(dir.path().to_path_buf(), config, 0).expect("open");
+            let follower = Partition::new("t".into(), Uuid::nil(), 0, 2, Arc::new(log), 1, 0);
+            let fetched = leader.read_for_follower(0, 1 << 20).unwrap();
+            let applied = follower
+                .apply_from_leader(
+                    1,
+                    0,
+                    FetchedFromLeader::Records {
+                        records: fetched.records,
+                        high_watermark: 3,
+                    },
+                )
+                .unwrap();
+            assert_eq!(applied, FollowerApply::Applied { flush_to: expected });
+            if let Some(offset) = expected {
+                follower.flush_to(offset).await.unwrap();
+                assert_eq!(follower.log().recovery_point(), 3);
+            }
+        }
+        // An answer from another leader or epoch is dropped.
+        let fetched = leader.read_for_follower(0, 1 << 20).unwrap();
+        let follower = partition(dirs.1.path(), 2, 1);
+        let stale = FetchedFromLeader::Records {
+            records: fetched.records,
+            high_watermark: 3,
+        };
+        assert_eq!(
+            follower.apply_from_leader(3, 0, stale.clone()).unwrap(),
+            FollowerApply::Stale
+        );
+        assert_eq!(
+            follower.apply_from_leader(1, 1, stale).unwrap(),
+            FollowerApply::Stale
+        );
+        assert_eq!(follower.log().log_end_offset(), 0);
     }
 
     #[test]

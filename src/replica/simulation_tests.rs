@@ -25,7 +25,7 @@ use bytes::{Buf, Bytes};
 use uuid::Uuid;
 
 use super::partition::Assignment;
-use super::{FetchedFromLeader, FollowerFetch, Partition};
+use super::{FetchedFromLeader, FollowerApply, FollowerFetch, Partition};
 use crate::cluster::metadata::{BrokerInfo, BrokerRegistration, PartitionInfo, TopicInfo};
 use crate::cluster::quorum::state_machine::apply_command;
 use crate::cluster::quorum::{Applied, MetadataCommand};
@@ -536,8 +536,11 @@ impl Sim {
                         self.stats.truncations += 1;
                     }
                     match p.apply_from_leader(leader, leader_epoch, fetched) {
-                        Ok(true) => {}
-                        Ok(false) => self.stats.dropped_stale_answers += 1,
+                        Ok(FollowerApply::Applied { flush_to: None }) => {}
+                        Ok(FollowerApply::Applied { flush_to: Some(_) }) => {
+                            p.log().flush().expect("flush");
+                        }
+                        Ok(FollowerApply::Stale) => self.stats.dropped_stale_answers += 1,
                         Err(e) => panic!("follower {} applying a fetch answer: {e}", m.to),
                     }
                 }
