@@ -283,7 +283,8 @@ async fn bind_internal(config: &BrokerConfig) -> Result<Option<TcpListener>, Sta
         Some(addr) => addr,
         None => voters.get(&config.node_id()).cloned().ok_or_else(|| {
             StartError::Metadata(ControllerError::Storage(format!(
-                "node.id {} is not in controller.quorum.voters",
+                "node.id {} is not in controller.quorum.voters: as an observer it needs \
+                 internal.listener",
                 config.node_id()
             )))
         })?,

@@ -104,7 +104,7 @@ pub const BROKER_CONFIGS: &[ConfigDef] = &[
         default: "",
         kind: ConfigKind::Text,
         sensitive: false,
-        doc: "Address the internal listener (Raft and replica traffic) binds; empty binds this broker's own entry of controller.quorum.voters.",
+        doc: "Address the internal listener (Raft and replica traffic) binds, and where a broker that is not a voter (an observer of the quorum) is reached; empty binds this broker's own entry of controller.quorum.voters.",
     },
     long(
         "controller.quorum.election.timeout.ms",

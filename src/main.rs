@@ -57,7 +57,7 @@ struct BrokerArgs {
 
 #[derive(Debug, Args)]
 struct DevArgs {
-    /// Number of brokers. Until replication lands, topics default to one replica.
+    /// Number of brokers (the first three are the controller quorum's voters).
     #[arg(long, default_value_t = 1)]
     brokers: u16,
     /// Internal (quorum) port of the first broker when there are several; default: the
@@ -152,6 +152,9 @@ async fn run_broker(args: BrokerArgs) -> Result<(), String> {
     running.shutdown().await.map_err(|e| e.to_string())
 }
 
+/// Voters of a dev cluster; brokers after them are observers of the metadata quorum.
+const DEV_VOTERS: u16 = 3;
+
 async fn run_dev(args: DevArgs) -> Result<(), String> {
     if args.brokers == 0 {
         return Err("--brokers must be at least 1".to_string());
@@ -160,17 +163,19 @@ async fn run_dev(args: DevArgs) -> Result<(), String> {
         base.checked_add(i)
             .ok_or_else(|| format!("port {base} + {i} is out of range"))
     };
-    // Several brokers form a controller quorum over internal listeners on 127.0.0.1.
+    // Several brokers form a controller quorum over internal listeners on 127.0.0.1: the
+    // first three are its voters, any more are observers.
     let mut voters = String::new();
+    let mut internal_base = 0;
     if args.brokers > 1 {
-        let internal_base = match args.internal_port {
+        internal_base = match args.internal_port {
             Some(p) => p,
             None => args
                 .port
                 .checked_add(10000)
                 .ok_or("--port + 10000 is out of range: give --internal-port")?,
         };
-        let entries: Result<Vec<String>, String> = (0..args.brokers)
+        let entries: Result<Vec<String>, String> = (0..args.brokers.min(DEV_VOTERS))
             .map(|i| {
                 Ok(format!(
                     "{}@127.0.0.1:{}",
@@ -194,6 +199,12 @@ async fn run_dev(args: DevArgs) -> Result<(), String> {
             config
                 .set("controller.quorum.voters", &voters)
                 .map_err(|e| e.to_string())?;
+            if i >= DEV_VOTERS {
+                let internal = format!("127.0.0.1:{}", port_of(internal_base, i)?);
+                config
+                    .set("internal.listener", &internal)
+                    .map_err(|e| e.to_string())?;
+            }
         }
         starting.push(broker::start(config));
     }

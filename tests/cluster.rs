@@ -29,6 +29,9 @@ use rdkafka::{Offset, TopicPartitionList};
 struct Cluster {
     root: tempfile::TempDir,
     ports: Vec<u16>,
+    /// Every broker's internal listener; the first three are the quorum's voters, any more
+    /// are observers.
+    internal: Vec<String>,
     voters: String,
     brokers: Vec<Option<RunningBroker>>,
 }
@@ -39,13 +42,20 @@ impl Cluster {
         // start that loses that race is retried on new ports.
         for _attempt in 0..5 {
             let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
-            let voters = (0..n)
-                .map(|i| format!("{}@127.0.0.1:{}", i + 1, free_port()))
+            let internal: Vec<String> = (0..n)
+                .map(|_| format!("127.0.0.1:{}", free_port()))
+                .collect();
+            let voters = internal
+                .iter()
+                .take(3)
+                .enumerate()
+                .map(|(i, addr)| format!("{}@{addr}", i + 1))
                 .collect::<Vec<_>>()
                 .join(",");
             let mut cluster = Cluster {
                 root: tempfile::tempdir().expect("tempdir"),
                 ports,
+                internal,
                 voters,
                 brokers: (0..n).map(|_| None).collect(),
             };
@@ -77,6 +87,7 @@ impl Cluster {
             ("broker.heartbeat.interval.ms", "200".to_string()),
             ("broker.session.timeout.ms", "1500".to_string()),
             ("leader.imbalance.check.interval.seconds", "1".to_string()),
+            ("internal.listener", self.internal[i].clone()),
         ] {
             config.set(k, &v).expect("setting");
         }
@@ -222,6 +233,13 @@ fn consume_all(
     got
 }
 
+/// Every consumed value, sorted (to compare with what was sent, in any partition order).
+fn sorted_values(got: &BTreeMap<i32, Vec<String>>) -> Vec<String> {
+    let mut all: Vec<String> = got.values().flatten().cloned().collect();
+    all.sort();
+    all
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_brokers_share_metadata_and_serve_the_partitions_they_lead() {
     let cluster = Cluster::start(3).await;
@@ -256,8 +274,7 @@ async fn three_brokers_share_metadata_and_serve_the_partitions_they_lead() {
     // Clients bootstrapped from one broker find each partition's leader.
     let sent = produce(&cluster.bootstrap(0), "spread", 600).await;
     let got = consume_all(&cluster.bootstrap(2), "spread", 6, 600);
-    let mut all: Vec<String> = got.values().flatten().cloned().collect();
-    all.sort();
+    let all = sorted_values(&got);
     assert_eq!(all, sent, "every record exactly once");
     for records in got.values() {
         let mut sorted = records.clone();
@@ -378,8 +395,7 @@ async fn the_cluster_restarts_from_its_data() {
         .id;
     assert_eq!(id_before, id_after);
     let got = consume_all(&cluster.bootstrap(1), "kept", 3, 90);
-    let mut all: Vec<String> = got.values().flatten().cloned().collect();
-    all.sort();
+    let all = sorted_values(&got);
     assert_eq!(all, sent);
     cluster.shutdown().await;
 }
@@ -471,6 +487,40 @@ async fn wait_in_sync(cluster: &Cluster, topic: &str, partitions: i32, copies_ea
     }
 }
 
+/// A fourth broker, not a voter, observes the metadata quorum (a Raft learner): it registers,
+/// creates topics (forwarded to the active controller), hosts and leads replicas of them, and
+/// after a restart catches up and serves again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_beyond_the_voters_observes_the_quorum_and_hosts_replicas() {
+    let mut cluster = Cluster::start(4).await;
+    create(&cluster.bootstrap(3), "wide", 8, 3)
+        .await
+        .expect("created through the observer");
+    for i in 0..4 {
+        let (leaders, brokers) = metadata(&cluster.bootstrap(i), "wide");
+        assert_eq!(brokers, BTreeSet::from([1, 2, 3, 4]));
+        assert_eq!(
+            leaders.values().copied().collect::<BTreeSet<_>>(),
+            BTreeSet::from([1, 2, 3, 4]),
+            "partitions are led by every broker, the observer included"
+        );
+    }
+    let sent = produce(&cluster.all_bootstrap(), "wide", 400).await;
+    wait_in_sync(&cluster, "wide", 8, 3).await;
+    cluster.down(3).await;
+    cluster.up(&[3]).await;
+    wait_in_sync(&cluster, "wide", 8, 3).await;
+    let got = consume_all(&cluster.bootstrap(3), "wide", 8, 400);
+    let all = sorted_values(&got);
+    assert_eq!(all, sent, "every record exactly once");
+    let leader = cluster.running(3).broker.controller.quorum().leader();
+    assert!(
+        matches!(leader, Some(1..=3)),
+        "the quorum leader is a voter: {leader:?}"
+    );
+    cluster.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn followers_replicate_and_acks_all_waits_for_the_isr() {
     let mut cluster = Cluster::start(3).await;
@@ -492,8 +542,7 @@ async fn followers_replicate_and_acks_all_waits_for_the_isr() {
         .sum();
     assert_eq!(total, 300);
     let got = consume_all(&cluster.bootstrap(1), "replicated", 3, 300);
-    let mut all: Vec<String> = got.values().flatten().cloned().collect();
-    all.sort();
+    let all = sorted_values(&got);
     assert_eq!(all, sent);
 
     // A follower stops: it leaves the ISR of the partitions led elsewhere after

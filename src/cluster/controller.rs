@@ -128,7 +128,17 @@ impl Controller {
         } else {
             voters
         };
-        let internal_addr = voters.get(&node_id).cloned().unwrap_or_default();
+        // A voter is reached at its voter entry; an observer (not a voter) at its
+        // internal.listener.
+        let internal_addr = match voters.get(&node_id) {
+            Some(addr) => addr.clone(),
+            None => config.internal_listener().ok_or_else(|| {
+                ControllerError::Storage(format!(
+                    "node.id {node_id} is not in controller.quorum.voters: as an observer it \
+                     needs internal.listener"
+                ))
+            })?,
+        };
         let election = Duration::from_millis(config.quorum_election_timeout_ms());
         let mut quorum_config = QuorumConfig::new(
             node_id,
@@ -136,6 +146,7 @@ impl Controller {
             config.data_dir.join(QUORUM_DIR),
             &config.cluster_id(),
         );
+        quorum_config.address = internal_addr.clone();
         quorum_config.election_timeout = election;
         quorum_config.heartbeat_interval = (election / 10).max(Duration::from_millis(5));
         let transport: Arc<dyn Transport> = Arc::new(TcpTransport::new());

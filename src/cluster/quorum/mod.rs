@@ -8,7 +8,10 @@
 //!
 //! [`Quorum`] ties them together: every voter starts from the same static voter set (Kafka's
 //! `controller.quorum.voters`) and initializes the Raft group with it; openraft makes that safe
-//! to do on every node at once, and a voter restarting with its data simply rejoins. Any
+//! to do on every node at once, and a voter restarting with its data simply rejoins. Brokers
+//! beyond the voters are observers (KRaft's broker-only nodes): each asks the leader to add it
+//! as a Raft learner, receives and applies the log, proposes through the leader like a voter,
+//! and never votes. Any
 //! broker can [`propose`](Quorum::propose): a follower forwards the command to the leader (the
 //! active controller) and then waits until its own image has applied it, so the proposer reads
 //! its own writes.
@@ -44,10 +47,13 @@ pub const QUORUM_DIR: &str = "__cluster_metadata-0";
 /// How a voter is set up.
 #[derive(Debug, Clone)]
 pub struct QuorumConfig {
-    /// This broker's node id; must be one of the voters.
+    /// This broker's node id. A node that is not one of the voters is an observer: it asks
+    /// the voters to replicate the log to it (a Raft learner) and never votes.
     pub node_id: i32,
     /// Every voter: node id -> internal listener address (`host:port`).
     pub voters: BTreeMap<i32, String>,
+    /// This node's internal address (its voter entry, or where an observer is reached).
+    pub address: String,
     /// Where the log, vote and snapshot live.
     pub dir: PathBuf,
     /// Stamped on the image; names the Raft cluster.
@@ -73,6 +79,7 @@ impl QuorumConfig {
     ) -> QuorumConfig {
         QuorumConfig {
             node_id,
+            address: voters.get(&node_id).cloned().unwrap_or_default(),
             voters,
             dir,
             cluster_id: cluster_id.to_string(),
@@ -111,7 +118,8 @@ pub struct Committed {
     pub index: u64,
 }
 
-/// One voter of the controller quorum.
+/// One member of the controller quorum: a voter, or an observer (a broker that is not a
+/// voter, receiving the log as a Raft learner).
 pub struct Quorum {
     node_id: i32,
     raft: Raft<types::TypeConfig>,
@@ -147,9 +155,11 @@ impl Quorum {
         let id = raft_id(config.node_id).ok_or_else(|| {
             QuorumError::Config(format!("node id {} is negative", config.node_id))
         })?;
-        if !config.voters.contains_key(&config.node_id) {
+        let observer = !config.voters.contains_key(&config.node_id);
+        if observer && config.address.is_empty() {
             return Err(QuorumError::Config(format!(
-                "node {} is not one of the voters {:?}",
+                "node {} is not one of the voters {:?} and has no internal address to receive \
+                 the metadata log at",
                 config.node_id,
                 config.voters.keys().collect::<Vec<_>>()
             )));
@@ -189,21 +199,21 @@ impl Quorum {
             .is_initialized()
             .await
             .map_err(|e| QuorumError::Failed(e.to_string()))?;
-        if !initialized {
+        if !initialized && !observer {
             // Every voter does this with the same voter set; Raft's vote makes it safe.
             if let Err(e) = raft.initialize(members).await {
                 tracing::debug!(error = %e, "metadata quorum already initialized");
             }
         }
-        if initialized && config.voters.len() == 1 {
+        if initialized && !observer && config.voters.len() == 1 {
             // A lone voter needs nobody's vote: elect at once instead of after a timeout.
             if let Err(e) = raft.trigger().elect().await {
                 tracing::debug!(error = %e, "triggering the election of a lone voter");
             }
         }
-        tracing::info!(node = config.node_id, voters = ?config.voters, "metadata quorum started");
+        tracing::info!(node = config.node_id, voters = ?config.voters, observer, "metadata quorum started");
         spawn_leadership_log(&raft, config.node_id);
-        Ok(Arc::new(Quorum {
+        let quorum = Arc::new(Quorum {
             node_id: config.node_id,
             raft,
             voters: config.voters,
@@ -212,7 +222,11 @@ impl Quorum {
             propose_timeout: config.propose_timeout,
             retry_backoff: config.heartbeat_interval.min(Duration::from_millis(50)),
             heartbeats: std::sync::Mutex::new(HashMap::new()),
-        }))
+        });
+        if observer {
+            tokio::spawn(Arc::clone(&quorum).join_as_observer(config.address.clone()));
+        }
+        Ok(quorum)
     }
 
     /// The function that serves this voter's incoming RPCs (holds only a weak reference).
@@ -242,7 +256,96 @@ impl Quorum {
             RaftRpc::Propose(command) => RaftReply::Propose(self.propose_here(command).await),
             RaftRpc::ReadIndex => RaftReply::ReadIndex(self.read_index_here().await),
             RaftRpc::Heartbeat { node_id } => RaftReply::Heartbeat(self.heartbeat_here(node_id)),
+            RaftRpc::AddObserver { node_id, addr } => {
+                RaftReply::AddObserver(self.add_observer_here(node_id, addr).await)
+            }
         }
+    }
+
+    /// On the leader: adds a broker that is not a voter as a Raft learner, so the metadata
+    /// log is replicated to it (it never votes). Returns once the membership change is
+    /// committed; the learner then catches up on its own.
+    async fn add_observer_here(&self, node_id: i32, addr: String) -> Result<(), ProposeError> {
+        let id =
+            raft_id(node_id).ok_or_else(|| ProposeError::Failed(format!("node id {node_id}")))?;
+        if self.voters.contains_key(&node_id) {
+            return Err(ProposeError::Failed(format!("node {node_id} is a voter")));
+        }
+        match self.raft.add_learner(id, BasicNode { addr }, false).await {
+            Ok(_) => {
+                tracing::info!(
+                    node = node_id,
+                    "added an observer broker to the metadata quorum"
+                );
+                Ok(())
+            }
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                Err(ProposeError::NotLeader {
+                    leader: f.leader_id.map(kafka_id),
+                })
+            }
+            Err(e) => Err(ProposeError::Failed(e.to_string())),
+        }
+    }
+
+    /// Whether this node is in the quorum's membership (as voter or observer).
+    fn is_member(&self) -> bool {
+        let Some(id) = raft_id(self.node_id) else {
+            return false;
+        };
+        self.raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .get_node(&id)
+            .is_some()
+    }
+
+    /// An observer asks the voters, until one that leads adds it, to replicate the metadata
+    /// log to it. Runs until this node is a member (at once after a restart: its own log says
+    /// so) or the quorum stops.
+    async fn join_as_observer(self: Arc<Self>, addr: String) {
+        let from = raft_id(self.node_id).unwrap_or_default();
+        let voters: Vec<(i32, String)> = self.voters.clone().into_iter().collect();
+        let mut attempt = 0usize;
+        while !self.is_member() {
+            let (voter, voter_addr) = match self
+                .leader()
+                .and_then(|l| self.voters.get(&l).map(|a| (l, a.clone())))
+            {
+                Some(known) => known,
+                None => voters[attempt % voters.len()].clone(),
+            };
+            attempt += 1;
+            let rpc = RaftRpc::AddObserver {
+                node_id: self.node_id,
+                addr: addr.clone(),
+            };
+            let to = raft_id(voter).unwrap_or_default();
+            match self
+                .transport
+                .send(from, to, &voter_addr, rpc, self.propose_timeout)
+                .await
+            {
+                Ok(RaftReply::AddObserver(Ok(()))) => {}
+                Ok(RaftReply::AddObserver(Err(e))) => {
+                    tracing::debug!(voter, error = %e, "joining the metadata quorum as an observer")
+                }
+                Ok(_) => tracing::debug!(voter, "unexpected reply to AddObserver"),
+                Err(e) => {
+                    tracing::debug!(voter, error = %e, "joining the metadata quorum as an observer")
+                }
+            }
+            if self.raft.is_initialized().await.is_err() {
+                return; // stopped
+            }
+            tokio::time::sleep(self.retry_backoff.max(Duration::from_millis(100))).await;
+        }
+        tracing::info!(
+            node = self.node_id,
+            "receiving the metadata log as an observer"
+        );
     }
 
     fn heartbeat_here(&self, node_id: i32) -> Result<(), ProposeError> {
@@ -520,6 +623,9 @@ fn stopped_reply(rpc: RaftRpc) -> RaftReply {
         RaftRpc::ReadIndex => RaftReply::ReadIndex(Err(ProposeError::NotLeader { leader: None })),
         RaftRpc::Heartbeat { .. } => {
             RaftReply::Heartbeat(Err(ProposeError::NotLeader { leader: None }))
+        }
+        RaftRpc::AddObserver { .. } => {
+            RaftReply::AddObserver(Err(ProposeError::NotLeader { leader: None }))
         }
     }
 }

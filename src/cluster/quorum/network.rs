@@ -54,13 +54,23 @@ pub enum RaftRpc {
         /// The broker.
         node_id: i32,
     },
+    /// A broker that is not a voter asks to receive the metadata log (as a Raft learner).
+    AddObserver {
+        /// The broker.
+        node_id: i32,
+        /// Its internal listener.
+        addr: String,
+    },
 }
 
 impl RaftRpc {
     fn is_propose(&self) -> bool {
         matches!(
             self,
-            RaftRpc::Propose(_) | RaftRpc::ReadIndex | RaftRpc::Heartbeat { .. }
+            RaftRpc::Propose(_)
+                | RaftRpc::ReadIndex
+                | RaftRpc::Heartbeat { .. }
+                | RaftRpc::AddObserver { .. }
         )
     }
 }
@@ -94,6 +104,8 @@ pub enum RaftReply {
     ReadIndex(Result<u64, ProposeError>),
     /// To Heartbeat.
     Heartbeat(Result<(), ProposeError>),
+    /// To AddObserver.
+    AddObserver(Result<(), ProposeError>),
 }
 
 /// A failure to exchange a message (not an error the remote returned).

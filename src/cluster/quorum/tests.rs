@@ -118,6 +118,8 @@ impl Cluster {
         );
         config.heartbeat_interval = Duration::from_millis(50);
         config.election_timeout = Duration::from_millis(300);
+        // Voters' own entry; where an observer (an id outside VOTERS) is reached.
+        config.address = format!("node-{id}");
         config.snapshot_every = self.snapshot_every;
         config.propose_timeout = self.propose_timeout;
         config
@@ -243,6 +245,59 @@ async fn three_voters_elect_one_leader_and_any_voter_can_propose() {
     assert_eq!(image.controller_id, leader);
     assert_eq!(image.topics.len(), 1);
     assert_eq!(image.brokers.keys().copied().collect::<Vec<_>>(), VOTERS);
+}
+
+/// A broker beyond the voters joins as an observer: it gets the log (a snapshot first, since
+/// the log was compacted), proposes through the leader, never votes or leads, and after a
+/// restart catches up again without asking to join.
+#[tokio::test(start_paused = true)]
+async fn an_observer_receives_the_log_and_proposes_without_voting() {
+    let mut cluster = Cluster::start(20).await;
+    let leader = cluster.leader().await;
+    for t in 0..30 {
+        let c = cluster
+            .node(leader)
+            .propose(create_topic(&format!("t{t}")))
+            .await
+            .unwrap();
+        assert_eq!(c.applied, Applied::Done);
+    }
+    cluster.up(4).await;
+    let committed = cluster.node(4).propose(register(4)).await.unwrap();
+    assert_eq!(committed.applied, Applied::Done);
+    let image = cluster.converged().await;
+    assert_eq!(image.topics.len(), 30);
+    assert!(image.brokers.contains_key(&4));
+    let membership = cluster
+        .node(4)
+        .raft
+        .metrics()
+        .borrow()
+        .membership_config
+        .clone();
+    assert_eq!(
+        membership.membership().voter_ids().collect::<Vec<_>>(),
+        vec![1, 2, 3]
+    );
+    assert_eq!(
+        membership.membership().learner_ids().collect::<Vec<_>>(),
+        vec![4]
+    );
+    // Losing the leader elects another voter, never the observer.
+    cluster.down(leader).await;
+    let new = cluster.leader().await;
+    assert!(VOTERS.contains(&new), "leader {new}");
+    cluster.down(4).await;
+    cluster
+        .node(new)
+        .propose(create_topic("while-the-observer-was-down"))
+        .await
+        .unwrap();
+    cluster.up(4).await;
+    cluster.up(leader).await;
+    let image = cluster.converged().await;
+    assert_eq!(image.topics.len(), 31);
+    assert!(VOTERS.contains(&cluster.leader().await));
 }
 
 #[tokio::test(start_paused = true)]
