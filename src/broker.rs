@@ -377,27 +377,21 @@ async fn run_liveness(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) 
         let now = tokio::time::Instant::now();
         let since = *leading_since.get_or_insert(now);
         let seen = quorum.heartbeats();
-        let image = broker.controller.image();
-        for (node, registration) in &image.registrations {
-            let heard = seen.get(node).copied();
-            let last = heard.unwrap_or(since).max(since);
-            let alive = *node == me || now.duration_since(last) <= session;
-            let change = if !registration.fenced && !alive {
-                Some(true)
-            } else if registration.fenced && alive && (heard.is_some() || *node == me) {
-                Some(false)
+        let changes = crate::cluster::decisions::fencing_changes(
+            &broker.controller.image(),
+            me,
+            |node| seen.get(&node).map(|at| now.duration_since(*at)),
+            now.duration_since(since),
+            session,
+        );
+        for (node, fenced) in changes {
+            if fenced {
+                tracing::warn!(node, "broker missed its session timeout: fencing it");
             } else {
-                None
-            };
-            if let Some(fenced) = change {
-                if fenced {
-                    tracing::warn!(node, "broker missed its session timeout: fencing it");
-                } else {
-                    tracing::info!(node, "fenced broker is heartbeating again: unfencing it");
-                }
-                if let Err(error) = broker.controller.set_fenced(*node, fenced).await {
-                    tracing::debug!(node, %error, "fencing change not made");
-                }
+                tracing::info!(node, "fenced broker is heartbeating again: unfencing it");
+            }
+            if let Err(error) = broker.controller.set_fenced(node, fenced).await {
+                tracing::debug!(node, %error, "fencing change not made");
             }
         }
         if broker.config.auto_leader_rebalance()

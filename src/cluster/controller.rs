@@ -381,34 +381,12 @@ impl Controller {
     /// in the ISR and not leading, back to it (Kafka's preferred replica election). Returns how
     /// many partitions moved.
     pub async fn elect_preferred_leaders(&self) -> Result<usize, ControllerError> {
-        let image = self.image();
         let mut moved = 0;
-        for topic in image.topics.values() {
-            for p in &topic.partitions {
-                let Some(&preferred) = p.replicas.first() else {
-                    continue;
-                };
-                let live = image
-                    .registrations
-                    .get(&preferred)
-                    .is_some_and(|r| !r.fenced);
-                if p.leader == preferred || !live || !p.isr.contains(&preferred) {
-                    continue;
-                }
-                let committed = self
-                    .quorum
-                    .propose(MetadataCommand::ChangePartition {
-                        topic_id: topic.id,
-                        partition: p.index,
-                        expected_partition_epoch: p.partition_epoch,
-                        leader: Some(preferred),
-                        isr: None,
-                    })
-                    .await?;
-                if committed.applied == Applied::Done {
-                    tracing::info!(topic = %topic.name, partition = p.index, leader = preferred, "moved leadership back to the preferred replica");
-                    moved += 1;
-                }
+        for (topic, command) in super::decisions::preferred_leader_changes(&self.image()) {
+            let what = format!("{command:?}");
+            if self.quorum.propose(command).await?.applied == Applied::Done {
+                tracing::info!(%topic, change = %what, "moved leadership back to the preferred replica");
+                moved += 1;
             }
         }
         Ok(moved)

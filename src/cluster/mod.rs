@@ -2,11 +2,14 @@
 //!
 //! - [`metadata`]: the immutable metadata image that request handlers read (a snapshot behind
 //!   an `Arc`, swapped whole on every change, so a handler never sees half a change).
-//! - [`controller`]: the one writer of the image. Today it is local to a single broker and
-//!   persists the image as a JSON document in the data dir; the cluster issue replaces its
-//!   storage with a Raft-replicated metadata log without changing what handlers call.
+//! - [`controller`]: the one writer of the image: validates each change and proposes it to the
+//!   controller quorum; every broker applies the same committed log.
+//! - [`quorum`]: the Raft-replicated metadata log (openraft) and its state machine.
+//! - [`decisions`]: the active controller's periodic rules (fencing silent brokers, preferred
+//!   leader election) as pure functions of the image and the clock.
 
 pub mod controller;
+pub mod decisions;
 pub mod metadata;
 pub mod quorum;
 

@@ -20,12 +20,14 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::{Buf, Bytes};
 use uuid::Uuid;
 
 use super::partition::Assignment;
 use super::{FetchedFromLeader, FollowerApply, FollowerFetch, Partition};
+use crate::cluster::decisions::{fencing_changes, preferred_leader_changes};
 use crate::cluster::metadata::{BrokerInfo, BrokerRegistration, PartitionInfo, TopicInfo};
 use crate::cluster::quorum::state_machine::apply_command;
 use crate::cluster::quorum::{Applied, MetadataCommand};
@@ -47,6 +49,8 @@ const MIN_INSYNC: usize = 2;
 const PRODUCE_TIMEOUT_MS: i64 = 2_000;
 /// A fetch not answered by then is sent again.
 const FETCH_TIMEOUT_MS: i64 = 200;
+/// `leader.imbalance.check.interval.seconds`, scaled down.
+const PREFERRED_ELECTION_MS: i64 = 1_000;
 
 struct Node {
     id: i32,
@@ -118,6 +122,7 @@ struct Sim {
     network: Vec<InFlight>,
     cut: BTreeSet<(i32, i32)>,
     last_heartbeat: BTreeMap<i32, i64>,
+    last_preferred_election: i64,
     pending: Vec<Pending>,
     next_fetch_id: u64,
     next_record_id: i64,
@@ -209,6 +214,7 @@ impl Sim {
             network: Vec::new(),
             cut: BTreeSet::new(),
             last_heartbeat: NODES.iter().map(|&id| (id, 1_000)).collect(),
+            last_preferred_election: 1_000,
             pending: Vec::new(),
             next_fetch_id: 0,
             next_record_id: 1,
@@ -341,8 +347,8 @@ impl Sim {
             self.cut.clear();
         }
         if self.rng.chance_bp(20) {
-            // Preferred leader election: the first replica takes over if it is in the ISR and
-            // live, while the old leader may not hear of it for a while.
+            // An election to any live ISR member (as an operator's or a preferred election
+            // would), while the old leader may not hear of it for a while.
             let info = Self::info(self.image()).clone();
             let candidate = self.rng.pick(&NODES);
             let live = self
@@ -369,17 +375,30 @@ impl Sim {
                 self.last_heartbeat.insert(node.id, self.now);
             }
         }
-        for id in NODES {
-            let fenced = self
-                .image()
-                .registrations
-                .get(&id)
-                .is_some_and(|r| r.fenced);
-            let silent = self.now - self.last_heartbeat[&id] > SESSION_MS;
-            if silent && !fenced {
-                self.propose(MetadataCommand::FenceBroker { node_id: id });
-            } else if !silent && fenced {
-                self.propose(MetadataCommand::UnfenceBroker { node_id: id });
+        // The controller's own rules (it is not one of the brokers here, and leads all along).
+        let now = self.now;
+        let changes = fencing_changes(
+            self.image(),
+            CONTROLLER,
+            |node| {
+                self.last_heartbeat
+                    .get(&node)
+                    .map(|at| Duration::from_millis((now - at).max(0) as u64))
+            },
+            Duration::from_millis(now as u64),
+            Duration::from_millis(SESSION_MS as u64),
+        );
+        for (node_id, fenced) in changes {
+            self.propose(if fenced {
+                MetadataCommand::FenceBroker { node_id }
+            } else {
+                MetadataCommand::UnfenceBroker { node_id }
+            });
+        }
+        if self.now - self.last_preferred_election >= PREFERRED_ELECTION_MS {
+            self.last_preferred_election = self.now;
+            for (_, command) in preferred_leader_changes(self.image()) {
+                self.propose(command);
             }
         }
     }
