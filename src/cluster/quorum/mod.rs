@@ -527,9 +527,10 @@ impl Quorum {
     ///
     /// Retries while there is no leader or leadership moves, up to the propose timeout. A
     /// command forwarded to a leader that dies before answering may have been committed all
-    /// the same; the retry then comes back [`Applied::Rejected`] for commands that check their
-    /// preconditions (a second CreateTopic of the same topic), so callers treat that outcome
-    /// with care.
+    /// the same: a retried CreateTopic is recognised by its topic id and answers
+    /// [`Applied::Done`]; a retried DeleteTopic comes back UnknownTopic and a retried
+    /// partition change comes back StaleChange (its partition epoch moved), so callers of
+    /// those treat a rejection after a retry with care.
     pub async fn propose(&self, command: MetadataCommand) -> Result<Committed, QuorumError> {
         let deadline = tokio::time::Instant::now() + self.propose_timeout;
         loop {

@@ -282,6 +282,15 @@ fn apply_inner(image: &mut MetadataImage, command: &MetadataCommand) -> Result<A
             Ok(Applied::Done)
         }
         MetadataCommand::CreateTopic { topic } => {
+            if image
+                .topics
+                .get(&topic.name)
+                .is_some_and(|t| t.id == topic.id)
+            {
+                // The same command again (a forwarded proposal retried after its answer was
+                // lost): it is already applied.
+                return Ok(Applied::Done);
+            }
             if image.topics.contains_key(&topic.name) {
                 return Err(Rejection::TopicAlreadyExists(topic.name.clone()));
             }
@@ -507,8 +516,16 @@ mod tests {
         let t = topic("orders", &[&[1, 2, 3]]);
         let create = MetadataCommand::CreateTopic { topic: t.clone() };
         assert_eq!(apply_command(&mut image, &create), Applied::Done);
+        // The same command again (a retried forward) is already applied; another topic of the
+        // same name is refused.
+        let before = serde_json::to_string(&image).unwrap();
+        assert_eq!(apply_command(&mut image, &create), Applied::Done);
+        assert_eq!(serde_json::to_string(&image).unwrap(), before);
+        let other = MetadataCommand::CreateTopic {
+            topic: topic("orders", &[&[1, 2, 3]]),
+        };
         assert!(matches!(
-            apply_command(&mut image, &create),
+            apply_command(&mut image, &other),
             Applied::Rejected(Rejection::TopicAlreadyExists(_))
         ));
         let colliding = MetadataCommand::CreateTopic {
