@@ -196,6 +196,33 @@ def check(acked: dict[int, str], read: dict[int, str]) -> None:
     assert ordered == sorted(ordered), "acknowledged records out of order"
 
 
+# ------------------------------------------------------------------ DescribeCluster
+
+def test_describe_cluster_lists_the_three_brokers(cluster):
+    """DescribeCluster (key 60) as librdkafka and kafka-python send it."""
+    from kafka import KafkaAdminClient
+
+    admin = AdminClient({"bootstrap.servers": cluster.bootstrap})
+    desc = admin.describe_cluster(include_authorized_operations=True,
+                                  request_timeout=10).result(timeout=30)
+    assert sorted(n.id for n in desc.nodes) == list(NODES)
+    assert {(n.host, n.port) for n in desc.nodes} == \
+        {("127.0.0.1", cluster.ports[n]) for n in NODES}
+    assert desc.controller is not None and desc.controller.id in NODES
+    assert desc.cluster_id
+    assert desc.authorized_operations, "every cluster operation is granted without ACLs"
+
+    k = KafkaAdminClient(bootstrap_servers=cluster.bootstrap, request_timeout_ms=15_000)
+    try:
+        meta = k.describe_cluster()
+    finally:
+        k.close()
+    # is_fenced exists only in a DescribeCluster v2 answer (the Metadata fallback has none).
+    assert sorted((b["broker_id"], b["is_fenced"]) for b in meta["brokers"]) == \
+        [(n, False) for n in NODES]
+    assert meta["cluster_id"] == desc.cluster_id
+
+
 # ------------------------------------------------------------------ confluent-kafka
 
 def test_confluent_acks_all_survives_a_leader_kill(cluster):

@@ -32,7 +32,7 @@ const TOPIC_OPERATIONS_ALL: i32 =
 
 /// Cluster: CREATE(5) ALTER(7) DESCRIBE(8) CLUSTER_ACTION(9) DESCRIBE_CONFIGS(10)
 /// ALTER_CONFIGS(11) IDEMPOTENT_WRITE(12).
-const CLUSTER_OPERATIONS_ALL: i32 =
+pub(crate) const CLUSTER_OPERATIONS_ALL: i32 =
     (1 << 5) | (1 << 7) | (1 << 8) | (1 << 9) | (1 << 10) | (1 << 11) | (1 << 12);
 
 /// Answers Metadata.

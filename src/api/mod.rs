@@ -17,6 +17,7 @@ pub mod api_versions;
 pub mod create_topics;
 pub mod delete_groups;
 pub mod delete_topics;
+pub mod describe_cluster;
 pub mod describe_configs;
 pub mod describe_groups;
 pub mod errors;
@@ -74,6 +75,7 @@ pub const SUPPORTED: &[(ApiKey, VersionRange)] = &[
     (ApiKey::DescribeConfigs, describe_configs::VERSIONS),
     (ApiKey::DeleteGroups, delete_groups::VERSIONS),
     (ApiKey::OffsetDelete, offset_delete::VERSIONS),
+    (ApiKey::DescribeCluster, describe_cluster::VERSIONS),
 ];
 
 /// The handled version range of an API, if it is handled at all.
@@ -173,6 +175,9 @@ pub async fn handle(ctx: RequestContext, body: RequestKind) -> Reply {
             describe_groups::handle(&ctx, req),
         )),
         RequestKind::DeleteGroups(req) => delete_groups::handle(ctx, req),
+        RequestKind::DescribeCluster(req) => Reply::Ready(ResponseKind::DescribeCluster(
+            describe_cluster::handle(&ctx, req),
+        )),
         RequestKind::OffsetDelete(req) => offset_delete::handle(ctx, req),
         other => {
             // The decoder only lets SUPPORTED APIs through, so this is a table/dispatch
@@ -226,6 +231,9 @@ mod tests {
                 ApiKey::ListGroups => both::<ListGroupsRequest, ListGroupsResponse>(),
                 ApiKey::DeleteGroups => both::<DeleteGroupsRequest, DeleteGroupsResponse>(),
                 ApiKey::OffsetDelete => both::<OffsetDeleteRequest, OffsetDeleteResponse>(),
+                ApiKey::DescribeCluster => {
+                    both::<DescribeClusterRequest, DescribeClusterResponse>()
+                }
                 other => panic!("{other:?} has no range check"),
             };
             assert!(
