@@ -394,6 +394,9 @@ async fn run_liveness(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) 
                 tracing::debug!(node, %error, "fencing change not made");
             }
         }
+        if let Err(error) = broker.controller.elect_unclean_leaders().await {
+            tracing::debug!(%error, "unclean leader election not made");
+        }
         if broker.config.auto_leader_rebalance()
             && now.duration_since(last_rebalance) >= rebalance_every
         {

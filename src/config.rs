@@ -120,6 +120,13 @@ pub const BROKER_CONFIGS: &[ConfigDef] = &[
         doc: "Give each partition back to its preferred leader (first replica) once that broker is in the ISR again.",
     },
     long("leader.imbalance.check.interval.seconds", "300", 1, "How often the active controller looks for partitions away from their preferred leader."),
+    ConfigDef {
+        name: "unclean.leader.election.enable",
+        default: "false",
+        kind: ConfigKind::Boolean,
+        sensitive: false,
+        doc: "When no in-sync replica of a partition is alive, let a live replica outside the ISR lead it: available again, but what only the ISR had is lost. Off: the partition waits for an ISR member.",
+    },
     long("broker.heartbeat.interval.ms", "2000", 1, "How often a broker tells the active controller it is alive."),
     long("broker.session.timeout.ms", "9000", 1, "A broker not heard from for this long is fenced: its partitions get new leaders from their ISR."),
     long("replica.lag.time.max.ms", "30000", 1, "A follower that has not caught up with the leader for this long leaves the ISR."),
@@ -360,6 +367,10 @@ pub const TOPIC_CONFIGS: &[(&str, &str)] = &[
         "log.cleaner.min.cleanable.ratio",
     ),
     ("min.insync.replicas", ""),
+    (
+        "unclean.leader.election.enable",
+        "unclean.leader.election.enable",
+    ),
 ];
 
 /// A configuration problem, reported before the broker starts or to CreateTopics.
@@ -611,6 +622,12 @@ impl BrokerConfig {
     /// `auto.leader.rebalance.enable`.
     pub fn auto_leader_rebalance(&self) -> bool {
         self.boolean("auto.leader.rebalance.enable")
+    }
+    /// Whether a topic with these overrides allows unclean leader election
+    /// (`unclean.leader.election.enable`, the topic's or the broker's).
+    pub fn unclean_leader_election(&self, overrides: &BTreeMap<String, String>) -> bool {
+        self.topic_value(overrides, "unclean.leader.election.enable")
+            .is_some_and(|(v, _)| v == "true")
     }
     /// `leader.imbalance.check.interval.seconds`.
     pub fn leader_imbalance_check_interval_s(&self) -> u64 {

@@ -521,6 +521,103 @@ async fn a_broker_beyond_the_voters_observes_the_quorum_and_hosts_replicas() {
     cluster.shutdown().await;
 }
 
+/// Polls broker `via`'s image until partition `p` of `topic` satisfies `ok`.
+async fn wait_partition(
+    cluster: &Cluster,
+    via: usize,
+    topic: &str,
+    p: i32,
+    what: &str,
+    ok: impl Fn(&gregor::cluster::PartitionInfo) -> bool,
+) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let image = cluster.running(via).broker.controller.image();
+        let info = image.partition(topic, p).expect("partition").clone();
+        if ok(&info) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{what}: {topic}-{p} is {info:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// `unclean.leader.election.enable`: when every ISR member of a partition is down, a topic that
+/// allows it gets a live replica from outside the ISR as leader; one that does not (the
+/// default) waits for an ISR member. Four brokers, so two voters stay up throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unclean_leader_election_only_where_the_topic_allows_it() {
+    let mut cluster = Cluster::start(4).await;
+    for (topic, unclean) in [("risky", "true"), ("safe", "false")] {
+        create_with(
+            &cluster.bootstrap(0),
+            topic,
+            4,
+            2,
+            &[("unclean.leader.election.enable", unclean)],
+        )
+        .await
+        .expect("created");
+    }
+    // A partition of each topic whose two replicas are brokers 3 and 4 (not voters 1 and 2).
+    let image = cluster.running(0).broker.controller.image();
+    let on_3_and_4 = |topic: &str| -> i32 {
+        image.topics[topic]
+            .partitions
+            .iter()
+            .find(|p| {
+                let mut r = p.replicas.clone();
+                r.sort_unstable();
+                r == [3, 4]
+            })
+            .map(|p| p.index)
+            .expect("a partition on brokers 3 and 4")
+    };
+    let (risky, safe) = (on_3_and_4("risky"), on_3_and_4("safe"));
+    let first_replica = image.topics["risky"].partitions[risky as usize].replicas[0];
+    drop(image);
+    // Lose the replica listed first, then the other: the ISR ends as the last one alone, then
+    // nobody leads.
+    let (first, second) = (first_replica, 7 - first_replica);
+    cluster
+        .down(usize::try_from(first - 1).expect("index"))
+        .await;
+    for (topic, p) in [("risky", risky), ("safe", safe)] {
+        wait_partition(&cluster, 0, topic, p, "ISR without the first", |i| {
+            i.isr == [second]
+        })
+        .await;
+    }
+    cluster
+        .down(usize::try_from(second - 1).expect("index"))
+        .await;
+    for (topic, p) in [("risky", risky), ("safe", safe)] {
+        wait_partition(&cluster, 0, topic, p, "leaderless", |i| i.leader == -1).await;
+    }
+    // The first comes back: outside the ISR, it may lead only where unclean election is on.
+    cluster
+        .up(&[usize::try_from(first - 1).expect("index")])
+        .await;
+    wait_partition(&cluster, 0, "risky", risky, "unclean election", |i| {
+        i.leader == first && i.isr == [first]
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let image = cluster.running(0).broker.controller.image();
+    let p = image.partition("safe", safe).expect("partition");
+    assert_eq!(p.leader, -1, "no unclean election by default: {p:?}");
+    drop(image);
+    // The last ISR member returns: the safe topic's partition is led again.
+    cluster
+        .up(&[usize::try_from(second - 1).expect("index")])
+        .await;
+    wait_partition(&cluster, 0, "safe", safe, "clean election", |i| {
+        i.leader == second
+    })
+    .await;
+    cluster.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn followers_replicate_and_acks_all_waits_for_the_isr() {
     let mut cluster = Cluster::start(3).await;

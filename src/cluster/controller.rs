@@ -381,15 +381,40 @@ impl Controller {
     /// in the ISR and not leading, back to it (Kafka's preferred replica election). Returns how
     /// many partitions moved.
     pub async fn elect_preferred_leaders(&self) -> Result<usize, ControllerError> {
-        let mut moved = 0;
-        for (topic, command) in super::decisions::preferred_leader_changes(&self.image()) {
+        let changes = super::decisions::preferred_leader_changes(&self.image());
+        self.make_leader_changes(changes, false).await
+    }
+
+    /// Proposes leadership moves one by one; returns how many were applied.
+    async fn make_leader_changes(
+        &self,
+        changes: Vec<(String, MetadataCommand)>,
+        unclean: bool,
+    ) -> Result<usize, ControllerError> {
+        let mut made = 0;
+        for (topic, command) in changes {
             let what = format!("{command:?}");
-            if self.quorum.propose(command).await?.applied == Applied::Done {
+            if self.quorum.propose(command).await?.applied != Applied::Done {
+                continue;
+            }
+            made += 1;
+            if unclean {
+                tracing::warn!(%topic, change = %what, "unclean leader election: a replica outside the ISR leads; records only the ISR had are lost");
+            } else {
                 tracing::info!(%topic, change = %what, "moved leadership back to the preferred replica");
-                moved += 1;
             }
         }
-        Ok(moved)
+        Ok(made)
+    }
+
+    /// Elects a leader outside the ISR for each leaderless partition whose topic allows it
+    /// (`unclean.leader.election.enable`). Returns how many partitions got one.
+    pub async fn elect_unclean_leaders(&self) -> Result<usize, ControllerError> {
+        let config = self.config.clone();
+        let changes = super::decisions::unclean_leader_changes(&self.image(), |overrides| {
+            config.unclean_leader_election(overrides)
+        });
+        self.make_leader_changes(changes, true).await
     }
 
     /// Stops this broker's voter.

@@ -6,10 +6,13 @@
 //!   for the session timeout is fenced; a fenced broker heard from again is unfenced.
 //! - [`preferred_leader_changes`]: Kafka's preferred replica election: each partition whose
 //!   first replica is live, in the ISR and not leading gets it back as leader.
+//! - [`unclean_leader_changes`]: for topics with `unclean.leader.election.enable`, a
+//!   leaderless partition (no live ISR member) gets a live replica from outside the ISR as
+//!   leader and sole ISR member.
 
 use std::time::Duration;
 
-use super::metadata::MetadataImage;
+use super::metadata::{MetadataImage, PartitionInfo, TopicInfo};
 use super::quorum::MetadataCommand;
 
 /// The fencing changes to make now, as `(node, fenced)`. `silent_for(node)` is how long ago
@@ -37,6 +40,51 @@ pub fn fencing_changes(
     changes
 }
 
+/// The unclean elections to make now: one `ChangePartition` per leaderless partition of a
+/// topic for which `allowed(topic configs)` says so, to its first live replica (in replica
+/// order) with an ISR of that replica alone.
+pub fn unclean_leader_changes(
+    image: &MetadataImage,
+    allowed: impl Fn(&std::collections::BTreeMap<String, String>) -> bool,
+) -> Vec<(String, MetadataCommand)> {
+    let mut changes = Vec::new();
+    for topic in image.topics.values() {
+        if !allowed(&topic.configs) {
+            continue;
+        }
+        for p in topic.partitions.iter().filter(|p| p.leader < 0) {
+            if let Some(leader) = p.replicas.iter().copied().find(|r| live(image, *r)) {
+                changes.push(leader_change(topic, p, leader, Some(vec![leader])));
+            }
+        }
+    }
+    changes
+}
+
+fn live(image: &MetadataImage, node: i32) -> bool {
+    image.registrations.get(&node).is_some_and(|r| !r.fenced)
+}
+
+/// A move of `p`'s leadership to `leader` (and its ISR to `isr`, if given), based on the
+/// partition epoch seen.
+fn leader_change(
+    topic: &TopicInfo,
+    p: &PartitionInfo,
+    leader: i32,
+    isr: Option<Vec<i32>>,
+) -> (String, MetadataCommand) {
+    (
+        topic.name.clone(),
+        MetadataCommand::ChangePartition {
+            topic_id: topic.id,
+            partition: p.index,
+            expected_partition_epoch: p.partition_epoch,
+            leader: Some(leader),
+            isr,
+        },
+    )
+}
+
 /// The leadership moves of a preferred replica election: one `ChangePartition` per partition
 /// whose preferred leader (first replica) is live, in the ISR and not leading, based on the
 /// partition epoch it saw (so a stale move is refused).
@@ -47,23 +95,10 @@ pub fn preferred_leader_changes(image: &MetadataImage) -> Vec<(String, MetadataC
             let Some(&preferred) = p.replicas.first() else {
                 continue;
             };
-            let live = image
-                .registrations
-                .get(&preferred)
-                .is_some_and(|r| !r.fenced);
-            if p.leader == preferred || !live || !p.isr.contains(&preferred) {
+            if p.leader == preferred || !live(image, preferred) || !p.isr.contains(&preferred) {
                 continue;
             }
-            changes.push((
-                topic.name.clone(),
-                MetadataCommand::ChangePartition {
-                    topic_id: topic.id,
-                    partition: p.index,
-                    expected_partition_epoch: p.partition_epoch,
-                    leader: Some(preferred),
-                    isr: None,
-                },
-            ));
+            changes.push(leader_change(topic, p, preferred, None));
         }
     }
     changes
@@ -105,5 +140,67 @@ mod tests {
         // Just made controller: silence from before that does not count.
         let changes = fencing_changes(&img, 1, heard, s(5), s(9));
         assert_eq!(changes, vec![(3, false)]);
+    }
+
+    #[test]
+    fn unclean_elections_only_where_allowed_and_only_to_live_replicas() {
+        use crate::cluster::metadata::{PartitionInfo, TopicInfo};
+        let mut img = image(&[(1, true), (2, true), (3, false)]);
+        for (name, unclean) in [("risky", true), ("safe", false)] {
+            let mut configs = std::collections::BTreeMap::new();
+            configs.insert("unclean".to_string(), unclean.to_string());
+            let id = uuid::Uuid::new_v4();
+            img.topics.insert(
+                name.into(),
+                TopicInfo {
+                    name: name.into(),
+                    id,
+                    partitions: vec![
+                        // Leaderless: its only ISR member (1) is fenced; 3 is live.
+                        PartitionInfo {
+                            index: 0,
+                            leader: -1,
+                            leader_epoch: 4,
+                            replicas: vec![1, 2, 3],
+                            isr: vec![1],
+                            partition_epoch: 9,
+                        },
+                        // Leaderless with no live replica at all.
+                        PartitionInfo {
+                            index: 1,
+                            leader: -1,
+                            leader_epoch: 1,
+                            replicas: vec![1, 2],
+                            isr: vec![2],
+                            partition_epoch: 3,
+                        },
+                    ],
+                    configs,
+                    internal: false,
+                },
+            );
+            img.topic_ids.insert(id, name.into());
+        }
+        let allowed = |c: &std::collections::BTreeMap<String, String>| {
+            c.get("unclean").is_some_and(|v| v == "true")
+        };
+        let changes = unclean_leader_changes(&img, allowed);
+        assert_eq!(changes.len(), 1, "{changes:?}");
+        assert_eq!(changes[0].0, "risky");
+        assert!(matches!(
+            &changes[0].1,
+            MetadataCommand::ChangePartition {
+                partition: 0,
+                expected_partition_epoch: 9,
+                leader: Some(3),
+                isr: Some(isr),
+                ..
+            } if isr == &vec![3]
+        ));
+        // The state machine takes it: leader 3, a new leader epoch, ISR [3].
+        let applied = crate::cluster::quorum::state_machine::apply_command(&mut img, &changes[0].1);
+        assert_eq!(applied, crate::cluster::quorum::Applied::Done);
+        let p = &img.topic("risky").unwrap().partitions[0];
+        assert_eq!((p.leader, p.leader_epoch, p.isr.clone()), (3, 5, vec![3]));
     }
 }
