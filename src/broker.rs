@@ -174,6 +174,7 @@ impl Broker {
                 configs,
                 validate_only: false,
                 internal: true,
+                assignment: None,
             };
             let started = std::time::Instant::now();
             match self.create_topic(spec).await {

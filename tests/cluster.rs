@@ -521,6 +521,58 @@ async fn a_broker_beyond_the_voters_observes_the_quorum_and_hosts_replicas() {
     cluster.shutdown().await;
 }
 
+/// CreateTopics with a manual replica assignment: each partition is placed exactly as asked,
+/// its first replica leading; an assignment naming an unknown broker is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn manual_replica_assignments_are_placed_as_asked() {
+    let cluster = Cluster::start(3).await;
+    let bootstrap = cluster.bootstrap(1);
+    let create = |name: &'static str, wanted: &'static [&'static [i32]]| {
+        let bootstrap = bootstrap.clone();
+        async move {
+            let topic = NewTopic::new(
+                name,
+                wanted.len() as i32,
+                TopicReplication::Variable(wanted),
+            );
+            let results = admin(&bootstrap)
+                .create_topics(&[topic], &AdminOptions::new())
+                .await
+                .expect("create_topics");
+            results
+                .into_iter()
+                .next()
+                .expect("a result")
+                .map(|_| ())
+                .map_err(|(_, code)| code)
+        }
+    };
+    // Kafka requires one replica count per topic, and registered brokers.
+    assert_eq!(
+        create("placed", &[&[3, 1, 2], &[2, 3, 1], &[1, 2], &[3, 2]]).await,
+        Err(RDKafkaErrorCode::InvalidReplicaAssignment)
+    );
+    assert_eq!(
+        create("misplaced", &[&[1, 9]]).await,
+        Err(RDKafkaErrorCode::InvalidReplicaAssignment)
+    );
+    let wanted: &[&[i32]] = &[&[3, 1, 2], &[2, 3, 1], &[1, 2, 3], &[3, 2, 1]];
+    assert_eq!(create("placed", wanted).await, Ok(()));
+    let image = cluster.running(0).broker.controller.image();
+    let got: Vec<(Vec<i32>, i32)> = image.topics["placed"]
+        .partitions
+        .iter()
+        .map(|p| (p.replicas.clone(), p.leader))
+        .collect();
+    let expected: Vec<(Vec<i32>, i32)> = wanted.iter().map(|r| (r.to_vec(), r[0])).collect();
+    assert_eq!(got, expected);
+    drop(image);
+    let sent = produce(&cluster.bootstrap(0), "placed", 100).await;
+    let got = consume_all(&cluster.bootstrap(2), "placed", 4, 100);
+    assert_eq!(sorted_values(&got), sent);
+    cluster.shutdown().await;
+}
+
 /// Polls broker `via`'s image until partition `p` of `topic` satisfies `ok`.
 async fn wait_partition(
     cluster: &Cluster,

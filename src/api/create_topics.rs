@@ -11,11 +11,9 @@
 //! - a config with a null value: INVALID_CONFIG;
 //! - manual `assignments`: both counts must be -1 (INVALID_REQUEST) and the assignment must be
 //!   well formed (INVALID_REPLICA_ASSIGNMENT: partitions 0..n once each, one replica count,
-//!   registered brokers, no broker twice). The controller places replicas itself and does not
-//!   take a placement yet, so an assignment is accepted only when it is exactly the placement
-//!   the controller would choose for that partition count and replication factor (on a single
-//!   broker, every valid assignment is); any other is refused with INVALID_REQUEST and a
-//!   message, never silently placed differently.
+//!   registered brokers, no broker twice). The controller then takes the assignment as given:
+//!   the first live replica of each partition leads, fenced ones start outside the ISR
+//!   (INVALID_REPLICA_ASSIGNMENT when none is live).
 //!
 //! The name, count and config checks are the controller's; the error of a probe with harmless
 //! counts is reported first where a handler-level refusal would otherwise hide it, so an
@@ -123,6 +121,7 @@ async fn create_one(
         configs,
         validate_only,
         internal: false,
+        assignment: None,
     };
     if topic.assignments.is_empty() {
         return ctx.broker.create_topic(spec).await.map_err(Refusal::from);
@@ -140,6 +139,7 @@ async fn probe(ctx: &RequestContext, name: &str) -> Result<(), Refusal> {
         configs: BTreeMap::new(),
         validate_only: true,
         internal: false,
+        assignment: None,
     };
     ctx.broker
         .create_topic(spec)
@@ -183,26 +183,7 @@ async fn create_with_assignment(
             format!("{replicas} replicas per partition is more than a replication factor can be"),
         )
     })?;
-    let validate_only = spec.validate_only;
-    let mut plan = spec.clone();
-    plan.validate_only = true;
-    let planned = ctx.broker.create_topic(plan).await?;
-    for (index, (asked, placed)) in wanted.iter().zip(&planned.partitions).enumerate() {
-        if *asked != placed.replicas {
-            return Err(Refusal::new(
-                ResponseError::InvalidRequest,
-                format!(
-                    "manual replica assignments are not supported yet unless they match the \
-                     broker's own placement: partition {index} would be placed on {:?}, not {asked:?}",
-                    placed.replicas
-                ),
-            ));
-        }
-    }
-    if validate_only {
-        return Ok(planned);
-    }
-    // The placement depends only on the registered brokers, which the plan just saw.
+    spec.assignment = Some(wanted);
     Ok(ctx.broker.create_topic(spec).await?)
 }
 

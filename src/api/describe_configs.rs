@@ -380,6 +380,7 @@ mod tests {
                     .collect(),
                 validate_only: false,
                 internal: false,
+                assignment: None,
             })
             .await
             .unwrap();

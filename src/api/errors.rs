@@ -44,6 +44,9 @@ pub fn controller_error_code(e: &ControllerError) -> i16 {
             ResponseError::InvalidReplicationFactor.code()
         }
         ControllerError::InvalidConfig(_) => ResponseError::InvalidConfig.code(),
+        ControllerError::InvalidReplicaAssignment(_) => {
+            ResponseError::InvalidReplicaAssignment.code()
+        }
         ControllerError::UnknownTopic(_) => ResponseError::UnknownTopicOrPartition.code(),
         ControllerError::PolicyViolation(_) => ResponseError::PolicyViolation.code(),
         ControllerError::DeletionDisabled => ResponseError::TopicDeletionDisabled.code(),

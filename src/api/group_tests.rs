@@ -64,6 +64,7 @@ async fn broker(dir: &std::path::Path) -> Arc<Broker> {
             configs: Default::default(),
             validate_only: false,
             internal: false,
+            assignment: None,
         })
         .await
         .unwrap();
@@ -805,6 +806,7 @@ async fn the_offsets_topic_is_compacted_and_replays_the_latest_commits() {
                 configs: Default::default(),
                 validate_only: false,
                 internal: false,
+                assignment: None,
             })
             .await
             .unwrap();

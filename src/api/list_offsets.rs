@@ -255,6 +255,7 @@ mod tests {
                 configs: BTreeMap::new(),
                 validate_only: false,
                 internal: false,
+                assignment: None,
             })
             .await
             .unwrap();

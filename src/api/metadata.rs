@@ -170,6 +170,7 @@ async fn missing_topic(
         configs: Default::default(),
         validate_only: false,
         internal: false,
+        assignment: None,
     };
     let created = ctx.broker.create_topic(spec).await;
     let image = ctx.broker.controller.image();

@@ -107,6 +107,7 @@ mod tests {
             configs: Default::default(),
             validate_only: false,
             internal: false,
+            assignment: None,
         })
         .await
         .unwrap();

@@ -44,6 +44,9 @@ pub enum ControllerError {
     /// INVALID_CONFIG.
     #[error("{0}")]
     InvalidConfig(String),
+    /// INVALID_REPLICA_ASSIGNMENT.
+    #[error("{0}")]
+    InvalidReplicaAssignment(String),
     /// UNKNOWN_TOPIC_OR_PARTITION / UNKNOWN_TOPIC_ID.
     #[error("unknown topic '{0}'")]
     UnknownTopic(String),
@@ -100,6 +103,10 @@ pub struct CreateTopicSpec {
     pub validate_only: bool,
     /// Internal topic flag.
     pub internal: bool,
+    /// A manual replica assignment (replicas by partition index, preferred leader first),
+    /// instead of the controller's placement; partition count and replication factor follow
+    /// from it.
+    pub assignment: Option<Vec<Vec<i32>>>,
 }
 
 /// The metadata controller of one broker.
@@ -223,10 +230,10 @@ impl Controller {
                 current.topics.len()
             )));
         }
-        let partitions = if spec.partitions == -1 {
-            self.config.num_partitions()
-        } else {
-            spec.partitions
+        let partitions = match (&spec.assignment, spec.partitions) {
+            (Some(assignment), _) => i32::try_from(assignment.len()).unwrap_or(i32::MAX),
+            (None, -1) => self.config.num_partitions(),
+            (None, n) => n,
         };
         if partitions < 1 {
             return Err(ControllerError::InvalidPartitions(format!(
@@ -248,15 +255,20 @@ impl Controller {
         let live = brokers.len();
         // The broker default adapts to the cluster (three copies where there are three
         // brokers, one on a single broker); an explicit factor does not.
-        let replication_factor = if spec.replication_factor == -1 {
-            self.config
-                .default_replication_factor()
-                .min(i16::try_from(live).unwrap_or(i16::MAX))
-                .max(1)
-        } else {
-            spec.replication_factor
-        };
-        if replication_factor < 1 || usize::try_from(replication_factor).unwrap_or(0) > live {
+        let replication_factor =
+            if let Some(first) = spec.assignment.as_ref().and_then(|a| a.first()) {
+                i16::try_from(first.len()).unwrap_or(i16::MAX)
+            } else if spec.replication_factor == -1 {
+                self.config
+                    .default_replication_factor()
+                    .min(i16::try_from(live).unwrap_or(i16::MAX))
+                    .max(1)
+            } else {
+                spec.replication_factor
+            };
+        if spec.assignment.is_none()
+            && (replication_factor < 1 || usize::try_from(replication_factor).unwrap_or(0) > live)
+        {
             return Err(ControllerError::InvalidReplicationFactor(format!(
                 "replication factor {replication_factor} is not between 1 and the {live} live broker(s)"
             )));
@@ -275,24 +287,44 @@ impl Controller {
             .map_err(|e| ControllerError::InvalidConfig(e.to_string()))?;
         let rf = usize::try_from(replication_factor).unwrap_or(1);
         // Start each topic on a different broker so that many small topics spread too.
-        let first = current.topics.len() % live;
+        let first = current.topics.len() % live.max(1);
+        let placed: Vec<Vec<i32>> = match &spec.assignment {
+            Some(assignment) => assignment.clone(),
+            None => (0..partitions)
+                .map(|index| {
+                    let start = first + usize::try_from(index).unwrap_or(0);
+                    (0..rf).map(|r| brokers[(start + r) % live]).collect()
+                })
+                .collect(),
+        };
+        let mut partition_infos = Vec::with_capacity(placed.len());
+        for (index, replicas) in (0..).zip(placed) {
+            // Fenced replicas start outside the ISR; the first live one leads (KRaft's rule
+            // for a manual assignment).
+            let isr: Vec<i32> = replicas
+                .iter()
+                .copied()
+                .filter(|r| brokers.contains(r))
+                .collect();
+            let Some(&leader) = isr.first() else {
+                return Err(ControllerError::InvalidReplicaAssignment(format!(
+                    "All brokers specified in the manual partition assignment for partition \
+                     {index} are fenced or unknown."
+                )));
+            };
+            partition_infos.push(PartitionInfo {
+                index,
+                leader,
+                leader_epoch: 0,
+                isr,
+                replicas,
+                partition_epoch: 0,
+            });
+        }
         let topic = TopicInfo {
             name: spec.name.clone(),
             id: Uuid::new_v4(),
-            partitions: (0..partitions)
-                .map(|index| {
-                    let start = first + usize::try_from(index).unwrap_or(0);
-                    let replicas: Vec<i32> = (0..rf).map(|r| brokers[(start + r) % live]).collect();
-                    PartitionInfo {
-                        index,
-                        leader: replicas[0],
-                        leader_epoch: 0,
-                        isr: replicas.clone(),
-                        replicas,
-                        partition_epoch: 0,
-                    }
-                })
-                .collect(),
+            partitions: partition_infos,
             configs: spec.configs,
             internal: spec.internal,
         };
@@ -458,6 +490,7 @@ mod tests {
             configs: BTreeMap::new(),
             validate_only: false,
             internal: false,
+            assignment: None,
         }
     }
 
