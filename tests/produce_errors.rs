@@ -6,15 +6,11 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::time::Duration;
-
-use bytes::{Buf, BufMut, Bytes, BytesMut};
-use common::{create_topic, TestBroker};
+use bytes::{Bytes, BytesMut};
+use common::{create_topic, raw_request, TestBroker};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse, RequestHeader, TopicName};
-use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse, TopicName};
+use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::{
     Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
@@ -70,29 +66,7 @@ fn produce(port: u16, topic: &str, partitions: Vec<(i32, Bytes)>, acks: i16) -> 
                     })
                     .collect(),
             )]);
-    let mut buf = BytesMut::new();
-    buf.put_i32(0);
-    RequestHeader::default()
-        .with_request_api_key(ApiKey::Produce as i16)
-        .with_request_api_version(VERSION)
-        .with_correlation_id(1)
-        .encode(&mut buf, ApiKey::Produce.request_header_version(VERSION))
-        .expect("header");
-    req.encode(&mut buf, VERSION).expect("body");
-    let size = (buf.len() - 4) as i32;
-    buf[0..4].copy_from_slice(&size.to_be_bytes());
-    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    s.write_all(&buf).expect("write");
-    let mut size = [0u8; 4];
-    s.read_exact(&mut size).expect("response size");
-    let mut frame = vec![0u8; i32::from_be_bytes(size) as usize];
-    s.read_exact(&mut frame).expect("response");
-    let mut frame = Bytes::from(frame);
-    let _header = frame.get_i32();
-    frame.advance(1); // flexible response header: empty tagged fields
-    ProduceResponse::decode(&mut frame, VERSION).expect("decode")
+    raw_request(port, ApiKey::Produce, VERSION, &req)
 }
 
 fn codes(r: &ProduceResponse) -> Vec<(i32, i16, i64)> {
