@@ -567,16 +567,23 @@ impl Sim {
         }
     }
 
-    /// A producer sends to a broker that thinks it leads (zombies included), at acks=all.
-    fn produce(&mut self) {
-        if !self.rng.chance(30) {
-            return;
+    /// With `percent`% probability, a random running node, if it thinks it leads (zombies
+    /// included): its index and partition.
+    fn random_self_declared_leader(&mut self, percent: u64) -> Option<(usize, Arc<Partition>)> {
+        if !self.rng.chance(percent) {
+            return None;
         }
         let i = self.rng.below(self.nodes.len() as u64) as usize;
-        let Some(p) = self.nodes[i].partition.clone() else {
+        let p = self.nodes[i].partition.clone()?;
+        p.is_leader().then_some((i, p))
+    }
+
+    /// A producer sends to a broker that thinks it leads (zombies included), at acks=all.
+    fn produce(&mut self) {
+        let Some((i, p)) = self.random_self_declared_leader(30) else {
             return;
         };
-        if !p.is_leader() || p.check_min_isr().is_err() {
+        if p.check_min_isr().is_err() {
             return;
         }
         let id = self.next_record_id;
@@ -625,14 +632,10 @@ impl Sim {
 
     /// A consumer reads what a broker that thinks it leads shows below its high watermark.
     fn consume(&mut self) {
-        if !self.rng.chance(20) {
-            return;
-        }
-        let i = self.rng.below(self.nodes.len() as u64) as usize;
-        let Some(p) = self.nodes[i].partition.clone() else {
+        let Some((_, p)) = self.random_self_declared_leader(20) else {
             return;
         };
-        if !p.is_leader() || self.consumer_position >= p.high_watermark() {
+        if self.consumer_position >= p.high_watermark() {
             return;
         }
         let data = p
