@@ -234,3 +234,52 @@ async fn max_connections_is_enforced() {
         metadata_ok(&broker);
     });
 }
+
+/// The read side reserves a whole frame once its size is known; that must cost address
+/// space, not resident memory: 64 connections each claiming a frame just under
+/// `socket.request.max.bytes` (100 MiB) and sending 1 KiB of it leave the broker's RSS far
+/// below the 6.4 GB claimed, and the broker keeps serving.
+#[test]
+fn claimed_frame_sizes_do_not_become_resident_memory() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = common::free_port();
+    let broker = common::ProcessBroker::start(dir.path(), port, &[]);
+    let pid = broker.child.as_ref().expect("running").id();
+    let claimed: i32 = 100 * 1024 * 1024 - 1;
+    let mut open = Vec::new();
+    for _ in 0..64 {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        let mut bytes = claimed.to_be_bytes().to_vec();
+        bytes.extend_from_slice(&[0u8; 1024]);
+        s.write_all(&bytes).expect("send part of a frame");
+        open.push(s);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    let rss_kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS");
+    assert!(
+        rss_kib < 200 * 1024,
+        "broker RSS {} MiB with 64 partial frames",
+        rss_kib / 1024
+    );
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    s.write_all(&request(
+        ApiKey::ApiVersions,
+        3,
+        1,
+        &ApiVersionsRequest::default()
+            .with_client_software_name(StrBytes::from_static_str("t"))
+            .with_client_software_version(StrBytes::from_static_str("1")),
+    ))
+    .expect("send");
+    let mut frame = read_frame(&mut s).expect("answered while the partial frames wait");
+    let header = ResponseHeader::decode(&mut frame, 0).expect("header");
+    assert_eq!(header.correlation_id, 1);
+    drop(open);
+}

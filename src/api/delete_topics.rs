@@ -267,12 +267,10 @@ mod tests {
     use crate::api::test_support::broker_with;
     use crate::api::RequestContext;
     use crate::broker::Broker;
-    use crate::cluster::CreateTopicSpec;
     use bytes::BytesMut;
     use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
     use kafka_protocol::messages::ApiKey;
     use kafka_protocol::protocol::Encodable;
-    use std::collections::BTreeMap;
     use std::sync::Arc;
 
     fn ctx(broker: &Arc<Broker>, version: i16) -> RequestContext {
@@ -280,19 +278,7 @@ mod tests {
     }
 
     async fn create(broker: &Broker, name: &str) -> Uuid {
-        broker
-            .create_topic(CreateTopicSpec {
-                name: name.to_string(),
-                partitions: 2,
-                replication_factor: 1,
-                configs: BTreeMap::new(),
-                validate_only: false,
-                internal: false,
-                assignment: None,
-            })
-            .await
-            .unwrap()
-            .id
+        crate::api::test_support::create_topic(broker, name, 2, &[]).await
     }
 
     fn name(n: &str) -> TopicName {

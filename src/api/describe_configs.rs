@@ -358,7 +358,6 @@ mod tests {
     use crate::api::test_support::broker_with;
     use crate::api::RequestContext;
     use crate::broker::Broker;
-    use crate::cluster::CreateTopicSpec;
     use bytes::BytesMut;
     use kafka_protocol::messages::ApiKey;
     use kafka_protocol::protocol::Encodable;
@@ -369,21 +368,7 @@ mod tests {
     }
 
     async fn create(broker: &Broker, name: &str, overrides: &[(&str, &str)]) {
-        broker
-            .create_topic(CreateTopicSpec {
-                name: name.to_string(),
-                partitions: 1,
-                replication_factor: 1,
-                configs: overrides
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect(),
-                validate_only: false,
-                internal: false,
-                assignment: None,
-            })
-            .await
-            .unwrap();
+        crate::api::test_support::create_topic(broker, name, 1, overrides).await;
     }
 
     fn resource(kind: i8, name: &str, keys: Option<&[&str]>) -> DescribeConfigsResource {

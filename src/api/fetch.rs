@@ -22,6 +22,10 @@
 //!   `diverging_epoch` where this log's history of that epoch ends (KIP-320) and no records.
 //! - `read_committed` reads stop at the last stable offset (equal to the high watermark until
 //!   transactions land) and carry an empty aborted-transactions list.
+//! - Records are not read into memory: a partition's answer of at least
+//!   [`SENDFILE_MIN_BYTES`] is a range of its segment file that the connection sends with
+//!   `sendfile` (a [`FileRefs`] placeholder in the response); smaller ones are read, since one
+//!   `sendfile` per tiny partition would cost more than the copy.
 
 use std::time::Duration;
 
@@ -37,13 +41,19 @@ use kafka_protocol::ResponseError;
 
 use super::errors::{replica_error_code, LeaderHints};
 use super::{Reply, RequestContext};
-use crate::replica::FollowerFetch;
+use crate::log::{FileSlice, LogError};
+use crate::protocol::FileRefs;
+use crate::replica::{FollowerFetch, ReplicaError};
 
 /// Handled versions.
 pub const VERSIONS: VersionRange = VersionRange { min: 4, max: 18 };
 
 /// Kafka's FINAL_EPOCH: a full fetch without a session.
 const FINAL_EPOCH: i32 = -1;
+
+/// A partition's records of at least this many bytes are sent from the file (`sendfile`);
+/// smaller ones are read into the response.
+pub const SENDFILE_MIN_BYTES: usize = 16 * 1024;
 
 /// Phase one of Fetch: answer now if there is enough data, else wait in phase two.
 pub fn handle(ctx: RequestContext, req: FetchRequest) -> Reply {
@@ -75,12 +85,13 @@ pub fn handle(ctx: RequestContext, req: FetchRequest) -> Reply {
     let follower = follower_of(&req, version);
     let topics = req.topics;
 
-    let (response, bytes, has_error) =
+    let (response, files, bytes, has_error) =
         read_all(&ctx, &topics, response_max_bytes, read_committed, follower);
     if bytes >= min_bytes || has_error || max_wait.is_zero() {
-        return Reply::Ready(ResponseKind::Fetch(response));
+        return Reply::ReadyFiles(ResponseKind::Fetch(response), files);
     }
-    Reply::Deferred(Box::pin(async move {
+    drop(files);
+    Reply::DeferredFiles(Box::pin(async move {
         let deadline = tokio::time::Instant::now() + max_wait;
         let mut watchers = Vec::new();
         for topic in &topics {
@@ -102,7 +113,7 @@ pub fn handle(ctx: RequestContext, req: FetchRequest) -> Reply {
         loop {
             // Read again now that the watchers are subscribed: a record appended between phase
             // one's read and the subscriptions would otherwise wake nobody.
-            let (response, bytes, has_error) =
+            let (response, files, bytes, has_error) =
                 read_all(&ctx, &topics, response_max_bytes, read_committed, follower);
             let stopping = *shutdown.borrow_and_update();
             if bytes >= min_bytes
@@ -110,7 +121,7 @@ pub fn handle(ctx: RequestContext, req: FetchRequest) -> Reply {
                 || stopping
                 || tokio::time::Instant::now() >= deadline
             {
-                return Some(ResponseKind::Fetch(response));
+                return Some((ResponseKind::Fetch(response), files));
             }
             // A watcher whose partition went away (topic deleted) reports its index so it is
             // dropped instead of waking this loop again and again.
@@ -159,16 +170,18 @@ fn follower_of(req: &FetchRequest, version: i16) -> Option<i32> {
     (id >= 0).then_some(id)
 }
 
-/// Reads every requested partition once. Returns the response, the record bytes in it, and
-/// whether any partition has an error. A follower's fetch offset is its log end: recording it
-/// may move the high watermark, and it reads up to the log end.
+/// Reads every requested partition once. Returns the response, the file slices its record
+/// placeholders stand for, the record bytes in it, and whether any partition has an error. A
+/// follower's fetch offset is its log end: recording it may move the high watermark, and it
+/// reads up to the log end.
 fn read_all(
     ctx: &RequestContext,
     topics: &[FetchTopic],
     response_max_bytes: usize,
     read_committed: bool,
     follower: Option<i32>,
-) -> (FetchResponse, usize, bool) {
+) -> (FetchResponse, FileRefs, usize, bool) {
+    let mut files = FileRefs::new();
     let version = ctx.version;
     let mut remaining = response_max_bytes;
     let mut total = 0usize;
@@ -248,18 +261,27 @@ fn read_all(
                 }
                 None => partition.read(p.fetch_offset, max_bytes, first_data),
             };
+            let read = read.and_then(|read| {
+                let records = records_field(read.records, &mut files)?;
+                Ok((
+                    read.high_watermark,
+                    read.last_stable_offset,
+                    read.log_start_offset,
+                    records,
+                ))
+            });
             match read {
-                Ok(read) => {
-                    data.high_watermark = read.high_watermark;
-                    data.last_stable_offset = read.last_stable_offset;
-                    data.log_start_offset = read.log_start_offset;
-                    let len = read.records.len();
+                Ok((high_watermark, last_stable_offset, log_start_offset, records)) => {
+                    data.high_watermark = high_watermark;
+                    data.last_stable_offset = last_stable_offset;
+                    data.log_start_offset = log_start_offset;
+                    let len = records.len();
                     if len > 0 {
                         first_data = false;
                     }
                     remaining = remaining.saturating_sub(len);
                     total += len;
-                    data.records = Some(read.records);
+                    data.records = Some(records);
                 }
                 Err(e) => {
                     data.error_code = replica_error_code(&e);
@@ -283,7 +305,18 @@ fn read_all(
     if has_error {
         add_leader_hints(ctx, &mut response, version);
     }
-    (response, total, has_error)
+    (response, files, total, has_error)
+}
+
+/// The records field for `slice`: a placeholder the connection sends from the file, or (small
+/// or too large to stand for) the bytes read now.
+fn records_field(slice: FileSlice, files: &mut FileRefs) -> Result<Bytes, ReplicaError> {
+    if slice.len() >= SENDFILE_MIN_BYTES {
+        if let Some(field) = files.placeholder(slice.clone()) {
+            return Ok(field);
+        }
+    }
+    Ok(slice.read_batches().map_err(LogError::from)?)
 }
 
 /// KIP-951 (v16+): a partition refused with NOT_LEADER_OR_FOLLOWER or FENCED_LEADER_EPOCH names
@@ -324,4 +357,91 @@ fn add_leader_hints(ctx: &RequestContext, response: &mut FetchResponse, version:
                 .with_rack(b.rack.map(StrBytes::from_string))
         })
         .collect();
+}
+
+#[cfg(test)]
+mod tests {
+    use kafka_protocol::messages::fetch_request::FetchPartition;
+    use kafka_protocol::messages::{ApiKey, TopicName};
+    use kafka_protocol::protocol::{Decodable, HeaderVersion};
+    use kafka_protocol::records::Compression;
+
+    use super::*;
+    use crate::api::test_support::{broker_with, create_topic, ctx};
+    use crate::log::batch::testing::{batch, batch_with};
+    use crate::protocol::{codec, Chunk};
+
+    /// A partition with at least SENDFILE_MIN_BYTES to return goes out as a file chunk, a
+    /// small one in memory; decoded, the frame holds exactly what the log holds.
+    #[tokio::test]
+    async fn large_reads_are_sent_from_the_file_small_ones_from_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = broker_with(dir.path(), &[]).await;
+        create_topic(&b, "big", 2, &[]).await;
+        let large = b.replicas.leader_partition("big", 0).unwrap();
+        let small = b.replicas.leader_partition("big", 1).unwrap();
+        for _ in 0..4 {
+            large
+                .append_as_leader(batch_with(0, &[1; 10], 1000, Compression::None), 1)
+                .unwrap();
+        }
+        small.append_as_leader(batch(0, 2, 1), 1).unwrap();
+        let stored: Vec<Bytes> = [&large, &small]
+            .iter()
+            .map(|p| p.log().read(0, 1 << 20, i64::MAX, true).unwrap())
+            .collect();
+        assert!(stored[0].len() >= SENDFILE_MIN_BYTES);
+        assert!(stored[1].len() < SENDFILE_MIN_BYTES);
+
+        let version = 12;
+        let req = FetchRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_max_bytes(1 << 20)
+            .with_session_epoch(FINAL_EPOCH)
+            .with_topics(vec![FetchTopic::default()
+                .with_topic(TopicName(StrBytes::from_static_str("big")))
+                .with_partitions(
+                    (0..2)
+                        .map(|p| {
+                            FetchPartition::default()
+                                .with_partition(p)
+                                .with_partition_max_bytes(1 << 20)
+                        })
+                        .collect(),
+                )]);
+        let Reply::ReadyFiles(body, files) = handle(ctx(&b, ApiKey::Fetch, version), req) else {
+            panic!("expected a ready fetch with file slices");
+        };
+        assert!(!files.is_empty());
+        let frame =
+            codec::encode_response_with_files(9, ApiKey::Fetch, version, &body, &files).unwrap();
+        let file_chunks = frame
+            .chunks()
+            .iter()
+            .filter(|c| matches!(c, Chunk::File(_)))
+            .count();
+        assert_eq!(
+            file_chunks, 1,
+            "only the large partition is sent from the file"
+        );
+        // Without the refs the placeholder would go out as zeros: encoding refuses.
+        assert!(codec::encode_response(9, ApiKey::Fetch, version, &body).is_err());
+
+        let mut bytes = frame.to_contiguous().unwrap();
+        assert_eq!(bytes.len(), frame.len());
+        let _size = bytes.split_to(4);
+        let header = kafka_protocol::messages::ResponseHeader::decode(
+            &mut bytes,
+            FetchResponse::header_version(version),
+        )
+        .unwrap();
+        assert_eq!(header.correlation_id, 9);
+        let decoded = FetchResponse::decode(&mut bytes, version).unwrap();
+        let got: Vec<Bytes> = decoded.responses[0]
+            .partitions
+            .iter()
+            .map(|p| p.records.clone().unwrap_or_default())
+            .collect();
+        assert_eq!(got, stored);
+    }
 }

@@ -18,10 +18,9 @@ use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
-use super::test_support::{broker_with, ctx};
+use super::test_support::{broker_with, create_topic, ctx};
 use super::{handle, Reply, SUPPORTED};
 use crate::broker::Broker;
-use crate::cluster::CreateTopicSpec;
 use crate::coordinator::OFFSETS_TOPIC;
 
 fn s(v: &str) -> StrBytes {
@@ -56,18 +55,7 @@ async fn broker(dir: &std::path::Path) -> Arc<Broker> {
         ],
     )
     .await;
-    broker
-        .create_topic(CreateTopicSpec {
-            name: "t".to_string(),
-            partitions: 2,
-            replication_factor: 1,
-            configs: Default::default(),
-            validate_only: false,
-            internal: false,
-            assignment: None,
-        })
-        .await
-        .unwrap();
+    create_topic(&broker, "t", 2, &[]).await;
     tokio::spawn(broker.groups.clone().run_timers(broker.shutdown_signal()));
     broker
 }
@@ -798,18 +786,7 @@ async fn the_offsets_topic_is_compacted_and_replays_the_latest_commits() {
     let before;
     {
         let broker = broker_with(dir.path(), &settings).await;
-        broker
-            .create_topic(CreateTopicSpec {
-                name: "t".to_string(),
-                partitions: 2,
-                replication_factor: 1,
-                configs: Default::default(),
-                validate_only: false,
-                internal: false,
-                assignment: None,
-            })
-            .await
-            .unwrap();
+        create_topic(&broker, "t", 2, &[]).await;
         find(&broker, 3, 0, &["warmup"]).await;
         broker.groups.load_pending().await;
         let topic = broker

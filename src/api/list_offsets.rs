@@ -227,7 +227,6 @@ mod tests {
     use crate::api::test_support::broker_with;
     use crate::api::RequestContext;
     use crate::broker::Broker;
-    use crate::cluster::CreateTopicSpec;
     use bytes::{Bytes, BytesMut};
     use kafka_protocol::messages::list_offsets_request::ListOffsetsTopic;
     use kafka_protocol::messages::{ApiKey, BrokerId, TopicName};
@@ -235,7 +234,6 @@ mod tests {
     use kafka_protocol::records::{
         Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
     };
-    use std::collections::BTreeMap;
     use std::sync::Arc;
 
     async fn broker(dir: &std::path::Path) -> Arc<Broker> {
@@ -247,18 +245,7 @@ mod tests {
     }
 
     async fn create(broker: &Broker, name: &str, partitions: i32) {
-        broker
-            .create_topic(CreateTopicSpec {
-                name: name.to_string(),
-                partitions,
-                replication_factor: 1,
-                configs: BTreeMap::new(),
-                validate_only: false,
-                internal: false,
-                assignment: None,
-            })
-            .await
-            .unwrap();
+        crate::api::test_support::create_topic(broker, name, partitions, &[]).await;
     }
 
     /// One v2 batch holding one record per timestamp.

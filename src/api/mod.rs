@@ -49,6 +49,7 @@ use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseKind}
 use kafka_protocol::protocol::VersionRange;
 
 use crate::broker::Broker;
+use crate::protocol::FileRefs;
 
 /// Every handled API and its version range. Order is ApiVersions' response order.
 pub const SUPPORTED: &[(ApiKey, VersionRange)] = &[
@@ -89,6 +90,10 @@ pub fn supported_versions(api_key: ApiKey) -> Option<VersionRange> {
 /// A future that finishes a request (phase two).
 pub type Pending = Pin<Box<dyn Future<Output = Option<ResponseKind>> + Send + 'static>>;
 
+/// A future that finishes a Fetch: the response and the file slices its records stand for.
+pub type PendingFiles =
+    Pin<Box<dyn Future<Output = Option<(ResponseKind, FileRefs)>> + Send + 'static>>;
+
 /// What phase one of a handler returns.
 // The large variant is the common one and is moved once; boxing it would add an allocation
 // per response for nothing.
@@ -100,6 +105,10 @@ pub enum Reply {
     NoResponse,
     /// Finish later; the future yields the response (or none).
     Deferred(Pending),
+    /// A Fetch response ready now whose record fields stand for file slices.
+    ReadyFiles(ResponseKind, FileRefs),
+    /// A Fetch finishing later, with file slices.
+    DeferredFiles(PendingFiles),
     /// No handler for a request the decoder let through: a bug in the version table. The
     /// connection is closed (answering nothing would leave the client waiting forever).
     Unhandled,
@@ -111,6 +120,8 @@ impl std::fmt::Debug for Reply {
             Reply::Ready(r) => f.debug_tuple("Ready").field(r).finish(),
             Reply::NoResponse => f.write_str("NoResponse"),
             Reply::Deferred(_) => f.write_str("Deferred(..)"),
+            Reply::ReadyFiles(r, _) => f.debug_tuple("ReadyFiles").field(r).finish(),
+            Reply::DeferredFiles(_) => f.write_str("DeferredFiles(..)"),
             Reply::Unhandled => f.write_str("Unhandled"),
         }
     }

@@ -83,8 +83,7 @@ mod tests {
     use kafka_protocol::protocol::StrBytes;
 
     use super::*;
-    use crate::api::test_support::{broker_with, ctx};
-    use crate::cluster::CreateTopicSpec;
+    use crate::api::test_support::{broker_with, create_topic, ctx};
     use crate::log::batch::testing::batch;
 
     fn ask(partition: i32, current: i32, epoch: i32) -> OffsetForLeaderTopic {
@@ -100,17 +99,7 @@ mod tests {
     async fn answers_where_each_epoch_ends_and_fences_stale_askers() {
         let dir = tempfile::tempdir().unwrap();
         let b = broker_with(dir.path(), &[]).await;
-        b.create_topic(CreateTopicSpec {
-            name: "epochs".into(),
-            partitions: 1,
-            replication_factor: 1,
-            configs: Default::default(),
-            validate_only: false,
-            internal: false,
-            assignment: None,
-        })
-        .await
-        .unwrap();
+        create_topic(&b, "epochs", 1, &[]).await;
         let partition = b.replicas.leader_partition("epochs", 0).unwrap();
         // Epoch 0 wrote offsets 0..6; the log's later history is epoch 3 (from 6).
         for _ in 0..3 {

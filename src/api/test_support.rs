@@ -8,6 +8,7 @@ use kafka_protocol::messages::{ApiKey, RequestHeader};
 
 use super::RequestContext;
 use crate::broker::Broker;
+use crate::cluster::CreateTopicSpec;
 use crate::config::BrokerConfig;
 
 /// A registered broker on `dir` with `settings` (Kafka names) applied (a one-voter quorum
@@ -32,4 +33,30 @@ pub(crate) fn ctx(broker: &Arc<Broker>, api_key: ApiKey, version: i16) -> Reques
         version,
         peer: "127.0.0.1:50000".parse().unwrap(),
     }
+}
+
+/// Creates topic `name` with `partitions` partitions of one replica and the topic `configs`;
+/// returns its id.
+pub(crate) async fn create_topic(
+    broker: &Broker,
+    name: &str,
+    partitions: i32,
+    configs: &[(&str, &str)],
+) -> uuid::Uuid {
+    broker
+        .create_topic(CreateTopicSpec {
+            name: name.to_string(),
+            partitions,
+            replication_factor: 1,
+            configs: configs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            validate_only: false,
+            internal: false,
+            assignment: None,
+        })
+        .await
+        .unwrap()
+        .id
 }

@@ -354,13 +354,23 @@ pub fn frame_size(buf: &[u8]) -> Result<usize, LogError> {
     Ok(size)
 }
 
+/// Bytes of the whole batches at the start of `records` (stops at the first incomplete or
+/// unreadable one): what is left of a read that a truncation cut short.
+pub fn whole_batches_len(records: &[u8]) -> usize {
+    let mut end = 0;
+    while let Ok(size) = frame_size(&records[end..]) {
+        end += size;
+    }
+    end
+}
+
 /// Validates `batch` as a *produced* batch (see the module doc), which must be exactly one
 /// whole batch: length consistent with the buffer, magic 2, size at most `max_message_bytes`,
 /// CRC-32C, record count consistent with `lastOffsetDelta`, and for uncompressed batches the
 /// records themselves (see [`check_records`]). Compressed record data is not decompressed here
 /// (as on Kafka's zero-copy path the broker stores it as sent).
 pub fn validate(batch: &[u8], max_message_bytes: usize) -> Result<BatchHeader<'_>, LogError> {
-    validate_shape(batch, max_message_bytes, true)
+    validate_shape(batch, max_message_bytes, Check::Produced)
 }
 
 /// Validates `batch` as a *stored* batch (see the module doc): the checks of [`validate`],
@@ -370,14 +380,37 @@ pub fn validate_stored(
     batch: &[u8],
     max_message_bytes: usize,
 ) -> Result<BatchHeader<'_>, LogError> {
-    validate_shape(batch, max_message_bytes, false)
+    validate_shape(batch, max_message_bytes, Check::Stored)
+}
+
+/// Validates `batch` as a follower receives it from its leader: the header checks and the CRC
+/// of [`validate_stored`], without walking the records. The CRC covers every record byte, so a
+/// match means these are the bytes the leader stored, which it walked when it took them (Kafka's
+/// follower append checks no more).
+pub fn validate_replicated(
+    batch: &[u8],
+    max_message_bytes: usize,
+) -> Result<BatchHeader<'_>, LogError> {
+    validate_shape(batch, max_message_bytes, Check::Replicated)
+}
+
+/// How much of a batch to check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Check {
+    /// A producer's batch: the produced shape, every record walked.
+    Produced,
+    /// A stored batch (possibly cleaned): every record walked.
+    Stored,
+    /// A leader's stored batch on its way to a follower: header and CRC.
+    Replicated,
 }
 
 fn validate_shape(
     batch: &[u8],
     max_message_bytes: usize,
-    produced: bool,
+    check: Check,
 ) -> Result<BatchHeader<'_>, LogError> {
+    let produced = check == Check::Produced;
     let size = frame_size(batch)?;
     if size != batch.len() {
         return Err(LogError::corrupt(format!(
@@ -402,6 +435,10 @@ fn validate_shape(
             "CRC mismatch: stored {:#010x}, computed {crc:#010x}",
             header.crc()
         )));
+    }
+    if check == Check::Replicated {
+        header.compression()?;
+        return Ok(header);
     }
     if header.compression()? == Compression::None {
         let deltas = if produced {
@@ -702,8 +739,8 @@ impl Batch {
 pub struct BatchIter {
     remaining: Bytes,
     max_message_bytes: usize,
-    /// Produced batches ([`validate`]) or stored ones ([`validate_stored`]).
-    produced: bool,
+    /// Which validation each batch gets.
+    check: Check,
     failed: bool,
 }
 
@@ -713,7 +750,7 @@ pub fn batches(records: Bytes, max_message_bytes: usize) -> BatchIter {
     BatchIter {
         remaining: records,
         max_message_bytes,
-        produced: true,
+        check: Check::Produced,
         failed: false,
     }
 }
@@ -723,7 +760,7 @@ pub fn stored_batches(records: Bytes, max_message_bytes: usize) -> BatchIter {
     BatchIter {
         remaining: records,
         max_message_bytes,
-        produced: false,
+        check: Check::Stored,
         failed: false,
     }
 }
@@ -743,11 +780,8 @@ impl Iterator for BatchIter {
             }
         };
         let bytes = self.remaining.split_to(size);
-        let batch = if self.produced {
-            Batch::new(bytes, self.max_message_bytes)
-        } else {
-            Batch::new_stored(bytes, self.max_message_bytes)
-        };
+        let checked = validate_shape(&bytes, self.max_message_bytes, self.check).map(|_| ());
+        let batch = checked.map(|()| Batch { bytes });
         match batch {
             Ok(batch) => Some(Ok(batch)),
             Err(error) => {
@@ -770,6 +804,20 @@ pub fn validate_all_stored(
     max_message_bytes: usize,
 ) -> Result<Vec<Batch>, LogError> {
     collect_at_least_one(stored_batches(records, max_message_bytes))
+}
+
+/// Validates every batch a follower fetched from its leader (at least one) with
+/// [`validate_replicated`]: header and CRC, records not walked.
+pub fn validate_all_replicated(
+    records: Bytes,
+    max_message_bytes: usize,
+) -> Result<Vec<Batch>, LogError> {
+    collect_at_least_one(BatchIter {
+        remaining: records,
+        max_message_bytes,
+        check: Check::Replicated,
+        failed: false,
+    })
 }
 
 fn collect_at_least_one(iter: BatchIter) -> Result<Vec<Batch>, LogError> {
@@ -1293,6 +1341,56 @@ mod tests {
                 kafka_protocol::records::TimestampType::LogAppend
             );
         }
+    }
+
+    #[test]
+    fn replicated_batches_are_checked_by_header_and_crc_only() {
+        let original = batch_with(100, &[1, 2, 3], 10, Compression::None);
+        assert!(validate_replicated(&original, MAX).is_ok());
+        // A record varint the walk rejects, under a recomputed CRC: only the walk notices.
+        let mut bad = BytesMut::from(&original[..]);
+        bad[BATCH_HEADER_BYTES] = 0xff;
+        let crc = compute_crc(&bad);
+        bad[CRC_POSITION..CRC_POSITION + 4].copy_from_slice(&crc.to_be_bytes());
+        assert!(validate_stored(&bad, MAX).is_err());
+        assert!(validate_replicated(&bad, MAX).is_ok());
+        // Any changed byte under the old CRC fails both.
+        let mut flipped = BytesMut::from(&original[..]);
+        let last = flipped.len() - 1;
+        flipped[last] ^= 1;
+        assert!(validate_stored(&flipped, MAX).is_err());
+        assert!(matches!(
+            validate_replicated(&flipped, MAX),
+            Err(LogError::CorruptBatch(message)) if message.contains("CRC")
+        ));
+        // Several back to back, and the shape checks still apply.
+        let two = [
+            original.clone(),
+            batch_with(103, &[4], 10, Compression::None),
+        ]
+        .concat();
+        assert_eq!(
+            validate_all_replicated(Bytes::from(two), MAX)
+                .expect("valid")
+                .len(),
+            2
+        );
+        assert!(matches!(
+            validate_replicated(&original, 10),
+            Err(LogError::BatchTooLarge { .. })
+        ));
+        assert!(validate_all_replicated(Bytes::new(), MAX).is_err());
+    }
+
+    #[test]
+    fn whole_batches_len_stops_at_a_cut_batch() {
+        let a = batch_with(0, &[1, 2], 10, Compression::None);
+        let b = batch_with(2, &[3], 10, Compression::None);
+        let both = [a.clone(), b.clone()].concat();
+        assert_eq!(whole_batches_len(&both), both.len());
+        assert_eq!(whole_batches_len(&both[..both.len() - 1]), a.len());
+        assert_eq!(whole_batches_len(&both[..5]), 0);
+        assert_eq!(whole_batches_len(&[]), 0);
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //! - [`offset_index`]: the sparse `.index` (relative offset → file position, 8-byte entries).
 //! - [`time_index`]: the sparse `.timeindex` (timestamp → relative offset, 12-byte entries).
 //! - [`segment`]: one `.log` file with its two indexes; append, read, recover, truncate.
+//! - [`file_slice`]: a read as a byte range of a `.log` file, sent with `sendfile(2)`.
 //! - [`partition_log`]: the ordered segments of one partition; offsets, roll, retention,
 //!   recovery, flush. Knows nothing of replication or the wire.
 //! - [`leader_epoch`]: the leader epoch cache (`leader-epoch-checkpoint`): which epoch began at
@@ -23,6 +24,7 @@
 pub mod batch;
 pub mod cleaner;
 mod error;
+pub mod file_slice;
 pub mod leader_epoch;
 pub mod manager;
 pub mod offset_index;
@@ -32,5 +34,6 @@ pub mod time_index;
 
 pub use cleaner::{Cleanable, CompactionOutcome, CompactionSettings, CompactionStats};
 pub use error::LogError;
+pub use file_slice::FileSlice;
 pub use manager::LogManager;
 pub use partition_log::{AppendInfo, CleanupPolicy, LogConfig, PartitionLog, TimestampType};

@@ -38,6 +38,7 @@ use tracing::{debug, error, warn};
 
 use super::batch::{self, NO_TIMESTAMP};
 use super::cleaner::{self, Cleanable, CompactionSettings, CompactionStats};
+use super::file_slice::FileSlice;
 use super::leader_epoch::LeaderEpochCache;
 use super::segment::{
     self, lock, read_lock, sync_dir, write_lock, AppendBatch, Segment, INDEX_FILE_SUFFIX,
@@ -593,7 +594,7 @@ impl PartitionLog {
     pub fn append_replicated(&self, records: Bytes) -> Result<AppendInfo, LogError> {
         let config = self.config();
         // What the leader stored: cleaned batches (sparse or empty) included.
-        let batches = batch::validate_all_stored(records, config.max_message_bytes as usize)?;
+        let batches = batch::validate_all_replicated(records, config.max_message_bytes as usize)?;
         let mut state = lock(&self.append_lock);
         self.check_writable(&state)?;
         let mut expected = self.log_end_offset();
@@ -764,6 +765,19 @@ impl PartitionLog {
         max_offset_exclusive: i64,
         min_one_batch: bool,
     ) -> Result<Bytes, LogError> {
+        let slice = self.read_slice(offset, max_bytes, max_offset_exclusive, min_one_batch)?;
+        Ok(slice.read_batches()?)
+    }
+
+    /// [`read`](Self::read) as a range of one segment file, for sending with `sendfile`
+    /// (nothing but batch headers is read here).
+    pub fn read_slice(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        max_offset_exclusive: i64,
+        min_one_batch: bool,
+    ) -> Result<FileSlice, LogError> {
         let log_end_offset = self.log_end_offset();
         let log_start_offset = self.log_start_offset();
         let out_of_range = LogError::OffsetOutOfRange {
@@ -775,7 +789,7 @@ impl PartitionLog {
             return Err(out_of_range);
         }
         if offset == log_end_offset || offset >= max_offset_exclusive {
-            return Ok(Bytes::new());
+            return Ok(FileSlice::empty());
         }
         'lookup: loop {
             let (generation, floor) = {
@@ -792,10 +806,10 @@ impl PartitionLog {
                 return Err(out_of_range);
             };
             loop {
-                if let Some(bytes) =
-                    segment.read(offset, max_bytes, max_offset_exclusive, min_one_batch)?
+                if let Some(slice) =
+                    segment.read_slice(offset, max_bytes, max_offset_exclusive, min_one_batch)?
                 {
-                    return Ok(bytes);
+                    return Ok(slice);
                 }
                 let next = {
                     let map = read_lock(&self.segments);
@@ -810,7 +824,7 @@ impl PartitionLog {
                 };
                 match next {
                     Some(next) => segment = next,
-                    None => return Ok(Bytes::new()),
+                    None => return Ok(FileSlice::empty()),
                 }
             }
         }

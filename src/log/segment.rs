@@ -37,6 +37,7 @@ use super::batch::{
     self, Batch, BatchHeader, ATTRIBUTES_POSITION, BATCH_HEADER_BYTES, NO_TIMESTAMP,
     PARTITION_LEADER_EPOCH_POSITION,
 };
+use super::file_slice::FileSlice;
 use super::offset_index::{OffsetIndex, OffsetPosition, OFFSET_INDEX_ENTRY_BYTES};
 use super::time_index::{TimeIndex, TimestampOffset, TIME_INDEX_ENTRY_BYTES};
 use super::LogError;
@@ -62,6 +63,8 @@ pub const SEGMENT_FILE_SUFFIXES: [&str; 3] =
 pub const SEGMENT_BYTES_MAX: u64 = i32::MAX as u64;
 /// Read-ahead for header scans on the read path.
 const SCAN_WINDOW_BYTES: usize = 64 * 1024;
+/// Read-ahead when finding where a slice of batches ends: headers only, batches mostly skipped.
+const SLICE_SCAN_WINDOW_BYTES: usize = 4 * 1024;
 /// Read-ahead for recovery; larger batches are checked in chunks of this size.
 const RECOVERY_WINDOW_BYTES: usize = 1024 * 1024;
 /// Bytes 0..16 of a batch: base offset, length, partition leader epoch.
@@ -396,7 +399,7 @@ pub struct Segment {
     /// The temporary suffix the three file names carry now (empty for a live segment); changed
     /// only by [`Segment::change_file_suffixes`].
     file_suffix: Mutex<String>,
-    log_file: File,
+    log_file: Arc<File>,
     offset_index_file: Arc<File>,
     time_index_file: Arc<File>,
     writer: Mutex<WriterState>,
@@ -457,7 +460,7 @@ impl Segment {
             dir: dir.to_path_buf(),
             log_path: file_path(dir, base_offset, LOG_FILE_SUFFIX, ""),
             file_suffix: Mutex::new(suffix.to_string()),
-            log_file,
+            log_file: Arc::new(log_file),
             offset_index_file: offset_index.file_handle(),
             time_index_file: time_index.file_handle(),
             writer: Mutex::new(WriterState {
@@ -1069,11 +1072,22 @@ impl Segment {
     /// for which `stop` holds.
     fn scan_from(
         &self,
+        position: u64,
+        end: u64,
+        stop: impl FnMut(&BatchLocation) -> bool,
+    ) -> Result<Option<BatchLocation>, LogError> {
+        self.scan_from_with(position, end, SCAN_WINDOW_BYTES, stop)
+    }
+
+    /// [`scan_from`](Self::scan_from) reading `window_bytes` at a time.
+    fn scan_from_with(
+        &self,
         mut position: u64,
         end: u64,
+        window_bytes: usize,
         mut stop: impl FnMut(&BatchLocation) -> bool,
     ) -> Result<Option<BatchLocation>, LogError> {
-        let mut window = FileWindow::new(&self.log_file, end, SCAN_WINDOW_BYTES);
+        let mut window = FileWindow::new(&self.log_file, end, window_bytes);
         while position < end {
             let Some(header_bytes) = window.get(position, BATCH_HEADER_BYTES)? else {
                 // A concurrent truncation shortened the file.
@@ -1118,46 +1132,88 @@ impl Segment {
 
     /// Whole batches starting with the one holding `offset`, at most `max_bytes` of them (the
     /// first one whole regardless when `min_one_batch`), none whose last offset is `>=`
-    /// `max_offset_exclusive`. `None` when this segment has no batch at or after `offset`
-    /// (the caller moves on to the next segment). Bytes are returned as stored.
-    pub fn read(
+    /// `max_offset_exclusive`, as a range of the `.log` file (nothing is read into memory but
+    /// batch headers). `None` when this segment has no batch at or after `offset` (the caller
+    /// moves on to the next segment).
+    pub fn read_slice(
         &self,
         offset: i64,
         max_bytes: usize,
         max_offset_exclusive: i64,
         min_one_batch: bool,
-    ) -> Result<Option<Bytes>, LogError> {
+    ) -> Result<Option<FileSlice>, LogError> {
         let Some(first) = self.find_batch(offset)? else {
             return Ok(None);
         };
         if first.last_offset >= max_offset_exclusive {
-            return Ok(Some(Bytes::new()));
+            return Ok(Some(FileSlice::empty()));
         }
-        let size = self.size_bytes();
+        let (size, next_offset) = {
+            let state = read_lock(&self.state);
+            (state.size_bytes, state.next_offset)
+        };
         let available = size.saturating_sub(first.position);
         let mut want = (max_bytes as u64).min(available);
         if min_one_batch {
             want = want.max(first.size_bytes as u64);
         }
         if want < first.size_bytes as u64 {
-            return Ok(Some(Bytes::new()));
+            return Ok(Some(FileSlice::empty()));
         }
-        let bytes = self.read_bytes(first.position, want as usize)?;
-        // Keep whole batches below the offset limit.
-        let mut end = 0usize;
-        while end < bytes.len() {
-            let rest = &bytes[end..];
-            if rest.len() < BATCH_HEADER_BYTES {
-                break;
+        let max_end = first.position + want;
+        let end = if max_end == size && next_offset <= max_offset_exclusive {
+            // The whole published tail qualifies: no header to look at.
+            size
+        } else {
+            self.whole_batches_end(first, max_end, max_offset_exclusive)?
+        };
+        Ok(Some(FileSlice::new(
+            Arc::clone(&self.log_file),
+            first.position,
+            (end - first.position) as usize,
+        )))
+    }
+
+    /// The end of the run of whole batches from `first` (which qualifies) that ends at or
+    /// before `max_end` with every last offset below `max_offset_exclusive`. The offset index
+    /// skips to the last indexed batch known to qualify, so only a few headers are read.
+    fn whole_batches_end(
+        &self,
+        first: BatchLocation,
+        max_end: u64,
+        max_offset_exclusive: i64,
+    ) -> Result<u64, LogError> {
+        let (size, skip_to) = {
+            let state = read_lock(&self.state);
+            let entries = state.offset_index.entries();
+            // Every batch before an indexed batch starting at or before `max_end` ends by then.
+            let by_bytes = entries
+                .partition_point(|e| u64::from(e.position) <= max_end)
+                .checked_sub(1)
+                .map(|i| u64::from(entries[i].position));
+            // An entry records a batch's last offset: the batches before it end below that
+            // batch's base offset, so below `max_offset_exclusive` if the entry's offset is.
+            let by_offset = state
+                .offset_index
+                .lookup(max_offset_exclusive)
+                .map(|e| u64::from(e.position));
+            let skip_to = match (by_bytes, by_offset) {
+                (Some(a), Some(b)) => a.min(b),
+                _ => first.position,
+            };
+            (state.size_bytes, skip_to.max(first.position))
+        };
+        let mut end = skip_to;
+        // Scan to the published end: a batch crossing `max_end` is left out, not corrupt.
+        self.scan_from_with(skip_to, size, SLICE_SCAN_WINDOW_BYTES, |location| {
+            let fits = location.position + location.size_bytes as u64 <= max_end
+                && location.last_offset < max_offset_exclusive;
+            if fits {
+                end = location.position + location.size_bytes as u64;
             }
-            let header = BatchHeader::parse(rest)?;
-            let batch_size = header.check()?;
-            if batch_size > rest.len() || header.last_offset() >= max_offset_exclusive {
-                break;
-            }
-            end += batch_size;
-        }
-        Ok(Some(bytes.slice(..end)))
+            !fits
+        })?;
+        Ok(end.max(first.position))
     }
 
     /// The first record at or after `starting_offset` whose timestamp is `>= target_ms`, as
@@ -1411,6 +1467,20 @@ mod tests {
     use crate::log::batch::testing::{batch, batch_with};
     use kafka_protocol::records::Compression;
 
+    /// What [`Segment::read_slice`] gives, read into memory.
+    fn read(
+        segment: &Segment,
+        offset: i64,
+        max_bytes: usize,
+        max_offset_exclusive: i64,
+        min_one_batch: bool,
+    ) -> Result<Option<Bytes>, LogError> {
+        match segment.read_slice(offset, max_bytes, max_offset_exclusive, min_one_batch)? {
+            Some(slice) => Ok(Some(slice.read()?)),
+            None => Ok(None),
+        }
+    }
+
     const INDEX_BYTES: u32 = 10 * 1024 * 1024;
 
     fn append_one(segment: &Segment, bytes: Bytes, now_ms: i64, interval: u32) -> AppendBatch {
@@ -1485,8 +1555,7 @@ mod tests {
         let (segment, stored) = filled(dir.path(), 5, 500);
         let size = stored[0].len();
         // Inside a batch: the whole batch.
-        let got = segment
-            .read(4, 10_000, i64::MAX, false)
+        let got = read(&segment, 4, 10_000, i64::MAX, false)
             .expect("read")
             .expect("some");
         assert_eq!(
@@ -1500,36 +1569,31 @@ mod tests {
             .concat()[..]
         );
         // max_bytes cuts at whole batches.
-        let got = segment
-            .read(0, size * 2 + 10, i64::MAX, false)
+        let got = read(&segment, 0, size * 2 + 10, i64::MAX, false)
             .expect("read")
             .expect("some");
         assert_eq!(got.len(), size * 2);
         // Too small without min_one_batch: nothing; with it: the first batch.
-        let got = segment
-            .read(0, 10, i64::MAX, false)
+        let got = read(&segment, 0, 10, i64::MAX, false)
             .expect("read")
             .expect("some");
         assert!(got.is_empty());
-        let got = segment
-            .read(0, 10, i64::MAX, true)
+        let got = read(&segment, 0, 10, i64::MAX, true)
             .expect("read")
             .expect("some");
         assert_eq!(&got[..], &stored[0][..]);
         // max_offset_exclusive: batches whose last offset reaches it are left out.
-        let got = segment
-            .read(0, 10_000, 6, false)
+        let got = read(&segment, 0, 10_000, 6, false)
             .expect("read")
             .expect("some");
         assert_eq!(got.len(), size * 2);
-        let got = segment
-            .read(0, 10_000, 5, false)
+        let got = read(&segment, 0, 10_000, 5, false)
             .expect("read")
             .expect("some");
         assert_eq!(got.len(), size);
         // Past the end.
         assert_eq!(
-            segment.read(15, 10_000, i64::MAX, true).expect("read"),
+            read(&segment, 15, 10_000, i64::MAX, true).expect("read"),
             None
         );
     }

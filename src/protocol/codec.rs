@@ -14,7 +14,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
 use kafka_protocol::protocol::{Decodable, Encodable, VersionRange};
 
-use super::frame::{Frame, FrameBuf};
+use super::frame::{FileRefs, Frame, FrameBuf};
 use super::guard;
 
 /// Bytes of the fixed request header prefix: api key, api version, correlation id.
@@ -156,6 +156,18 @@ pub fn encode_response(
     version: i16,
     body: &ResponseKind,
 ) -> Result<Frame, EncodeError> {
+    encode_response_with_files(correlation_id, api_key, version, body, &FileRefs::new())
+}
+
+/// [`encode_response`] for a Fetch response whose record fields include placeholders from
+/// `files`: each becomes a file chunk of the frame.
+pub fn encode_response_with_files(
+    correlation_id: i32,
+    api_key: ApiKey,
+    version: i16,
+    body: &ResponseKind,
+    files: &FileRefs,
+) -> Result<Frame, EncodeError> {
     let fail = |e: anyhow::Error| EncodeError {
         api_key,
         version,
@@ -175,10 +187,17 @@ pub fn encode_response(
                 .iter()
                 .flat_map(|t| t.partitions.iter())
                 .filter_map(|p| p.records.clone());
-            let mut buf = FrameBuf::new(references);
+            let mut buf = FrameBuf::new(references, files);
             buf.put_i32(0);
             header.encode(&mut buf, header_version).map_err(fail)?;
             fetch.encode(&mut buf, version).map_err(fail)?;
+            if buf.has_unresolved_placeholder() {
+                return Err(EncodeError {
+                    api_key,
+                    version,
+                    reason: "a record placeholder without its file slice".to_string(),
+                });
+            }
             let size = i32::try_from(buf.len() - 4).map_err(|_| too_large())?;
             buf.patch_prefix(size.to_be_bytes());
             Ok(buf.finish())
@@ -281,7 +300,8 @@ mod tests {
         let body = ResponseKind::ApiVersions(Default::default());
         let f = encode_response(5, ApiKey::ApiVersions, 3, &body)
             .unwrap()
-            .to_contiguous();
+            .to_contiguous()
+            .unwrap();
         // size, correlation id, then straight into the body (error code 0): no tag byte.
         assert_eq!(&f[4..8], &5i32.to_be_bytes());
         assert_eq!(&f[8..10], &0i16.to_be_bytes());

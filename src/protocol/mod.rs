@@ -15,5 +15,7 @@ pub mod codec;
 pub mod frame;
 pub mod guard;
 
-pub use codec::{decode_request, encode_response, DecodeError, Decoded};
-pub use frame::Frame;
+pub use codec::{
+    decode_request, encode_response, encode_response_with_files, DecodeError, Decoded,
+};
+pub use frame::{Chunk, FileRefs, Frame};

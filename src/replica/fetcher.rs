@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{Buf, BufMut, BytesMut};
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::{
     ApiKey, BrokerId, FetchRequest, FetchResponse, RequestHeader, ResponseHeader, TopicName,
@@ -119,6 +119,9 @@ async fn run(
 ) {
     let mut connection: Option<(String, TcpStream)> = None;
     let mut correlation_id = 0i32;
+    // Responses land here; once a round's batches are appended and dropped, the next round
+    // reuses the same memory instead of faulting in fresh pages.
+    let mut received = BytesMut::new();
     loop {
         if *shutdown.borrow() {
             return;
@@ -163,7 +166,7 @@ async fn run(
                 connection = Some((addr.clone(), stream));
             }
             match connection.as_mut() {
-                Some((_, stream)) => exchange(stream, request, correlation_id).await,
+                Some((_, stream)) => exchange(stream, request, correlation_id, &mut received).await,
                 None => Err(std::io::Error::other("no connection")),
             }
         };
@@ -233,11 +236,12 @@ fn fetch_request(partitions: &[(Arc<Partition>, i32)], settings: &FetcherSetting
         .with_topics(by_topic)
 }
 
-/// Sends one Fetch and reads its response.
+/// Sends one Fetch and reads its response into `received` (its records are views of it).
 async fn exchange(
     stream: &mut TcpStream,
     request: FetchRequest,
     correlation_id: i32,
+    received: &mut BytesMut,
 ) -> std::io::Result<FetchResponse> {
     let header = RequestHeader::default()
         .with_request_api_key(ApiKey::Fetch as i16)
@@ -258,9 +262,15 @@ async fn exchange(
     let size = stream.read_i32().await?;
     let size =
         usize::try_from(size).map_err(|_| std::io::Error::other("negative response size"))?;
-    let mut buf = vec![0u8; size];
-    stream.read_exact(&mut buf).await?;
-    let mut buf = Bytes::from(buf);
+    received.clear();
+    received.reserve(size);
+    while received.len() < size {
+        let want = (size - received.len()) as u64;
+        if (&mut *stream).take(want).read_buf(received).await? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+    }
+    let mut buf = received.split().freeze();
     let header = ResponseHeader::decode(&mut buf, FetchResponse::header_version(FETCH_VERSION))
         .map_err(std::io::Error::other)?;
     if header.correlation_id != correlation_id {

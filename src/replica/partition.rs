@@ -18,13 +18,14 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use super::ReplicaError;
-use crate::log::{AppendInfo, PartitionLog};
+use crate::log::{AppendInfo, FileSlice, PartitionLog};
 
 /// What a fetch of one partition returns.
 #[derive(Debug, Clone)]
 pub struct FetchedData {
-    /// Whole stored batches, straight from the segment files.
-    pub records: Bytes,
+    /// Whole stored batches, as a range of a segment file (sent with `sendfile`, or read with
+    /// [`FileSlice::read`]).
+    pub records: FileSlice,
     /// High watermark at the time of the read.
     pub high_watermark: i64,
     /// Last stable offset (equal to the high watermark until transactions land).
@@ -633,7 +634,7 @@ impl Partition {
     ) -> Result<FetchedData, ReplicaError> {
         let high_watermark = self.high_watermark();
         let log_end = self.log.log_end_offset();
-        let records = self.log.read(offset, max_bytes, log_end, true)?;
+        let records = self.log.read_slice(offset, max_bytes, log_end, true)?;
         Ok(FetchedData {
             records,
             high_watermark,
@@ -688,7 +689,7 @@ impl Partition {
         let high_watermark = self.high_watermark();
         let records = self
             .log
-            .read(offset, max_bytes, high_watermark, min_one_batch)?;
+            .read_slice(offset, max_bytes, high_watermark, min_one_batch)?;
         Ok(FetchedData {
             records,
             high_watermark,
@@ -743,7 +744,7 @@ mod tests {
         // Now its history agrees: epoch 0 ends at its log end, where it fetches from.
         assert_eq!(leader.log().end_offset_for_epoch(0), Some((0, 10)));
         let fetched = leader.read_for_follower(10, 1 << 20).unwrap();
-        old.append_as_follower(fetched.records, fetched.high_watermark)
+        old.append_as_follower(fetched.records.read().unwrap(), fetched.high_watermark)
             .unwrap();
         assert_eq!(old.log().log_end_offset(), 15);
         assert_eq!(old.log().latest_epoch(), Some(2));
@@ -770,7 +771,7 @@ mod tests {
                     1,
                     0,
                     FetchedFromLeader::Records {
-                        records: fetched.records,
+                        records: fetched.records.read().unwrap(),
                         high_watermark: 3,
                     },
                 )
@@ -785,7 +786,7 @@ mod tests {
         let fetched = leader.read_for_follower(0, 1 << 20).unwrap();
         let follower = partition(dirs.1.path(), 2, 1);
         let stale = FetchedFromLeader::Records {
-            records: fetched.records,
+            records: fetched.records.read().unwrap(),
             high_watermark: 3,
         };
         assert_eq!(

@@ -520,8 +520,9 @@ impl Sim {
                             max_bytes,
                             self.now,
                         ) {
+                            // Read when served: what the wire would carry.
                             Ok(FollowerFetch::Records(data)) => Some(FetchedFromLeader::Records {
-                                records: data.records,
+                                records: data.records.read().expect("reading served batches"),
                                 high_watermark: data.high_watermark,
                             }),
                             Ok(FollowerFetch::Diverging {
@@ -641,7 +642,7 @@ impl Sim {
         let data = p
             .read(self.consumer_position, 4096, true)
             .expect("a consumer read");
-        for (base, next, id) in batch_ids(data.records) {
+        for (base, next, id) in batch_ids(data.records.read().expect("a consumer read")) {
             if let Some(before) = self.seen.insert(base, id) {
                 assert_eq!(
                     before, id,

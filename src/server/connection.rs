@@ -1,9 +1,12 @@
 //! One client connection: framing, pipelining, in-order responses.
 //!
-//! The read side buffers bytes as they arrive (memory follows what the client actually sent,
-//! not what a size field claims), checks the 4-byte size against `socket.request.max.bytes`
-//! before anything else, and splits each complete frame off the buffer without copying
-//! (`Bytes` slices, so a Produce's records stay a view of the frame all the way to the log).
+//! The read side checks each frame's 4-byte size against `socket.request.max.bytes` before
+//! anything else, then reserves room for the whole frame in one step (an allocation of address
+//! space: the pages are touched only as the client's bytes arrive, so resident memory follows
+//! what the client actually sent, not what a size field claims; growing in small steps instead
+//! would copy the partial frame at every step), and splits each complete frame off the buffer
+//! without copying (`Bytes` slices, so a Produce's records stay a view of the frame all the way
+//! to the log).
 //!
 //! Each request runs phase one of its handler at once, in arrival order; a handler that must
 //! wait (long-poll fetch, fsync) hands back a future, which runs as its own task. Responses go
@@ -22,7 +25,9 @@ use bytes::{Buf, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, ResponseKind};
 use std::io::IoSlice;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use std::os::fd::AsRawFd;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
@@ -31,9 +36,9 @@ use tokio::task::JoinHandle;
 use crate::api::{self, api_versions, Reply, RequestContext};
 use crate::broker::Broker;
 use crate::protocol::codec::{self, Decoded};
-use crate::protocol::Frame;
+use crate::protocol::{Chunk, FileRefs, Frame};
 
-/// Largest single read-buffer growth step, so a claimed size does not allocate up front.
+/// Read-buffer growth step while no frame size is known yet.
 const READ_CHUNK_BYTES: usize = 64 * 1024;
 
 /// A response on its way to the socket, in request order.
@@ -88,7 +93,9 @@ async fn read_requests(
                 ));
             }
             if buf.len() < 4 + size {
-                buf.reserve((4 + size - buf.len()).min(READ_CHUNK_BYTES));
+                // Room for the rest of the frame at once: growing in steps would copy what
+                // has arrived on every step. Only address space until the bytes arrive.
+                buf.reserve(4 + size - buf.len());
                 break;
             }
             buf.advance(4);
@@ -155,8 +162,8 @@ async fn handle_frame(
         version,
         peer,
     };
-    let encode = move |body: ResponseKind| -> Option<Frame> {
-        match codec::encode_response(correlation_id, api_key, version, &body) {
+    let encode = move |body: ResponseKind, files: &FileRefs| -> Option<Frame> {
+        match codec::encode_response_with_files(correlation_id, api_key, version, &body, files) {
             Ok(frame) => Some(frame),
             Err(e) => {
                 tracing::error!(%peer, error = %e, "response encoding failed");
@@ -164,28 +171,35 @@ async fn handle_frame(
             }
         }
     };
+    let ready = |frame: Option<Frame>| match frame {
+        Some(frame) => Ok(Some(Outgoing::Frame(frame))),
+        None => Err(format!("could not encode the {api_key:?} response")),
+    };
     match api::handle(ctx, body).await {
-        Reply::Ready(body) => match encode(body) {
-            Some(frame) => Ok(Some(Outgoing::Frame(frame))),
-            None => Err(format!("could not encode the {api_key:?} response")),
-        },
+        Reply::Ready(body) => ready(encode(body, &FileRefs::new())),
+        Reply::ReadyFiles(body, files) => ready(encode(body, &files)),
         Reply::NoResponse => Ok(None),
         Reply::Unhandled => Err(format!("no handler for {api_key:?} v{version}")),
         Reply::Deferred(pending) => Ok(Some(Outgoing::Pending(tokio::spawn(async move {
-            pending.await.and_then(encode)
+            pending
+                .await
+                .and_then(|body| encode(body, &FileRefs::new()))
+        })))),
+        Reply::DeferredFiles(pending) => Ok(Some(Outgoing::Pending(tokio::spawn(async move {
+            pending.await.and_then(|(body, files)| encode(body, &files))
         })))),
     }
 }
 
 /// Writes responses in request order. Ready frames are gathered (up to [`IOVECS_MAX`] chunks)
 /// and written with vectored writes, so pipelined responses and referenced record chunks go
-/// out in as few system calls as possible and without copying.
+/// out in as few system calls as possible and without copying; file chunks go with `sendfile`.
 async fn write_responses(
     mut socket: OwnedWriteHalf,
     mut queued: mpsc::Receiver<Outgoing>,
     peer: SocketAddr,
 ) {
-    let mut pending: Vec<Bytes> = Vec::new();
+    let mut pending: Vec<Chunk> = Vec::new();
     while let Some(outgoing) = queued.recv().await {
         let frame = match resolve(outgoing, peer).await {
             Some(frame) => frame,
@@ -242,15 +256,35 @@ async fn resolve(outgoing: Outgoing, peer: SocketAddr) -> Option<Frame> {
     }
 }
 
-/// Writes every chunk, handling partial writes; empties `chunks`.
+/// Writes every chunk, handling partial writes; empties `chunks`. Runs of memory chunks go
+/// with `writev`, file chunks with `sendfile`.
 async fn write_all_vectored(
     socket: &mut OwnedWriteHalf,
-    chunks: &mut Vec<Bytes>,
+    chunks: &mut Vec<Chunk>,
 ) -> std::io::Result<()> {
     let mut start = 0;
     while start < chunks.len() {
-        let end = (start + IOVECS_MAX).min(chunks.len());
-        let slices: Vec<IoSlice<'_>> = chunks[start..end].iter().map(|c| IoSlice::new(c)).collect();
+        if chunks[start].is_empty() {
+            start += 1;
+            continue;
+        }
+        if let Chunk::File(slice) = &mut chunks[start] {
+            send_file(socket, slice).await?;
+            start += 1;
+            continue;
+        }
+        let run_end = chunks[start..]
+            .iter()
+            .position(|c| matches!(c, Chunk::File(_)))
+            .map_or(chunks.len(), |i| start + i);
+        let end = run_end.min(start + IOVECS_MAX);
+        let slices: Vec<IoSlice<'_>> = chunks[start..end]
+            .iter()
+            .filter_map(|c| match c {
+                Chunk::Memory(bytes) => Some(IoSlice::new(bytes)),
+                Chunk::File(_) => None,
+            })
+            .collect();
         let mut written = socket.write_vectored(&slices).await?;
         if written == 0 {
             return Err(std::io::Error::new(
@@ -258,7 +292,7 @@ async fn write_all_vectored(
                 "socket closed",
             ));
         }
-        while written > 0 && start < chunks.len() {
+        while written > 0 && start < end {
             let len = chunks[start].len();
             if written >= len {
                 written -= len;
@@ -268,11 +302,25 @@ async fn write_all_vectored(
                 written = 0;
             }
         }
-        // Skip empty chunks so the loop always makes progress.
-        while start < chunks.len() && chunks[start].is_empty() {
-            start += 1;
-        }
     }
     chunks.clear();
+    Ok(())
+}
+
+/// Sends a file chunk with `sendfile`, waiting for the socket to take more as needed.
+async fn send_file(
+    socket: &mut OwnedWriteHalf,
+    slice: &mut crate::log::FileSlice,
+) -> std::io::Result<()> {
+    let stream: &TcpStream = socket.as_ref();
+    let fd = stream.as_raw_fd();
+    while !slice.is_empty() {
+        stream.writable().await?;
+        match stream.try_io(Interest::WRITABLE, || slice.send_to(fd)) {
+            Ok(sent) => slice.advance(sent),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
     Ok(())
 }
