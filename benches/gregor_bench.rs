@@ -752,12 +752,31 @@ fn create_topics(bootstrap: &str, topics: &[&str]) -> BenchResult<()> {
         .map(|t| NewTopic::new(t, PARTITIONS, TopicReplication::Fixed(i32::from(brokers()))))
         .collect();
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-    let results = futures::executor::block_on(admin.create_topics(&new_topics, &options))
-        .map_err(|e| format!("create topics: {e}"))?;
-    for result in results {
-        result.map_err(|(topic, code)| format!("create topic {topic}: {code}"))?;
+    // A cluster answers as soon as one broker listens; until every broker has registered,
+    // asking for a replica on each is INVALID_REPLICATION_FACTOR. Ask again for a while.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut pending = new_topics;
+    loop {
+        let results = futures::executor::block_on(admin.create_topics(&pending, &options))
+            .map_err(|e| format!("create topics: {e}"))?;
+        let mut retry = Vec::new();
+        for (result, topic) in results.into_iter().zip(pending) {
+            match result {
+                Ok(_) => {}
+                Err((_, RDKafkaErrorCode::InvalidReplicationFactor))
+                    if Instant::now() < deadline =>
+                {
+                    retry.push(topic)
+                }
+                Err((name, code)) => return Err(format!("create topic {name}: {code}")),
+            }
+        }
+        if retry.is_empty() {
+            return Ok(());
+        }
+        pending = retry;
+        std::thread::sleep(Duration::from_millis(200));
     }
-    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------
