@@ -63,8 +63,10 @@ pub const SEGMENT_FILE_SUFFIXES: [&str; 3] =
 pub const SEGMENT_BYTES_MAX: u64 = i32::MAX as u64;
 /// Read-ahead for header scans on the read path.
 const SCAN_WINDOW_BYTES: usize = 64 * 1024;
-/// Read-ahead when finding where a slice of batches ends: headers only, batches mostly skipped.
-const SLICE_SCAN_WINDOW_BYTES: usize = 4 * 1024;
+/// Read-ahead for header scans that skip over batches (finding a fetch's first batch from the
+/// offset index, and where its slice ends): a bigger window would copy batch bytes that are
+/// then sent from the file anyway.
+const HEADER_SCAN_WINDOW_BYTES: usize = 4 * 1024;
 /// Read-ahead for recovery; larger batches are checked in chunks of this size.
 const RECOVERY_WINDOW_BYTES: usize = 1024 * 1024;
 /// Bytes 0..16 of a batch: base offset, length, partition leader epoch.
@@ -1065,7 +1067,9 @@ impl Segment {
                     .map_or(0, |entry| u64::from(entry.position)),
             )
         };
-        self.scan_from(start, size, |location| location.last_offset >= offset)
+        self.scan_from_with(start, size, HEADER_SCAN_WINDOW_BYTES, |location| {
+            location.last_offset >= offset
+        })
     }
 
     /// Scans batch headers from `position` (a batch boundary) to `end`; returns the first batch
@@ -1205,7 +1209,7 @@ impl Segment {
         };
         let mut end = skip_to;
         // Scan to the published end: a batch crossing `max_end` is left out, not corrupt.
-        self.scan_from_with(skip_to, size, SLICE_SCAN_WINDOW_BYTES, |location| {
+        self.scan_from_with(skip_to, size, HEADER_SCAN_WINDOW_BYTES, |location| {
             let fits = location.position + location.size_bytes as u64 <= max_end
                 && location.last_offset < max_offset_exclusive;
             if fits {
