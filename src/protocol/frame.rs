@@ -360,7 +360,7 @@ mod tests {
         let records = Bytes::from(vec![7u8; 4096]);
         let response = fetch_response(vec![records.clone()]);
         let files = FileRefs::new();
-        for version in [4i16, 12, 16] {
+        for version in 4i16..=18 {
             let mut plain = BytesMut::new();
             response.encode(&mut plain, version).unwrap();
             let mut chunked = FrameBuf::new([records.clone()], &files);
@@ -400,7 +400,7 @@ mod tests {
             Bytes::copy_from_slice(&data[5000..8000]),
             Bytes::copy_from_slice(&data[9000..9010]),
         ]);
-        for version in [4i16, 12, 16] {
+        for version in 4i16..=18 {
             let mut plain = BytesMut::new();
             expected.encode(&mut plain, version).unwrap();
             let mut chunked = FrameBuf::new(Vec::new(), &files);

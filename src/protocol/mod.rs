@@ -4,7 +4,7 @@
 //!   request, and a typed response into a length-prefixed frame. Knows header versions and
 //!   Kafka's ApiVersions downgrade rule; knows nothing of what a request means.
 //! - [`frame`]: encoded responses as chunk lists, so fetched record batches are written to
-//!   the socket by reference, never copied.
+//!   the socket by reference or straight from their segment file (`sendfile`), never copied.
 //! - [`guard`]: keeps a hostile frame from aborting the process while `kafka-protocol` decodes
 //!   it (the crate sizes vectors from element counts read off the wire).
 //!
