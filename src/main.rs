@@ -208,11 +208,12 @@ async fn run_dev(args: DevArgs) -> Result<(), String> {
         }
         starting.push(broker::start(config));
     }
-    // Together: each waits for a quorum of the others to register.
-    let mut running: Vec<RunningBroker> = Vec::new();
-    for result in futures::future::join_all(starting).await {
-        running.push(result.map_err(|e| e.to_string())?);
-    }
+    // Together: each waits for a quorum of the others to register. The first that fails to
+    // start (a port taken) fails the whole command at once, instead of leaving the others
+    // waiting for a quorum that cannot form.
+    let running: Vec<RunningBroker> = futures::future::try_join_all(starting)
+        .await
+        .map_err(|e| e.to_string())?;
     let bootstrap: Vec<String> = running.iter().map(|b| b.bootstrap()).collect();
     println!(
         "gregor dev cluster is up: bootstrap.servers={}",

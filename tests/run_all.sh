@@ -40,7 +40,9 @@ cargo test --no-run 2>&1 | tail -n 3
 export GREGOR_BIN=$ROOT/target/release/gregor
 
 # librdkafka's own suite runs against a three-broker cluster (gregor dev --brokers 3 on
-# 39092-39094, internal listeners 39192-39194); the kcat and Python suites start one broker.
+# 29092-29094, internal listeners 29192-29194: fixed ports below the ephemeral range, so they
+# cannot collide with the free ports the Rust, kcat and Python suites pick, nor with any
+# outgoing connection's local port); the kcat and Python suites start their own brokers.
 export GREGOR_BROKERS="${GREGOR_BROKERS:-3}"
 
 # name -> command; each writes its own log.

@@ -8,8 +8,10 @@
 #   compat/librdkafka/run.sh --setup-only    # only prepare the suite
 #
 # Environment knobs:
-#   GREGOR_PORT (default 39092)   port for the broker we start (the next free
-#                                 one is used if it is taken)
+#   GREGOR_PORT (default 29092)   port for the broker we start (the next free
+#                                 one is used if it is taken); below the kernel's
+#                                 ephemeral range (32768-60999), so the other suites'
+#                                 free ports and outgoing connections never hold it
 #   GREGOR_BROKERS (default 1)    brokers in the cluster under test (gregor dev
 #                                 --brokers N on GREGOR_PORT and the ports after
 #                                 it; internal listeners 100 ports above)
@@ -22,7 +24,7 @@ set -uo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO="$(cd "$HERE/../.." && pwd)"
 WORK="$HERE/work"
-PORT="${GREGOR_PORT:-39092}"
+PORT="${GREGOR_PORT:-29092}"
 NBROKERS="${GREGOR_BROKERS:-1}"
 TEST_TIMEOUT="${TEST_TIMEOUT:-180}"
 ALLOWLIST="${ALLOWLIST:-$HERE/allowlist.txt}"
