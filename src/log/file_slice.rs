@@ -16,7 +16,6 @@
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
-use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -73,15 +72,7 @@ impl FileSlice {
             return Ok(Bytes::new());
         };
         let mut buf = vec![0u8; self.len];
-        let mut filled = 0;
-        while filled < buf.len() {
-            match file.read_at(&mut buf[filled..], self.position + filled as u64) {
-                Ok(0) => break,
-                Ok(read) => filled += read,
-                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
-                Err(error) => return Err(error),
-            }
-        }
+        let filled = super::segment::read_up_to(file, &mut buf, self.position)?;
         buf.truncate(filled);
         Ok(Bytes::from(buf))
     }

@@ -115,7 +115,7 @@ pub fn parse_base_offset(file_name: &str, suffix: &str) -> Option<i64> {
 }
 
 /// Reads into `buf` at `position` until it is full or the file ends; returns bytes read.
-fn read_up_to(file: &File, buf: &mut [u8], position: u64) -> io::Result<usize> {
+pub(super) fn read_up_to(file: &File, buf: &mut [u8], position: u64) -> io::Result<usize> {
     let mut filled = 0;
     while filled < buf.len() {
         match file.read_at(&mut buf[filled..], position + filled as u64) {
