@@ -23,6 +23,12 @@
 //!    codec (`noop` below). It runs as a child process too (this binary with `--noop-server`),
 //!    so its CPU is measured the same way. It answers ApiVersions, Metadata and Produce and
 //!    stores nothing: what is left is the cost of the client, the sockets and the codec.
+//! 6. The cluster against one broker (`--brokers 3 --acks all --versus-one-broker`): a second
+//!    gregor, one broker at acks=1, runs alongside and its producer rounds are interleaved with
+//!    the cluster's, so each round's pair saw the same machine state; the report gives the
+//!    ratio of the medians and of each pair (issue 4's target is at least 50%).
+//!    `--warm-memory SIZE` writes and frees SIZE of memory before every producer run, for VMs
+//!    that charge for first touches of memory they took back (docs/BENCHMARKS.md).
 //!
 //! Client and servers share the machine's cores, so every figure includes that contention. The
 //! report names the machine, the date and the load average, and, per phase, how many cores
@@ -78,6 +84,8 @@ const TARGET_CEILING_RATIO: f64 = 0.90;
 const TARGET_CPU_PER_SMALL_RECORD_US: f64 = 1.0;
 const TARGET_P99_US: u64 = 2_000;
 const TARGET_PEAK_RSS_MB: f64 = 100.0;
+/// Issue 4: RF=3 acks=all produce throughput against one broker at acks=1.
+const TARGET_VERSUS_ONE_BROKER_RATIO: f64 = 0.50;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -103,7 +111,7 @@ fn main() {
 }
 
 const USAGE: &str = "usage: cargo bench --bench gregor_bench -- [--quick] [--markdown] \
-[--rounds N] [--latency-seconds S] [--paced-seconds S] [--fetch-wait-ms N] [--no-ceiling] [--phases LIST] [--brokers N] [--acks A]
+[--rounds N] [--latency-seconds S] [--paced-seconds S] [--fetch-wait-ms N] [--no-ceiling] [--phases LIST] [--brokers N] [--acks A] [--versus-one-broker] [--warm-memory SIZE]
   --quick            smaller counts, one round, 3 s latency phase (a smoke run)
   --markdown         also print the results as markdown (for docs/BENCHMARKS.md)
   --rounds N         producer rounds per size and server; the median is reported (default 3)
@@ -115,7 +123,15 @@ const USAGE: &str = "usage: cargo bench --bench gregor_bench -- [--quick] [--mar
                      all; consume reads what produce wrote)
   --brokers N        run gregor as an N-broker cluster (one process, gregor dev --brokers N)
                      with default.replication.factor=N (default 1)
-  --acks A           the producers' acks: 1 or all (default 1)";
+  --acks A           the producers' acks: 1 or all (default 1)
+  --versus-one-broker
+                     with --brokers N > 1: also run a one-broker gregor at acks=1 and interleave
+                     its producer rounds with the cluster's (the issue's RF=3 target compares
+                     the two; paired rounds see the same machine state)
+  --warm-memory SIZE
+                     before every producer run, touch and free SIZE (e.g. 4G) of memory, so the
+                     run's page cache starts in memory the machine has backed (see
+                     docs/BENCHMARKS.md: a VM that gives freed memory back to its host)";
 
 #[derive(Debug, Clone)]
 struct Options {
@@ -129,6 +145,9 @@ struct Options {
     ceiling: bool,
     markdown: bool,
     quick: bool,
+    versus_one_broker: bool,
+    /// `--warm-memory`, in bytes.
+    warm_memory: Option<u64>,
 }
 
 /// `--brokers` and `--acks`, read where servers and producers are made.
@@ -138,6 +157,11 @@ static ACKS: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 fn brokers() -> u16 {
     BROKERS.get().copied().unwrap_or(1)
 }
+
+/// Server names in the report.
+const GREGOR: &str = "gregor";
+const ONE_BROKER: &str = "gregor-1";
+const NOOP: &str = "no-op";
 
 fn acks_setting() -> &'static str {
     ACKS.get().map_or("1", String::as_str)
@@ -163,6 +187,8 @@ impl Options {
             ceiling: true,
             markdown: false,
             quick: false,
+            versus_one_broker: false,
+            warm_memory: None,
         };
         let mut rounds = None;
         let mut latency_seconds = None;
@@ -175,6 +201,11 @@ impl Options {
                 "--quick" => options.quick = true,
                 "--markdown" => options.markdown = true,
                 "--no-ceiling" => options.ceiling = false,
+                "--versus-one-broker" => options.versus_one_broker = true,
+                "--warm-memory" => {
+                    let value = iter.next().ok_or("--warm-memory needs a size")?;
+                    options.warm_memory = Some(parse_size(value)?);
+                }
                 "--phases" => {
                     let list = iter.next().ok_or("--phases needs a list")?;
                     options.phases = list
@@ -214,6 +245,9 @@ impl Options {
             options.rounds = 1;
             options.paced = Duration::from_secs(1);
             options.latency = Duration::from_secs(3);
+        }
+        if options.versus_one_broker && brokers() < 2 {
+            return Err("--versus-one-broker needs --brokers N with N > 1".to_string());
         }
         if let Some(rounds) = rounds {
             options.rounds = usize::try_from(rounds.max(1)).unwrap_or(1);
@@ -257,6 +291,22 @@ impl Phase {
             other => Err(format!("unknown phase {other:?}")),
         }
     }
+}
+
+/// `1073741824`, `1024M`, `1G`: bytes, with an optional K, M or G (binary) suffix.
+fn parse_size(value: &str) -> Result<u64, String> {
+    let (digits, unit) = match value.char_indices().last() {
+        Some((i, 'K' | 'k')) => (&value[..i], 1u64 << 10),
+        Some((i, 'M' | 'm')) => (&value[..i], 1 << 20),
+        Some((i, 'G' | 'g')) => (&value[..i], 1 << 30),
+        _ => (value, 1),
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(unit))
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("{value:?} is not a size like 1G"))
 }
 
 fn parse_number(value: Option<&String>, flag: &str) -> Result<u64, String> {
@@ -348,6 +398,7 @@ struct Report {
     latency: Option<LatencyRun>,
     groups: Option<GroupsRun>,
     gregor_peak_rss_kb: Option<u64>,
+    one_broker_peak_rss_kb: Option<u64>,
     noop_peak_rss_kb: Option<u64>,
     wall: Duration,
 }
@@ -361,20 +412,26 @@ fn run(options: &Options) -> BenchResult<()> {
         machine.cores, machine.cpu_model, machine.kernel, machine.load_before
     );
 
-    let gregor = Server::start_gregor(clock_ticks)?;
+    let gregor = Server::start_gregor(clock_ticks, GREGOR, brokers(), acks_setting())?;
+    let one_broker = if options.versus_one_broker {
+        Some(Server::start_gregor(clock_ticks, ONE_BROKER, 1, "1")?)
+    } else {
+        None
+    };
     let noop = if options.ceiling {
         Some(Server::start_noop(clock_ticks)?)
     } else {
         None
     };
     let mut servers: Vec<&Server> = vec![&gregor];
-    if let Some(noop) = &noop {
-        servers.push(noop);
+    servers.extend(one_broker.as_ref());
+    servers.extend(noop.as_ref());
+    for server in servers.iter().filter(|s| s.replication > 0) {
+        create_topics(
+            server,
+            &[TOPIC_SMALL, TOPIC_LARGE, TOPIC_LATENCY, TOPIC_PACED],
+        )?;
     }
-    create_topics(
-        &gregor.bootstrap,
-        &[TOPIC_SMALL, TOPIC_LARGE, TOPIC_LATENCY, TOPIC_PACED],
-    )?;
 
     // 1 and 5: producers, interleaved per round so load changes hit both servers alike.
     let sizes: [(usize, u64, &'static str); 2] = [
@@ -401,12 +458,17 @@ fn run(options: &Options) -> BenchResult<()> {
                 order.reverse();
             }
             for server in order {
+                let synced = write_back_page_cache();
+                if let Some(bytes) = options.warm_memory {
+                    warm_memory(bytes);
+                }
                 let meter = Meter::start(&servers);
                 let mut result = produce_phase(server, topic, size, count)?;
                 result.load = meter.load(&servers);
                 eprintln!(
                     "round {round}: produce {size:>4} B -> {:<6} {:>10.0} rec/s {:>7.1} MB/s \
-                     server {:.3} µs/rec client {:.3} µs/rec, load: kernel threads {:.2} other {:.2} cores{}",
+                     server {:.3} µs/rec client {:.3} µs/rec, load: kernel threads {:.2} other {:.2} cores, \
+                     sync before {:.2} s{}",
                     server.name,
                     result.records_per_second(),
                     result.megabytes_per_second(),
@@ -414,6 +476,7 @@ fn run(options: &Options) -> BenchResult<()> {
                     result.client_cpu_per_record_us(),
                     result.load.kernel,
                     result.load.other,
+                    synced.as_secs_f64(),
                     if result.stopped_early {
                         " (stopped at the time bound)"
                     } else {
@@ -493,8 +556,12 @@ fn run(options: &Options) -> BenchResult<()> {
 
     // 4: peak memory, then a clean stop.
     let gregor_peak_rss_kb = gregor.peak_rss_kb();
+    let one_broker_peak_rss_kb = one_broker.as_ref().and_then(Server::peak_rss_kb);
     let noop_peak_rss_kb = noop.as_ref().and_then(Server::peak_rss_kb);
     gregor.stop();
+    if let Some(one_broker) = one_broker {
+        one_broker.stop();
+    }
     if let Some(noop) = noop {
         noop.stop();
     }
@@ -512,6 +579,7 @@ fn run(options: &Options) -> BenchResult<()> {
         latency,
         groups,
         gregor_peak_rss_kb,
+        one_broker_peak_rss_kb,
         noop_peak_rss_kb,
         wall: wall.elapsed(),
     };
@@ -528,6 +596,10 @@ fn run(options: &Options) -> BenchResult<()> {
 
 struct Server {
     name: &'static str,
+    /// The producers' acks against this server.
+    acks: &'static str,
+    /// Replication factor of its topics; 0 for the no-op server (it has no topics to create).
+    replication: i32,
     child: Mutex<Child>,
     pid: u32,
     bootstrap: String,
@@ -536,8 +608,14 @@ struct Server {
 }
 
 impl Server {
-    /// gregor as cargo built it for this bench (the bench profile inherits release).
-    fn start_gregor(clock_ticks: u64) -> BenchResult<Server> {
+    /// gregor as cargo built it for this bench (the bench profile inherits release), `brokers`
+    /// of them in one process, every topic replicated to all.
+    fn start_gregor(
+        clock_ticks: u64,
+        name: &'static str,
+        brokers: u16,
+        acks: &'static str,
+    ) -> BenchResult<Server> {
         let binary = broker_binary();
         let dir = tempfile::Builder::new()
             .prefix("gregor-bench-")
@@ -546,7 +624,6 @@ impl Server {
         let port = free_port()?;
         let log = std::fs::File::create(dir.path().join("broker.log"))
             .map_err(|e| format!("broker log: {e}"))?;
-        let brokers = brokers();
         let mut command = Command::new(&binary);
         command.args([
             "dev",
@@ -573,9 +650,11 @@ impl Server {
             .stderr(log)
             .spawn()
             .map_err(|e| format!("cannot start {}: {e}", binary.display()))?;
-        let server = Server::wrap("gregor", child, port, clock_ticks, Some(dir));
+        let mut server = Server::wrap(name, child, port, clock_ticks, Some(dir));
+        server.acks = acks;
+        server.replication = i32::from(brokers);
         eprintln!(
-            "gregor broker: pid {}, {} ({}), data {}",
+            "{name} ({brokers} broker(s), acks={acks}): pid {}, {} ({}), data {}",
             server.pid,
             server.bootstrap,
             binary.display(),
@@ -599,7 +678,7 @@ impl Server {
             .stderr(Stdio::inherit())
             .spawn()
             .map_err(|e| format!("cannot start the no-op server: {e}"))?;
-        let server = Server::wrap("no-op", child, port, clock_ticks, None);
+        let server = Server::wrap(NOOP, child, port, clock_ticks, None);
         eprintln!("no-op server: pid {}, {}", server.pid, server.bootstrap);
         server.wait_until_listening()?;
         Ok(server)
@@ -614,6 +693,8 @@ impl Server {
     ) -> Server {
         Server {
             name,
+            acks: "1",
+            replication: 0,
             pid: child.id(),
             child: Mutex::new(child),
             bootstrap: format!("127.0.0.1:{port}"),
@@ -743,13 +824,13 @@ fn free_port() -> BenchResult<u16> {
         .map_err(|e| format!("no free port: {e}"))
 }
 
-fn create_topics(bootstrap: &str, topics: &[&str]) -> BenchResult<()> {
-    let admin: AdminClient<DefaultClientContext> = client_config(bootstrap)
+fn create_topics(server: &Server, topics: &[&str]) -> BenchResult<()> {
+    let admin: AdminClient<DefaultClientContext> = client_config(&server.bootstrap)
         .create()
         .map_err(|e| format!("admin client: {e}"))?;
     let new_topics: Vec<NewTopic<'_>> = topics
         .iter()
-        .map(|t| NewTopic::new(t, PARTITIONS, TopicReplication::Fixed(i32::from(brokers()))))
+        .map(|t| NewTopic::new(t, PARTITIONS, TopicReplication::Fixed(server.replication)))
         .collect();
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
     // A cluster answers as soon as one broker listens; until every broker has registered,
@@ -782,6 +863,35 @@ fn create_topics(bootstrap: &str, topics: &[&str]) -> BenchResult<()> {
 // ---------------------------------------------------------------------------------------------
 // Phases
 // ---------------------------------------------------------------------------------------------
+
+/// `sync(1)`, timed: every producer run starts with no dirty page cache, so none pays for the
+/// writeback of an earlier one. (The kernel throttles writers once dirty pages pass half-way
+/// between `vm.dirty_background_ratio` and `vm.dirty_ratio`; three copies of every record
+/// reach that in the second round of an RF=3 run, one copy never does.)
+fn write_back_page_cache() -> Duration {
+    let start = Instant::now();
+    if let Err(e) = Command::new("sync").status() {
+        eprintln!("sync: {e}");
+    }
+    start.elapsed()
+}
+
+/// `--warm-memory`: writes every page of `bytes` of fresh memory, then frees it, so the kernel
+/// hands recently backed pages to the next run's page cache. On a VM whose balloon takes freed
+/// memory back (free page reporting), a page's first touch after that costs several times a
+/// warm one; elsewhere this only costs the time of the writes.
+fn warm_memory(bytes: u64) {
+    let Ok(len) = usize::try_from(bytes) else {
+        return;
+    };
+    let mut memory: Vec<u8> = Vec::new();
+    if memory.try_reserve_exact(len).is_err() {
+        eprintln!("--warm-memory: cannot allocate {bytes} bytes; running without");
+        return;
+    }
+    memory.resize(len, 1);
+    std::hint::black_box(&memory);
+}
 
 fn client_config(bootstrap: &str) -> ClientConfig {
     let mut config = ClientConfig::new();
@@ -852,9 +962,9 @@ impl ProducerContext for Deliveries {
     }
 }
 
-fn throughput_producer(bootstrap: &str) -> BenchResult<BaseProducer<Deliveries>> {
-    client_config(bootstrap)
-        .set("acks", acks_setting())
+fn throughput_producer(server: &Server) -> BenchResult<BaseProducer<Deliveries>> {
+    client_config(&server.bootstrap)
+        .set("acks", server.acks)
         .set("linger.ms", "5")
         .set("batch.size", "1000000")
         .set("compression.type", "none")
@@ -874,7 +984,7 @@ fn produce_phase(
     value_bytes: usize,
     count: u64,
 ) -> BenchResult<ProduceRun> {
-    let producer = throughput_producer(&server.bootstrap)?;
+    let producer = throughput_producer(server)?;
     let value: Vec<u8> = (0..value_bytes).map(|i| (i % 251) as u8).collect();
     for partition in 0..PARTITIONS {
         send_blocking(&producer, topic, partition, &value)?;
@@ -1068,7 +1178,7 @@ fn latency_phase(
         warmup_records,
         histogram: Mutex::new(latency_histogram()?),
     };
-    let producer = paced_producer(&server.bootstrap, Some(acks))?;
+    let producer = paced_producer(server, Some(acks))?;
     producer
         .client()
         .fetch_metadata(Some(TOPIC_LATENCY), Duration::from_secs(10))
@@ -1184,11 +1294,11 @@ fn paced_send(
 }
 
 fn paced_producer(
-    bootstrap: &str,
+    server: &Server,
     acks: Option<AckLatency>,
 ) -> BenchResult<ThreadedProducer<Deliveries>> {
-    client_config(bootstrap)
-        .set("acks", acks_setting())
+    client_config(&server.bootstrap)
+        .set("acks", server.acks)
         .set("linger.ms", "0")
         .set("compression.type", "none")
         .set("message.timeout.ms", "30000")
@@ -1203,7 +1313,7 @@ fn paced_producer(
 /// a Produce request of its own; no consumer. The server's CPU per record is then its cost per
 /// small request, which the no-op server bounds from below.
 fn paced_produce_phase(server: &Server, duration: Duration) -> BenchResult<PacedRun> {
-    let producer = paced_producer(&server.bootstrap, None)?;
+    let producer = paced_producer(server, None)?;
     // Connections and metadata first, outside the measurement.
     paced_send(&producer, TOPIC_PACED, PARTITIONS as u64, Instant::now())?;
     producer
@@ -1606,14 +1716,14 @@ impl Report {
     fn ceiling_of(summaries: &[ProduceSummary], size: usize) -> Option<&ProduceSummary> {
         summaries
             .iter()
-            .find(|s| s.size == size && s.server == "no-op")
+            .find(|s| s.size == size && s.server == NOOP)
     }
 
     fn rows(&self, summaries: &[ProduceSummary]) -> Vec<Row> {
         let mut rows = Vec::new();
         for s in summaries {
             let versus = match (s.server, Report::ceiling_of(summaries, s.size)) {
-                ("gregor", Some(c)) => {
+                (GREGOR, Some(c)) => {
                     format!(
                         "{:.1}%",
                         100.0 * s.records_per_second / c.records_per_second
@@ -1647,7 +1757,7 @@ impl Report {
             let rate = c.records as f64 / c.elapsed.as_secs_f64();
             rows.push(Row {
                 phase: format!("consume {}", size_label(c.value_bytes)),
-                server: "gregor",
+                server: GREGOR,
                 records: c.records,
                 records_per_second: rate,
                 range: String::new(),
@@ -1664,11 +1774,11 @@ impl Report {
                 },
             });
         }
-        let noop = self.paced.iter().find(|p| p.server == "no-op");
+        let noop = self.paced.iter().find(|p| p.server == NOOP);
         for p in &self.paced {
             let rate = p.sent as f64 / p.elapsed.as_secs_f64();
             let versus = match (p.server, noop) {
-                ("gregor", Some(noop)) if !noop.server_cpu.total().is_zero() => format!(
+                (GREGOR, Some(noop)) if !noop.server_cpu.total().is_zero() => format!(
                     "{:.1}× CPU",
                     per_record_us(p.server_cpu, p.sent) / per_record_us(noop.server_cpu, noop.sent)
                 ),
@@ -1699,7 +1809,7 @@ impl Report {
     /// (label, met, detail) for every target the issue sets.
     fn targets(&self, summaries: &[ProduceSummary]) -> Vec<(String, bool, String)> {
         let mut out = Vec::new();
-        for s in summaries.iter().filter(|s| s.server == "gregor") {
+        for s in summaries.iter().filter(|s| s.server == GREGOR) {
             if let Some(ceiling) = Report::ceiling_of(summaries, s.size) {
                 let ratio = s.records_per_second / ceiling.records_per_second;
                 out.push((
@@ -1712,9 +1822,10 @@ impl Report {
                 ));
             }
         }
+        out.extend(self.versus_one_broker_targets(summaries));
         if let Some(s) = summaries
             .iter()
-            .find(|s| s.server == "gregor" && s.size == 100)
+            .find(|s| s.server == GREGOR && s.size == 100)
         {
             out.push((
                 "broker CPU < 1 µs per 100 B record (produce)".to_string(),
@@ -1736,6 +1847,59 @@ impl Report {
                 "broker peak RSS < 100 MB".to_string(),
                 megabytes < TARGET_PEAK_RSS_MB,
                 format!("{megabytes:.1} MiB"),
+            ));
+        }
+        out
+    }
+
+    /// The cluster's producer throughput against one broker at acks=1 (`--versus-one-broker`),
+    /// per size: the ratio of the medians, and of each round's pair (both servers ran in the
+    /// same round, one after the other, so a pair saw the same machine state).
+    fn versus_one_broker_targets(
+        &self,
+        summaries: &[ProduceSummary],
+    ) -> Vec<(String, bool, String)> {
+        let mut out = Vec::new();
+        for s in summaries.iter().filter(|s| s.server == GREGOR) {
+            let Some(single) = summaries
+                .iter()
+                .find(|o| o.server == ONE_BROKER && o.size == s.size)
+            else {
+                continue;
+            };
+            let runs = |name: &str| {
+                self.produce
+                    .iter()
+                    .find(|(size, server, _)| *size == s.size && *server == name)
+                    .map(|(_, _, runs)| runs.as_slice())
+                    .unwrap_or_default()
+            };
+            let pairs: Vec<String> = runs(GREGOR)
+                .iter()
+                .zip(runs(ONE_BROKER))
+                .map(|(cluster, one)| {
+                    format!(
+                        "{:.0}%",
+                        100.0 * cluster.records_per_second() / one.records_per_second()
+                    )
+                })
+                .collect();
+            let ratio = s.records_per_second / single.records_per_second;
+            out.push((
+                format!(
+                    "produce {}: {} brokers at acks={} ≥ 50% of one broker at acks=1",
+                    size_label(s.size),
+                    brokers(),
+                    acks_setting()
+                ),
+                ratio >= TARGET_VERSUS_ONE_BROKER_RATIO,
+                format!(
+                    "{:.1}% ({} vs {} records/s; per round {})",
+                    ratio * 100.0,
+                    thousands(s.records_per_second),
+                    thousands(single.records_per_second),
+                    pairs.join(", ")
+                ),
             ));
         }
         out
@@ -1775,6 +1939,20 @@ impl Report {
                 brokers(),
                 brokers(),
                 brokers()
+            ));
+        }
+        if let Some(bytes) = o.warm_memory {
+            lines.push(format!(
+                "memory: before every producer run the bench wrote and freed {} MiB of memory \
+                 (--warm-memory), so each run's page cache starts in memory the VM has backed",
+                bytes >> 20
+            ));
+        }
+        if o.versus_one_broker {
+            lines.push(format!(
+                "{ONE_BROKER}: a second gregor, one broker at acks=1 (the issue's reference for \
+                 the cluster target), its producer rounds interleaved with the cluster's; both \
+                 run all along, so each one's CPU figures include nothing of the other's"
             ));
         }
         if o.runs(Phase::Produce) {
@@ -1893,8 +2071,9 @@ impl Report {
         }
         let _ = writeln!(
             out,
-            "\npeak RSS (VmHWM at the end): gregor {}, no-op {}",
+            "\npeak RSS (VmHWM at the end): gregor {}{}, no-op {}",
             megabytes(self.gregor_peak_rss_kb),
+            self.one_broker_rss_text(),
             megabytes(self.noop_peak_rss_kb)
         );
         if self.produce.iter().any(|(_, _, runs)| !runs.is_empty()) {
@@ -1930,6 +2109,14 @@ impl Report {
         out
     }
 
+    fn one_broker_rss_text(&self) -> String {
+        if self.options.versus_one_broker {
+            format!(", {ONE_BROKER} {}", megabytes(self.one_broker_peak_rss_kb))
+        } else {
+            String::new()
+        }
+    }
+
     fn markdown(&self) -> String {
         let summaries = self.summaries();
         let rows = self.rows(&summaries);
@@ -1958,8 +2145,9 @@ impl Report {
         }
         let _ = writeln!(
             out,
-            "\nPeak RSS (VmHWM at the end): gregor {}, no-op {}.",
+            "\nPeak RSS (VmHWM at the end): gregor {}{}, no-op {}.",
             megabytes(self.gregor_peak_rss_kb),
+            self.one_broker_rss_text(),
             megabytes(self.noop_peak_rss_kb)
         );
         if self.produce.iter().any(|(_, _, runs)| !runs.is_empty()) {
@@ -2414,7 +2602,7 @@ fn poll_members(
 }
 
 fn groups_phase(server: &Server, quick: bool) -> BenchResult<GroupsRun> {
-    create_topics(&server.bootstrap, &[TOPIC_GROUPS])?;
+    create_topics(server, &[TOPIC_GROUPS])?;
     let bound = Duration::from_secs(30);
     // 1: a lone member of a new group (the first one also creates __consumer_offsets).
     let mut join = Histogram::<u64>::new(3).map_err(|e| e.to_string())?;
