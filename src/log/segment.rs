@@ -1815,6 +1815,29 @@ mod tests {
     }
 
     #[test]
+    fn recovery_cuts_a_zero_filled_tail() {
+        // After a power loss, the file's size can cover reserved blocks the data never
+        // reached: they read as zeros.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (size, stored) = {
+            let (segment, stored) = filled(dir.path(), 4, 100);
+            let size = segment.size_bytes();
+            OpenOptions::new()
+                .write(true)
+                .open(segment.log_path())
+                .expect("open")
+                .set_len(size + 70_000)
+                .expect("extend");
+            (size, stored)
+        };
+        let opened = Segment::open(dir.path(), 0, INDEX_BYTES, 300, true).expect("open");
+        assert_eq!(opened.truncated_bytes, 70_000);
+        assert_eq!(opened.segment.size_bytes(), size);
+        assert_eq!(opened.segment.next_offset(), 12);
+        assert_eq!(all_bytes(&opened.segment), stored.concat());
+    }
+
+    #[test]
     fn recovery_cuts_a_torn_tail() {
         let dir = tempfile::tempdir().expect("tempdir");
         let size = {
