@@ -22,6 +22,9 @@
 //! - Indexes are disposable: recovery rebuilds them from the `.log`, cutting a torn or corrupt
 //!   tail. Lengths read from disk are bounded by the file size before anything is allocated, and
 //!   batches larger than the scan window are CRC-checked in fixed-size chunks.
+//! - The active segment holds disk blocks reserved past its data ([`PREALLOCATE_MIN_BYTES`] to
+//!   [`PREALLOCATE_MAX_BYTES`] ahead, never counted in its size); they go back when it stops
+//!   taking appends, when it is truncated, and when it is opened after a crash.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, IoSlice, Write};
