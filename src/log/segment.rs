@@ -565,9 +565,14 @@ impl Segment {
         let metadata = log_file.metadata()?;
         let size_bytes = metadata.len();
         if reserved_past_end(&metadata) > RESERVED_SLACK_BYTES {
-            // Left by a process that stopped before the segment gave them back.
-            log_file.set_len(size_bytes)?;
-            log_file.set_modified(metadata.modified()?)?;
+            // Left by a process that stopped before the segment gave them back. Best effort:
+            // the segment works either way.
+            let released = log_file
+                .set_len(size_bytes)
+                .and_then(|()| log_file.set_modified(metadata.modified()?));
+            if let Err(error) = released {
+                warn!(segment = %log_path.display(), %error, "could not give back the blocks reserved past the end");
+            }
         }
         if size_bytes > SEGMENT_BYTES_MAX {
             return Err(LogError::Io(io::Error::new(
