@@ -131,7 +131,8 @@ const USAGE: &str = "usage: cargo bench --bench gregor_bench -- [--quick] [--mar
   --warm-memory SIZE
                      before every producer run, touch and free SIZE (e.g. 4G) of memory, so the
                      run's page cache starts in memory the machine has backed (see
-                     docs/BENCHMARKS.md: a VM that gives freed memory back to its host)";
+                     docs/BENCHMARKS.md: a VM that gives freed memory back to its host);
+                     only with --phases produce";
 
 #[derive(Debug, Clone)]
 struct Options {
@@ -245,6 +246,17 @@ impl Options {
             options.rounds = 1;
             options.paced = Duration::from_secs(1);
             options.latency = Duration::from_secs(3);
+        }
+        if options.warm_memory.is_some()
+            && (options.runs(Phase::Latency) || options.runs(Phase::Paced))
+        {
+            // Measured: p99.9 20–35 ms instead of 3–6 ms, the VM taking the freed memory back.
+            return Err(
+                "--warm-memory stalls the latency and paced phases that follow it (the \
+                        VM takes the freed memory back meanwhile): use it with --phases produce \
+                        and measure latency in a run of its own"
+                    .to_string(),
+            );
         }
         if options.versus_one_broker && brokers() < 2 {
             return Err("--versus-one-broker needs --brokers N with N > 1".to_string());
@@ -511,6 +523,7 @@ fn run(options: &Options) -> BenchResult<()> {
     // 4 and 5 for small requests: broker CPU per request at a low, fixed rate.
     let mut paced = Vec::new();
     for server in servers.iter().filter(|_| options.runs(Phase::Paced)) {
+        write_back_page_cache();
         let meter = Meter::start(&servers);
         let mut result = paced_produce_phase(server, options.paced)?;
         result.load = meter.load(&servers);
@@ -527,6 +540,9 @@ fn run(options: &Options) -> BenchResult<()> {
 
     // 3: latency at a fixed rate.
     let latency = if options.runs(Phase::Latency) {
+        // Not the writeback of what the throughput phases wrote: that stalls appends for tens
+        // of ms (p99.9 20–30 ms after an RF=3 produce phase, 2–4 ms without).
+        write_back_page_cache();
         let meter = Meter::start(&servers);
         let mut result = latency_phase(&gregor, options.latency, options.fetch_wait_ms)?;
         result.load = meter.load(&servers);
@@ -864,8 +880,8 @@ fn create_topics(server: &Server, topics: &[&str]) -> BenchResult<()> {
 // Phases
 // ---------------------------------------------------------------------------------------------
 
-/// `sync(1)`, timed: every producer run starts with no dirty page cache, so none pays for the
-/// writeback of an earlier one. (The kernel throttles writers once dirty pages pass half-way
+/// `sync(1)`, timed: every producer, paced and latency run starts with no dirty page cache, so
+/// none pays for the writeback of an earlier one. (The kernel throttles writers once dirty pages pass half-way
 /// between `vm.dirty_background_ratio` and `vm.dirty_ratio`; three copies of every record
 /// reach that in the second round of an RF=3 run, one copy never does.)
 fn write_back_page_cache() -> Duration {
