@@ -248,11 +248,13 @@ impl Options {
             options.latency = Duration::from_secs(3);
         }
         if options.warm_memory.is_some()
-            && (options.runs(Phase::Latency) || options.runs(Phase::Paced))
+            && [Phase::Latency, Phase::Paced, Phase::Groups]
+                .iter()
+                .any(|phase| options.runs(*phase))
         {
             // Measured: p99.9 20–35 ms instead of 3–6 ms, the VM taking the freed memory back.
             return Err(
-                "--warm-memory stalls the latency and paced phases that follow it (the \
+                "--warm-memory stalls the latency, paced and groups phases that follow it (the \
                         VM takes the freed memory back meanwhile): use it with --phases produce \
                         and measure latency in a run of its own"
                     .to_string(),
@@ -694,7 +696,9 @@ impl Server {
             .stderr(Stdio::inherit())
             .spawn()
             .map_err(|e| format!("cannot start the no-op server: {e}"))?;
-        let server = Server::wrap(NOOP, child, port, clock_ticks, None);
+        let mut server = Server::wrap(NOOP, child, port, clock_ticks, None);
+        // The ceiling's producers are configured as the ones against gregor.
+        server.acks = acks_setting();
         eprintln!("no-op server: pid {}, {}", server.pid, server.bootstrap);
         server.wait_until_listening()?;
         Ok(server)
