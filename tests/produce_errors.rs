@@ -2,7 +2,8 @@
 //! partition while the others in the same request succeed and nothing bad is stored; too
 //! large a batch gets MESSAGE_TOO_LARGE; two batches in one partition get INVALID_RECORD;
 //! unknown topics and bad acks get their codes; a compacted topic refuses records without a key
-//! with INVALID_RECORD and `record_errors` naming them.
+//! with INVALID_RECORD and `record_errors` naming them; control and transactional batches are
+//! INVALID_RECORD (only the broker writes markers; there is no transaction coordinator yet).
 
 mod common;
 
@@ -18,15 +19,20 @@ use kafka_protocol::records::{
 const VERSION: i16 = 9;
 
 fn batch(values: &[&[u8]]) -> Bytes {
+    batch_of(values, false, false)
+}
+
+/// A batch of `values`, marked as control records and/or transactional (with a producer id).
+fn batch_of(values: &[&[u8]], control: bool, transactional: bool) -> Bytes {
     let records: Vec<Record> = values
         .iter()
         .enumerate()
         .map(|(i, v)| Record {
-            transactional: false,
-            control: false,
+            transactional,
+            control,
             partition_leader_epoch: 0,
-            producer_id: -1,
-            producer_epoch: -1,
+            producer_id: if transactional { 4 } else { -1 },
+            producer_epoch: if transactional { 0 } else { -1 },
             timestamp_type: TimestampType::Creation,
             offset: i as i64,
             sequence: i as i32,
@@ -151,5 +157,29 @@ async fn compacted_topic_refuses_records_without_key_with_record_errors() {
             .map(|e| e.batch_index)
             .collect();
         assert_eq!(indexes, vec![0, 1]);
+    });
+}
+
+/// A client cannot write transaction markers (control batches) or transactional batches: both
+/// are refused with INVALID_RECORD and nothing is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_and_transactional_batches_are_refused() {
+    let broker = TestBroker::start(&[]).await;
+    create_topic(&broker.bootstrap, "markers", 2, &[]).await;
+    let port = broker.port();
+    tokio::task::block_in_place(|| {
+        let control = batch_of(&[b"\x00\x00\x00\x00"], true, false);
+        let transactional = batch_of(&[b"a", b"b"], false, true);
+        let r = produce(port, "markers", vec![(0, control), (1, transactional)], 1);
+        assert_eq!(codes(&r), vec![(0, 87, -1), (1, 87, -1)], "INVALID_RECORD");
+        let message = r.responses[0].partition_responses[0]
+            .error_message
+            .as_deref()
+            .unwrap_or_default();
+        assert!(message.contains("control records"), "{message}");
+        // Nothing was stored: the next ordinary batches start at offset 0.
+        let good = batch(&[b"a"]);
+        let r = produce(port, "markers", vec![(0, good.clone()), (1, good)], 1);
+        assert_eq!(codes(&r), vec![(0, 0, 0), (1, 0, 0)]);
     });
 }

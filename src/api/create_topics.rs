@@ -7,7 +7,9 @@
 //! controller:
 //! - a name given more than once in one request: INVALID_REQUEST once for that name, and none
 //!   of its entries is created;
-//! - `__cluster_metadata`: INVALID_REQUEST (Kafka reserves it);
+//! - an internal topic (`__cluster_metadata`, as Kafka reserves it, and `__consumer_offsets` and
+//!   `__transaction_state`, which only the broker creates): INVALID_REQUEST; a name colliding
+//!   with one (`__consumer.offsets`): INVALID_TOPIC_EXCEPTION, from the controller;
 //! - a config with a null value: INVALID_CONFIG;
 //! - manual `assignments`: both counts must be -1 (INVALID_REQUEST) and the assignment must be
 //!   well formed (INVALID_REPLICA_ASSIGNMENT: partitions 0..n once each, one replica count,
@@ -36,14 +38,12 @@ use kafka_protocol::ResponseError;
 
 use super::errors::Refusal;
 use super::RequestContext;
+use crate::cluster::metadata::INTERNAL_TOPICS;
 use crate::cluster::{CreateTopicSpec, TopicInfo};
 use crate::config;
 
 /// Handled versions.
 pub const VERSIONS: VersionRange = VersionRange { min: 2, max: 7 };
-
-/// Kafka's KRaft metadata log; clients may not create a topic of that name.
-const CLUSTER_METADATA_TOPIC: &str = "__cluster_metadata";
 
 /// Answers CreateTopics.
 pub async fn handle(ctx: &RequestContext, req: CreateTopicsRequest) -> CreateTopicsResponse {
@@ -82,10 +82,10 @@ async fn create_one(
     validate_only: bool,
 ) -> Result<TopicInfo, Refusal> {
     let name = topic.name.as_str();
-    if name == CLUSTER_METADATA_TOPIC {
+    if INTERNAL_TOPICS.contains(&name) {
         return Err(Refusal::new(
             ResponseError::InvalidRequest,
-            format!("Creation of internal topic {CLUSTER_METADATA_TOPIC} is prohibited."),
+            format!("Creation of internal topic {name} is prohibited."),
         ));
     }
     let null_configs: Vec<&str> = topic

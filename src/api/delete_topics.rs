@@ -6,6 +6,7 @@
 //! - v6 entries with neither or both of name and id: INVALID_REQUEST;
 //! - a name or id given more than once: INVALID_REQUEST once for it, and it is not deleted;
 //!   so is a name that resolves to an id also given in the request;
+//! - an internal topic (`__consumer_offsets`...): INVALID_REQUEST, from the controller;
 //! - `delete.topic.enable=false` refuses the whole request: INVALID_REQUEST before v3,
 //!   TOPIC_DELETION_DISABLED from v3.
 //!
@@ -201,16 +202,6 @@ async fn delete_all(ctx: &RequestContext, entries: Vec<(Option<String>, Uuid)>) 
 
 /// Deletes one resolved topic.
 async fn delete_one(ctx: &RequestContext, target: &Target, name: String, id: Uuid) -> Outcome {
-    if name == crate::coordinator::OFFSETS_TOPIC {
-        // Deleting it would drop every group's offsets under live coordinators; Kafka's tools
-        // refuse it for the same reason.
-        return Outcome::error(
-            Some(name.clone()),
-            id,
-            ResponseError::InvalidRequest,
-            format!("{name} is an internal topic and cannot be deleted"),
-        );
-    }
     match ctx.broker.delete_topic(&name).await {
         Ok(topic) => Outcome {
             name: Some(topic.name),

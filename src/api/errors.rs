@@ -48,6 +48,7 @@ pub fn controller_error_code(e: &ControllerError) -> i16 {
             ResponseError::InvalidReplicaAssignment.code()
         }
         ControllerError::UnknownTopic(_) => ResponseError::UnknownTopicOrPartition.code(),
+        ControllerError::InternalTopic(_) => ResponseError::InvalidRequest.code(),
         ControllerError::PolicyViolation(_) => ResponseError::PolicyViolation.code(),
         ControllerError::DeletionDisabled => ResponseError::TopicDeletionDisabled.code(),
         ControllerError::NotController(_) => ResponseError::NotController.code(),

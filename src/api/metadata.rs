@@ -4,7 +4,9 @@
 //! (v1+), and so does an empty list at v0. An unknown name is auto-created when the request
 //! allows it (always before v4, `allow_auto_topic_creation` from v4) and
 //! `auto.create.topics.enable` is on; the topic is hosted before the response goes out, so the
-//! client's first produce to it succeeds. Fields are set only at the versions that have them.
+//! client's first produce to it succeeds. `__consumer_offsets` is created as the broker's
+//! internal topic (as by FindCoordinator); other internal names (`__cluster_metadata`,
+//! `__transaction_state`) and names colliding with one are INVALID_TOPIC_EXCEPTION. Fields are set only at the versions that have them.
 //! The controller id is the answering broker's own (see the comment where it is set).
 
 use kafka_protocol::messages::metadata_response::{
@@ -17,7 +19,9 @@ use uuid::Uuid;
 
 use super::errors::controller_error_code;
 use super::RequestContext;
-use crate::cluster::metadata::validate_topic_name;
+use crate::cluster::metadata::{
+    reserved_topic, validate_topic_name, CLUSTER_METADATA_TOPIC, TRANSACTION_STATE_TOPIC,
+};
 use crate::cluster::{ControllerError, CreateTopicSpec, MetadataImage, TopicInfo};
 use crate::coordinator::OFFSETS_TOPIC;
 
@@ -143,6 +147,18 @@ async fn missing_topic(
             Some(name.clone()),
             Uuid::nil(),
             ResponseError::UnknownTopicOrPartition.code(),
+        );
+    }
+    if reserved_topic(name.as_str()).is_some_and(|internal| internal != name.as_str())
+        || [CLUSTER_METADATA_TOPIC, TRANSACTION_STATE_TOPIC].contains(&name.as_str())
+    {
+        // Internal names are never auto-created as ordinary topics: `__cluster_metadata` is
+        // Kafka's metadata log, `__transaction_state` waits for the transaction coordinator,
+        // and a name colliding with one would shadow it.
+        return error_topic(
+            Some(name.clone()),
+            Uuid::nil(),
+            ResponseError::InvalidTopicException.code(),
         );
     }
     if name.as_str() == OFFSETS_TOPIC {

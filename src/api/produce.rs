@@ -10,6 +10,9 @@
 //! `min.insync.replicas`. acks=0 gets no
 //! response at all, as in Kafka.
 //!
+//! Control batches and transactional batches are INVALID_RECORD: only the broker writes
+//! transaction markers, and transactions need a coordinator gregor does not have yet.
+//!
 //! Errors are per partition; one bad partition does not fail the others. NOT_LEADER_OR_FOLLOWER
 //! carries the current leader and its endpoint from v10 (KIP-951). A compacted topic
 //! refuses records without a key (INVALID_RECORD, with `record_errors` naming them, as Kafka);
@@ -26,8 +29,9 @@ use kafka_protocol::ResponseError;
 
 use super::errors::{replica_error_code, LeaderHints};
 use super::{Reply, RequestContext};
+use crate::cluster::metadata::reserved_topic;
 use crate::cluster::MetadataImage;
-use crate::log::batch::frame_size;
+use crate::log::batch::{frame_size, BatchHeader};
 use crate::log::{LogError, TimestampType};
 use crate::replica::manager::now_ms;
 use crate::replica::{Partition, ReplicaError};
@@ -88,7 +92,7 @@ pub fn handle(ctx: RequestContext, req: ProduceRequest) -> Reply {
                 partitions.push(error(unknown_topic_code, None));
                 continue;
             };
-            if topic.internal {
+            if topic.internal || reserved_topic(&topic.name).is_some() {
                 // Only the broker writes internal topics (Kafka: "Cannot append to internal
                 // topic").
                 partitions.push(error(
@@ -120,6 +124,10 @@ pub fn handle(ctx: RequestContext, req: ProduceRequest) -> Reply {
                             .to_string(),
                     ),
                 ));
+                continue;
+            }
+            if let Some(message) = refused_batch_kind(&records) {
+                partitions.push(error(ResponseError::InvalidRecord.code(), Some(message)));
                 continue;
             }
             if acks == -1 {
@@ -245,6 +253,25 @@ pub fn handle(ctx: RequestContext, req: ProduceRequest) -> Reply {
         add_leader_hints(&mut response, &ctx.broker.controller.image(), version);
         Some(ResponseKind::Produce(response))
     }))
+}
+
+/// Why a client may not write this batch, if it may not: control batches (transaction markers)
+/// are written only by the broker, as in Kafka ("Clients are not allowed to write control
+/// records"), and transactional batches need the transaction coordinator, which gregor does not
+/// have yet; either would let a client fool readers and the log cleaner. A batch too short to
+/// have a header is left to the log's validation (CORRUPT_MESSAGE).
+fn refused_batch_kind(records: &bytes::Bytes) -> Option<String> {
+    let header = BatchHeader::parse(records).ok()?;
+    if header.is_control() {
+        return Some("Clients are not allowed to write control records".to_string());
+    }
+    if header.is_transactional() {
+        return Some(
+            "transactional batches are refused: this broker has no transaction coordinator yet"
+                .to_string(),
+        );
+    }
+    None
 }
 
 /// Kafka's per-record errors (v8+): which records of the batch were refused and why.

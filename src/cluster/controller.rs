@@ -17,8 +17,8 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use super::metadata::{
-    collision_key, validate_topic_name, BrokerInfo, BrokerRegistration, MetadataImage,
-    PartitionInfo, TopicInfo,
+    collision_key, reserved_topic, validate_topic_name, BrokerInfo, BrokerRegistration,
+    MetadataImage, PartitionInfo, TopicInfo,
 };
 use super::quorum::network::{TcpTransport, Transport};
 use super::quorum::{
@@ -50,6 +50,10 @@ pub enum ControllerError {
     /// UNKNOWN_TOPIC_OR_PARTITION / UNKNOWN_TOPIC_ID.
     #[error("unknown topic '{0}'")]
     UnknownTopic(String),
+    /// INVALID_REQUEST: an internal topic (`__consumer_offsets`, `__transaction_state`,
+    /// `__cluster_metadata`) is the broker's to create and delete, never a client's.
+    #[error("{0}")]
+    InternalTopic(String),
     /// POLICY_VIOLATION: a configured limit.
     #[error("{0}")]
     PolicyViolation(String),
@@ -146,6 +150,8 @@ impl Controller {
                 ))
             })?,
         };
+        super::quorum::migrate_legacy_dir(&config.data_dir)
+            .map_err(|e| ControllerError::Storage(format!("moving the metadata log: {e}")))?;
         let election = Duration::from_millis(config.quorum_election_timeout_ms());
         let mut quorum_config = QuorumConfig::new(
             node_id,
@@ -214,6 +220,7 @@ impl Controller {
         self.quorum.barrier().await?;
         let current = self.image();
         validate_topic_name(&spec.name).map_err(ControllerError::InvalidTopic)?;
+        check_internal_name(&spec)?;
         if current.topics.contains_key(&spec.name) {
             return Err(ControllerError::TopicAlreadyExists(spec.name));
         }
@@ -356,6 +363,14 @@ impl Controller {
             .topic(name)
             .cloned()
             .ok_or_else(|| ControllerError::UnknownTopic(name.to_string()))?;
+        if topic.internal || reserved_topic(name).is_some() {
+            // Deleting `__consumer_offsets` would drop every group's offsets under live
+            // coordinators (and, before the quorum moved out of the partition directories,
+            // deleting `__cluster_metadata` wiped the metadata log).
+            return Err(ControllerError::InternalTopic(format!(
+                "{name} is an internal topic and cannot be deleted"
+            )));
+        }
         let committed = self
             .quorum
             .propose(MetadataCommand::DeleteTopic {
@@ -455,6 +470,27 @@ impl Controller {
     }
 }
 
+/// Refuses a client's topic whose name is an internal topic's, or collides with one: only the
+/// broker creates those, flagged internal (Kafka refuses `__cluster_metadata` with
+/// INVALID_REQUEST; a colliding name is INVALID_TOPIC_EXCEPTION, as any collision).
+fn check_internal_name(spec: &CreateTopicSpec) -> Result<(), ControllerError> {
+    let Some(internal) = reserved_topic(&spec.name) else {
+        return Ok(());
+    };
+    if spec.internal && spec.name == internal {
+        return Ok(());
+    }
+    if spec.name == internal {
+        return Err(ControllerError::InternalTopic(format!(
+            "Creation of internal topic {internal} is prohibited."
+        )));
+    }
+    Err(ControllerError::InvalidTopic(format!(
+        "topic '{}' collides with internal topic '{internal}' ('.' and '_' are equivalent)",
+        spec.name
+    )))
+}
+
 /// Writes `bytes` to `path` so that a crash leaves either the old or the new content.
 pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
@@ -550,5 +586,44 @@ mod tests {
         s.validate_only = true;
         c.create_topic(s).await.unwrap();
         assert!(c.image().topic("a").is_none());
+    }
+
+    /// Internal names belong to the broker: clients cannot create them (or names colliding
+    /// with them), nor delete them once the broker has.
+    #[tokio::test]
+    async fn internal_topics_are_the_brokers() {
+        use crate::cluster::metadata::{INTERNAL_TOPICS, OFFSETS_TOPIC};
+        let dir = tempfile::tempdir().unwrap();
+        let c = controller(dir.path()).await;
+        for name in INTERNAL_TOPICS {
+            assert!(
+                matches!(
+                    c.create_topic(spec(name, 1)).await,
+                    Err(ControllerError::InternalTopic(_))
+                ),
+                "{name}"
+            );
+        }
+        for name in [
+            "__consumer.offsets",
+            "__cluster.metadata",
+            "__transaction.state",
+        ] {
+            assert!(
+                matches!(
+                    c.create_topic(spec(name, 1)).await,
+                    Err(ControllerError::InvalidTopic(_))
+                ),
+                "{name}"
+            );
+        }
+        let mut internal = spec(OFFSETS_TOPIC, 2);
+        internal.internal = true;
+        c.create_topic(internal).await.unwrap();
+        assert!(matches!(
+            c.delete_topic(OFFSETS_TOPIC).await,
+            Err(ControllerError::InternalTopic(_))
+        ));
+        assert!(c.image().topic(OFFSETS_TOPIC).is_some());
     }
 }

@@ -117,6 +117,29 @@ impl MetadataImage {
     }
 }
 
+/// Kafka's KRaft metadata log. gregor keeps its quorum in [`QUORUM_DIR`](super::quorum::QUORUM_DIR),
+/// where no partition directory can be, and reserves the name as Kafka does.
+pub const CLUSTER_METADATA_TOPIC: &str = "__cluster_metadata";
+/// Committed offsets and group metadata, written only by the group coordinator.
+pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+/// Kafka's transaction log; reserved for the transaction coordinator.
+pub const TRANSACTION_STATE_TOPIC: &str = "__transaction_state";
+/// The names only the broker may create, delete, configure or write.
+pub const INTERNAL_TOPICS: [&str; 3] = [
+    CLUSTER_METADATA_TOPIC,
+    OFFSETS_TOPIC,
+    TRANSACTION_STATE_TOPIC,
+];
+
+/// The internal topic `name` is, or collides with (`.` and `_` are the same in Kafka's
+/// metric names, so `__consumer.offsets` would shadow `__consumer_offsets`).
+pub fn reserved_topic(name: &str) -> Option<&'static str> {
+    let key = collision_key(name);
+    INTERNAL_TOPICS
+        .into_iter()
+        .find(|internal| collision_key(internal) == key)
+}
+
 /// Kafka's rules for a topic name: 1 to 249 characters of `[a-zA-Z0-9._-]`, not `.` or `..`.
 pub fn validate_topic_name(name: &str) -> Result<(), String> {
     if name.is_empty() {
@@ -161,5 +184,21 @@ mod tests {
         assert!(validate_topic_name(&"x".repeat(250)).is_err());
         validate_topic_name(&"x".repeat(249)).unwrap();
         assert_eq!(collision_key("a.b"), collision_key("a_b"));
+    }
+
+    #[test]
+    fn internal_names_and_their_collisions_are_reserved() {
+        assert_eq!(reserved_topic("__consumer_offsets"), Some(OFFSETS_TOPIC));
+        assert_eq!(reserved_topic("__consumer.offsets"), Some(OFFSETS_TOPIC));
+        assert_eq!(
+            reserved_topic("__cluster.metadata"),
+            Some(CLUSTER_METADATA_TOPIC)
+        );
+        assert_eq!(
+            reserved_topic("__transaction_state"),
+            Some(TRANSACTION_STATE_TOPIC)
+        );
+        assert_eq!(reserved_topic("consumer_offsets"), None);
+        assert_eq!(reserved_topic("__cluster_metadata2"), None);
     }
 }

@@ -41,8 +41,7 @@ use crate::log::{AppendInfo, LogError};
 use crate::replica::manager::now_ms;
 use crate::replica::{Partition, ReplicaError, ReplicaManager};
 
-/// The internal topic that holds committed offsets and group metadata.
-pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+pub use crate::cluster::metadata::OFFSETS_TOPIC;
 
 /// Bytes read from the log per replay chunk (the lock is taken once per chunk).
 const REPLAY_CHUNK_BYTES: usize = 1 << 20;

@@ -1,6 +1,6 @@
 //! The Raft log of the metadata quorum, on disk.
 //!
-//! Files in the quorum directory (`<data-dir>/__cluster_metadata-0/`):
+//! Files in the quorum directory (`<data-dir>/metadata-quorum/`):
 //! - `raft.log`: the entries, each a frame `[u32 length][u32 CRC-32C][JSON entry]` (big
 //!   endian). Appends are written and `fdatasync`ed before openraft is told they are flushed,
 //!   so a vote or an acknowledgement never counts an entry a crash could lose. On open, a torn

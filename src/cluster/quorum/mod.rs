@@ -3,7 +3,7 @@
 //!
 //! - [`types`]: the log's records ([`MetadataCommand`]) and what applying one returns.
 //! - [`state_machine`]: applies committed records to the [`MetadataImage`] and snapshots it.
-//! - [`log_store`]: the Raft log, vote and commit point in `<data-dir>/__cluster_metadata-0/`.
+//! - [`log_store`]: the Raft log, vote and commit point in `<data-dir>/metadata-quorum/`.
 //! - [`network`]: Raft RPCs and forwarded proposals over TCP or an in-memory test network.
 //!
 //! [`Quorum`] ties them together: every voter starts from the same static voter set (Kafka's
@@ -41,8 +41,29 @@ use network::{NetworkFactory, ProposeError, RaftReply, RaftRpc, RpcHandler, Tran
 use state_machine::MetadataStateMachine;
 pub use types::{kafka_id, raft_id, Applied, MetadataCommand, Rejection};
 
-/// The directory of the metadata log inside the data dir (Kafka's name for it).
-pub const QUORUM_DIR: &str = "__cluster_metadata-0";
+/// The directory of the metadata log inside the data dir. Partition directories are always
+/// `<topic>-<number>`, so no topic (whatever a client names it) can ever map onto this one.
+pub const QUORUM_DIR: &str = "metadata-quorum";
+/// Where brokers before 2026-12 kept it: Kafka's name, which is also the directory of a
+/// topic `__cluster_metadata` partition 0. Moved to [`QUORUM_DIR`] at start.
+pub const LEGACY_QUORUM_DIR: &str = "__cluster_metadata-0";
+
+/// Moves a metadata log left in [`LEGACY_QUORUM_DIR`] by an older broker to [`QUORUM_DIR`]
+/// (one rename, then an fsync of the data dir), unless the new place already holds one.
+pub fn migrate_legacy_dir(data_dir: &std::path::Path) -> std::io::Result<()> {
+    let legacy = data_dir.join(LEGACY_QUORUM_DIR);
+    let current = data_dir.join(QUORUM_DIR);
+    let holds_quorum = ["raft.log", "vote.json", "snapshot.json"]
+        .iter()
+        .any(|file| legacy.join(file).exists());
+    if !holds_quorum || current.exists() {
+        return Ok(());
+    }
+    std::fs::rename(&legacy, &current)?;
+    std::fs::File::open(data_dir)?.sync_all()?;
+    tracing::info!(from = %legacy.display(), to = %current.display(), "moved the metadata log out of the partition directories");
+    Ok(())
+}
 
 /// How a voter is set up.
 #[derive(Debug, Clone)]
