@@ -361,7 +361,7 @@ impl ReplicaManager {
                 .saturating_add(log.config().flush_ms)
                 <= now_ms;
             if due && log.recovery_point() < log.log_end_offset() {
-                if let Err(e) = log.flush() {
+                if let Err(e) = partition.flush_now() {
                     tracing::warn!(topic = partition.topic(), partition = partition.index(), error = %e, "flush failed");
                 }
                 partition.set_last_time_flush_ms(now_ms);

@@ -6,6 +6,7 @@
 //!   "which partition is this" for handlers, and runs the periodic log duties (time-based
 //!   roll, retention, `flush.ms`).
 //!
+//! - [`group_commit`]: fsyncs shared by every waiter, exact across truncations, cancel-safe.
 //! - [`fetcher`]: follower side of replication: one task per leader followed, fetching with
 //!   Kafka's Fetch (a `replica_id`) over the internal listener.
 //!
@@ -15,6 +16,7 @@
 //! fetch); acks=all waits for it.
 
 pub mod fetcher;
+pub mod group_commit;
 pub mod manager;
 pub mod partition;
 #[cfg(test)]

@@ -4,19 +4,19 @@
 //! this broker leads; a produce acknowledged under `flush.messages` is on disk before its
 //! response is written.
 //!
-//! Group commit: an append that needs durability waits until the log's recovery point passes
-//! its last offset. If no fsync is running it starts one; otherwise it waits for the running one
-//! and, if that did not cover it, starts the next. So one fsync covers every batch appended
-//! while the previous fsync ran, and producers never queue one fsync each.
+//! Group commit ([`GroupCommit`](super::group_commit::GroupCommit)): an append that needs
+//! durability waits until the log is on disk past its last offset; one fsync covers every batch
+//! appended while the previous one ran. Truncations bring the durable mark down.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::Bytes;
 use tokio::sync::watch;
 use uuid::Uuid;
 
+use super::group_commit::{FlushError, GroupCommit};
 use super::ReplicaError;
 use crate::log::{AppendInfo, FileSlice, PartitionLog};
 
@@ -86,14 +86,6 @@ pub enum FollowerApply {
         /// Offset to flush to, if any.
         flush_to: Option<i64>,
     },
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct FlushState {
-    /// Every offset below this is on disk.
-    durable_offset: i64,
-    /// Incremented when an fsync finishes, successfully or not.
-    generation: u64,
 }
 
 /// Who holds copies of the partition, as the metadata says, and (on the leader) how far each
@@ -168,8 +160,7 @@ pub struct Partition {
     /// The log end offset, published on every append (wakes followers' long polls).
     log_end: watch::Sender<i64>,
     high_watermark: watch::Sender<i64>,
-    flush_state: watch::Sender<FlushState>,
-    flush_running: AtomicBool,
+    group_commit: GroupCommit,
     last_time_flush_ms: AtomicI64,
 }
 
@@ -188,10 +179,7 @@ impl Partition {
         let log_end_offset = log.log_end_offset();
         let (high_watermark, _) = watch::channel(log_end_offset);
         let (log_end, _) = watch::channel(log_end_offset);
-        let (flush_state, _) = watch::channel(FlushState {
-            durable_offset: log.recovery_point(),
-            generation: 0,
-        });
+        let group_commit = GroupCommit::new(log.recovery_point());
         Partition {
             topic,
             topic_id,
@@ -212,8 +200,7 @@ impl Partition {
             }),
             log_end,
             high_watermark,
-            flush_state,
-            flush_running: AtomicBool::new(false),
+            group_commit,
             last_time_flush_ms: AtomicI64::new(crate::replica::manager::now_ms()),
         }
     }
@@ -611,7 +598,7 @@ impl Partition {
         };
         if to < log_end {
             tracing::info!(topic = %self.topic, partition = self.index, from = log_end, to, epoch, "truncating a diverging follower log");
-            self.log.truncate_to(to)?;
+            self.truncate_log_to(to)?;
             self.log_end.send_replace(to);
             self.high_watermark.send_if_modified(|hw| {
                 if *hw > to {
@@ -643,40 +630,36 @@ impl Partition {
         })
     }
 
-    /// Waits until every offset below `offset` is on disk (group commit, see the module doc).
+    /// Waits until every offset below `offset` is on disk (group commit: see
+    /// [`GroupCommit`]). Fails if the log was truncated below `offset` meanwhile or an fsync
+    /// failed; cancel-safe.
     pub async fn flush_to(&self, offset: i64) -> Result<(), ReplicaError> {
-        let mut state = self.flush_state.subscribe();
-        loop {
-            let seen = *state.borrow_and_update();
-            if seen.durable_offset >= offset {
-                return Ok(());
-            }
-            if !self.flush_running.swap(true, Ordering::AcqRel) {
-                let log = self.log.clone();
-                let result = tokio::task::spawn_blocking(move || log.flush()).await;
-                self.flush_running.store(false, Ordering::Release);
-                let outcome = match result {
-                    Ok(Ok(point)) => Ok(point),
-                    Ok(Err(e)) => Err(ReplicaError::Flush(e.to_string())),
-                    Err(e) => Err(ReplicaError::Flush(e.to_string())),
-                };
-                self.flush_state.send_modify(|s| {
-                    if let Ok(point) = outcome.as_ref() {
-                        s.durable_offset = s.durable_offset.max(*point);
-                    }
-                    s.generation += 1;
-                });
-                match outcome {
-                    Ok(point) if point >= offset => return Ok(()),
-                    Ok(_) => continue,
-                    Err(e) => return Err(e),
-                }
-            }
-            // Someone else's fsync is running: wait for it to finish, then look again.
-            if state.changed().await.is_err() {
-                return Err(ReplicaError::Flush("partition closed".to_string()));
-            }
+        match self.group_commit.flush_to(&self.log, offset).await {
+            Ok(()) => Ok(()),
+            // Only a follower truncates: this broker stopped leading while the producer waited,
+            // and the batch is gone (NOT_LEADER_OR_FOLLOWER: the producer retries on the new
+            // leader).
+            Err(FlushError::Truncated { .. }) => Err(self.not_leader()),
+            Err(e) => Err(ReplicaError::Flush(e.to_string())),
         }
+    }
+
+    /// fsyncs the log now, on the calling (blocking) thread, and records how far it is durable
+    /// (`flush.ms`).
+    pub fn flush_now(&self) -> Result<i64, ReplicaError> {
+        self.group_commit
+            .flush_now(|| self.log.flush().map_err(|e| e.to_string()))
+            .map_err(|e| ReplicaError::Flush(e.to_string()))
+    }
+
+    /// Truncates the log to `offset` (whole batches: the new end may be lower) and brings the
+    /// durable mark down with it.
+    fn truncate_log_to(&self, offset: i64) -> Result<(), ReplicaError> {
+        let result = self.log.truncate_to(offset);
+        // Noted even on failure: the log may have been cut part of the way.
+        self.group_commit.note_truncation(self.log.log_end_offset());
+        result?;
+        Ok(())
     }
 
     /// Reads for a consumer: whole batches from `offset`, never past the high watermark.
@@ -798,6 +781,56 @@ mod tests {
             FollowerApply::Stale
         );
         assert_eq!(follower.log().log_end_offset(), 0);
+    }
+
+    /// Group commit through the partition (issue 11, item 6): a waiter dropped mid-flush
+    /// leaves nothing stuck; a truncation brings the durable mark down, so records written
+    /// again are really fsynced; a waiter whose target was truncated away fails.
+    #[tokio::test]
+    async fn group_commit_is_exact_after_truncation_and_cancel_safe() {
+        use std::time::Duration;
+        let dir = tempfile::tempdir().unwrap();
+        let p = partition(dir.path(), 2, 1);
+        for _ in 0..5 {
+            p.log().append(batch(0, 2, 1), 1, 0).unwrap();
+        }
+        {
+            let mut dropped = Box::pin(p.flush_to(6));
+            assert!(futures::poll!(&mut dropped).is_pending());
+        }
+        let flushed = tokio::time::timeout(Duration::from_secs(10), p.flush_to(10)).await;
+        assert!(
+            matches!(flushed, Ok(Ok(()))),
+            "a flush after a dropped waiter: {flushed:?}"
+        );
+        assert_eq!(p.log().recovery_point(), 10);
+
+        // The leader says the log diverges from offset 4: cut, then written again.
+        p.truncate_diverging(0, 4).unwrap();
+        assert_eq!(p.log().log_end_offset(), 4);
+        for _ in 0..3 {
+            p.log().append(batch(0, 2, 2), 1, 1).unwrap();
+        }
+        p.flush_to(10).await.unwrap();
+        assert_eq!(
+            p.log().recovery_point(),
+            10,
+            "offsets 4..10 were written again and must be fsynced again"
+        );
+
+        // A waiter for offset 12, whose fsync completes before the log is cut to 8.
+        p.log().append(batch(0, 2, 3), 1, 1).unwrap();
+        let mut waiter = Box::pin(p.flush_to(12));
+        assert!(futures::poll!(&mut waiter).is_pending());
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while p.log().recovery_point() < 12 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        p.truncate_diverging(1, 8).unwrap();
+        assert!(
+            waiter.await.is_err(),
+            "offsets 8..12 were truncated away: the wait must not report them durable"
+        );
     }
 
     #[test]
