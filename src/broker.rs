@@ -16,7 +16,9 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::cluster::quorum::network::{serve_connection, RpcHandler, MAGIC as QUORUM_MAGIC};
+use crate::cluster::quorum::network::{
+    serve_connection, Limits, RpcHandler, MAGIC as QUORUM_MAGIC,
+};
 use crate::cluster::{Controller, ControllerError, CreateTopicSpec, TopicInfo};
 use crate::config::BrokerConfig;
 use crate::coordinator::{GroupService, OFFSETS_TOPIC};
@@ -24,7 +26,7 @@ use crate::log::LogError;
 use crate::replica::fetcher::{ReplicaFetchers, REPLICA_MAGIC};
 use crate::replica::manager::now_ms;
 use crate::replica::ReplicaManager;
-use crate::server;
+use crate::server::{self, peer_auth, Principal};
 
 /// Why a broker could not start.
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +45,9 @@ pub enum StartError {
     /// The metadata could not be loaded.
     #[error("metadata: {0}")]
     Metadata(#[from] ControllerError),
+    /// Settings that do not fit together.
+    #[error("config: {0}")]
+    Config(#[from] crate::config::ConfigError),
     /// The internal listener could not bind.
     #[error("cannot listen on {addr} (internal listener): {source}")]
     Internal {
@@ -228,6 +233,7 @@ pub struct RunningBroker {
 
 /// Starts a broker: binds, opens the data dir, serves until [`RunningBroker::shutdown`].
 pub async fn start(mut config: BrokerConfig) -> Result<RunningBroker, StartError> {
+    config.check()?;
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|source| StartError::Bind {
@@ -299,11 +305,23 @@ async fn bind_internal(config: &BrokerConfig) -> Result<Option<TcpListener>, Sta
     Ok(Some(listener))
 }
 
-/// Serves the internal listener: quorum connections (opened by the quorum magic) go to this
-/// broker's voter, replica-fetch connections (opened by [`REPLICA_MAGIC`]) are served as Kafka
-/// connections; anything else is closed. At most `max.connections` at once.
+/// Serves the internal listener: every connection opens with a magic saying what it carries
+/// and must then prove it holds `cluster.secret` ([`peer_auth`]); quorum connections (the
+/// quorum magic) go to this broker's voter, replica-fetch connections ([`REPLICA_MAGIC`]) are
+/// served as Kafka connections of a [`Principal::Broker`] (the only principal that may fetch
+/// as a replica); anything else is closed. At most `max.connections` at once; idle ones close
+/// after `connections.max.idle.ms`; frames of at most `internal.socket.request.max.bytes`.
 async fn serve_internal(listener: TcpListener, broker: Arc<Broker>) {
     let handler: RpcHandler = broker.controller.quorum().handler();
+    // `start` checked that a broker with an internal listener has a secret.
+    let Some(secret) = broker.config.cluster_secret() else {
+        tracing::error!("the internal listener needs cluster.secret; not serving it");
+        return;
+    };
+    let limits = Limits {
+        frame_max_bytes: broker.config.internal_frame_max_bytes(),
+        idle: broker.config.connections_max_idle(),
+    };
     let mut shutdown = broker.shutdown_signal();
     let permits = Arc::new(tokio::sync::Semaphore::new(
         broker.config.max_connections().max(1),
@@ -322,26 +340,34 @@ async fn serve_internal(listener: TcpListener, broker: Arc<Broker>) {
         };
         let handler = handler.clone();
         let broker = broker.clone();
+        let secret = secret.clone();
         let mut shutdown = shutdown.clone();
         tokio::spawn(async move {
             let _permit = permit;
             let mut magic = [0u8; 4];
             let opened =
-                tokio::time::timeout(Duration::from_secs(10), stream.read_exact(&mut magic)).await;
+                tokio::time::timeout(peer_auth::HANDSHAKE_TIMEOUT, stream.read_exact(&mut magic))
+                    .await;
             if !matches!(opened, Ok(Ok(_))) {
+                return;
+            }
+            if &magic != QUORUM_MAGIC && &magic != REPLICA_MAGIC {
+                tracing::debug!(%peer, "internal connection without a known magic; closing");
+                return;
+            }
+            if let Err(error) = peer_auth::accept(&mut stream, &secret, &magic).await {
+                tracing::warn!(%peer, %error, "internal connection refused: not a broker of this cluster");
                 return;
             }
             if &magic == QUORUM_MAGIC {
                 tokio::select! {
-                    _ = serve_connection(stream, handler) => {}
+                    _ = serve_connection(stream, handler, limits) => {}
                     _ = shutdown.changed() => {}
                 }
-            } else if &magic == REPLICA_MAGIC {
+            } else {
                 let _ = stream.set_nodelay(true);
                 let signal = broker.shutdown_signal();
-                server::connection::run(stream, peer, broker, signal).await;
-            } else {
-                tracing::debug!(%peer, "internal connection without a known magic; closing");
+                server::connection::run(stream, peer, broker, signal, Principal::Broker).await;
             }
         });
     }

@@ -54,6 +54,9 @@ pub enum ConfigKind {
     Text,
 }
 
+/// The shortest `cluster.secret` accepted.
+pub const CLUSTER_SECRET_CHARS_MIN: usize = 16;
+
 /// The policies `cleanup.policy` and `log.cleanup.policy` accept.
 const CLEANUP_POLICIES: &[&str] = &["delete", "compact"];
 
@@ -106,6 +109,25 @@ pub const BROKER_CONFIGS: &[ConfigDef] = &[
         sensitive: false,
         doc: "Address the internal listener (Raft and replica traffic) binds, and where a broker that is not a voter (an observer of the quorum) is reached; empty binds this broker's own entry of controller.quorum.voters.",
     },
+    ConfigDef {
+        name: "cluster.secret",
+        default: "",
+        kind: ConfigKind::Text,
+        sensitive: true,
+        doc: "The secret every broker of a cluster shares (at least 16 characters; `gregor secret` makes one). Peers on the internal listener prove they hold it with a challenge-response handshake before any Raft or replication traffic; it never crosses the wire. Required when controller.quorum.voters is set; gregor dev generates one.",
+    },
+    long(
+        "internal.socket.request.max.bytes",
+        "104857600",
+        1024,
+        "Largest frame the internal listener (Raft messages, replica fetches) accepts, and the largest replica fetch response a follower reads; a larger one closes the connection.",
+    ),
+    long(
+        "connections.max.idle.ms",
+        "600000",
+        1,
+        "A connection (client or internal) with nothing in flight and nothing read or written for this long is closed.",
+    ),
     long(
         "controller.quorum.election.timeout.ms",
         "1000",
@@ -452,6 +474,14 @@ pub fn validate(name: &str, value: &str) -> Result<(), ConfigError> {
     if name == "controller.quorum.voters" {
         return parse_voters(value).map(|_| ());
     }
+    if name == "cluster.secret"
+        && !value.is_empty()
+        && value.chars().count() < CLUSTER_SECRET_CHARS_MIN
+    {
+        return Err(invalid(format!(
+            "must be empty or at least {CLUSTER_SECRET_CHARS_MIN} characters"
+        )));
+    }
     match kind {
         ConfigKind::Long { min } => match value.trim().parse::<i64>() {
             Ok(v) if v >= min => Ok(()),
@@ -609,6 +639,23 @@ impl BrokerConfig {
             .unwrap_or_default();
         parse_voters(&text)
     }
+    /// `cluster.secret`, or `None` when unset.
+    pub fn cluster_secret(&self) -> Option<crate::server::peer_auth::ClusterSecret> {
+        self.value("cluster.secret")
+            .map(|(v, _)| v)
+            .filter(|v| !v.is_empty())
+            .map(|v| crate::server::peer_auth::ClusterSecret::new(&v))
+    }
+    /// `internal.socket.request.max.bytes`.
+    pub fn internal_frame_max_bytes(&self) -> usize {
+        clamp_usize(self.long("internal.socket.request.max.bytes"))
+    }
+    /// `connections.max.idle.ms`.
+    pub fn connections_max_idle(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(
+            u64::try_from(self.long("connections.max.idle.ms")).unwrap_or(600_000),
+        )
+    }
     /// `internal.listener`, or `None` when unset.
     pub fn internal_listener(&self) -> Option<String> {
         self.value("internal.listener")
@@ -645,9 +692,31 @@ impl BrokerConfig {
     pub fn replica_lag_time_max_ms(&self) -> i64 {
         self.long("replica.lag.time.max.ms")
     }
-    /// What a replica fetcher needs: `replica.fetch.*`.
+    /// Checks the settings that only make sense together, before a broker starts: a broker
+    /// of several (`controller.quorum.voters` set) needs `cluster.secret`.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        let voters = self.quorum_voters()?;
+        if !voters.is_empty() && self.cluster_secret().is_none() {
+            return Err(ConfigError::Invalid {
+                name: "cluster.secret".to_string(),
+                value: String::new(),
+                reason: "controller.quorum.voters is set, so this broker is one of a cluster: \
+                         every broker of it needs the same cluster.secret (at least 16 \
+                         characters; `gregor secret` prints a fresh one)"
+                    .to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    /// What a replica fetcher needs: `replica.fetch.*`, the secret it proves to leaders and
+    /// the largest response it reads.
     pub fn fetcher_settings(&self) -> crate::replica::fetcher::FetcherSettings {
         crate::replica::fetcher::FetcherSettings {
+            secret: self
+                .cluster_secret()
+                .unwrap_or_else(|| crate::server::peer_auth::ClusterSecret::new("")),
+            frame_max_bytes: self.internal_frame_max_bytes(),
             node_id: self.node_id(),
             partition_max_bytes: clamp_i32(self.long("replica.fetch.max.bytes")),
             response_max_bytes: clamp_i32(self.long("replica.fetch.response.max.bytes")),

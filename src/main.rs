@@ -30,6 +30,8 @@ enum Command {
     Broker(BrokerArgs),
     /// Run a local cluster on 127.0.0.1 for development (one process, one data dir).
     Dev(DevArgs),
+    /// Print a fresh random cluster.secret (64 hex digits) for the brokers of a new cluster.
+    Secret,
 }
 
 #[derive(Debug, Args)]
@@ -100,6 +102,9 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Broker(args) => run_broker(args).await,
             Command::Dev(args) => run_dev(args).await,
+            Command::Secret => gregor::server::peer_auth::generate_secret()
+                .map(|secret| println!("{secret}"))
+                .map_err(|e| e.to_string()),
         }
     });
     match result {
@@ -186,6 +191,9 @@ async fn run_dev(args: DevArgs) -> Result<(), String> {
             .collect();
         voters = entries?.join(",");
     }
+    // The brokers of a dev cluster share a secret made for this run (unless the config file
+    // or GREGOR_CLUSTER_SECRET gives one): their internal listeners accept only each other.
+    let secret = gregor::server::peer_auth::generate_secret().map_err(|e| e.to_string())?;
     let mut starting = Vec::new();
     for i in 0..args.brokers {
         let node_id = i32::from(i) + 1;
@@ -199,6 +207,11 @@ async fn run_dev(args: DevArgs) -> Result<(), String> {
             config
                 .set("controller.quorum.voters", &voters)
                 .map_err(|e| e.to_string())?;
+            if config.cluster_secret().is_none() {
+                config
+                    .set("cluster.secret", &secret)
+                    .map_err(|e| e.to_string())?;
+            }
             if i >= DEV_VOTERS {
                 let internal = format!("127.0.0.1:{}", port_of(internal_base, i)?);
                 config

@@ -26,6 +26,9 @@ use rdkafka::message::Message;
 use rdkafka::producer::FutureRecord;
 use rdkafka::{Offset, TopicPartitionList};
 
+/// The `cluster.secret` of every test cluster.
+const CLUSTER_SECRET: &str = "cluster-test-secret-0123456789";
+
 struct Cluster {
     root: tempfile::TempDir,
     ports: Vec<u16>,
@@ -80,6 +83,7 @@ impl Cluster {
         for (k, v) in [
             ("node.id", (i + 1).to_string()),
             ("controller.quorum.voters", self.voters.clone()),
+            ("cluster.secret", CLUSTER_SECRET.to_string()),
             ("controller.quorum.election.timeout.ms", "300".to_string()),
             ("group.initial.rebalance.delay.ms", "0".to_string()),
             ("offsets.topic.num.partitions", "6".to_string()),

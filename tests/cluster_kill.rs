@@ -42,6 +42,7 @@ impl ProcessCluster {
             ("GREGOR_BROKER_SESSION_TIMEOUT_MS", "1500"),
             ("GREGOR_REPLICA_LAG_TIME_MAX_MS", "1000"),
             ("GREGOR_LEADER_IMBALANCE_CHECK_INTERVAL_SECONDS", "1"),
+            ("GREGOR_CLUSTER_SECRET", "cluster-kill-test-secret-0123"),
         ];
         let mut brokers: Vec<ProcessBroker> = (0..3)
             .map(|i| {

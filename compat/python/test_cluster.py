@@ -38,6 +38,8 @@ ENV = {
     "GREGOR_BROKER_SESSION_TIMEOUT_MS": "1500",
     "GREGOR_REPLICA_LAG_TIME_MAX_MS": "1000",
     "GREGOR_LEADER_IMBALANCE_CHECK_INTERVAL_SECONDS": "1",
+    # Brokers of a cluster prove this to each other on their internal listeners.
+    "GREGOR_CLUSTER_SECRET": "python-cluster-test-secret-0123",
 }
 RECORDS = 600
 KILL_AT = 150

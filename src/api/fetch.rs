@@ -15,6 +15,9 @@
 //!   tells the client to keep sending full fetch requests.
 //! - NOT_LEADER_OR_FOLLOWER and FENCED_LEADER_EPOCH carry the current leader and its endpoint
 //!   from v16 (KIP-951).
+//! - Only the cluster's brokers, on the authenticated internal listener, may fetch as replicas;
+//!   a follower fetch from any other connection gets TOPIC_AUTHORIZATION_FAILED for every
+//!   partition (Kafka requires CLUSTER_ACTION for it).
 //! - Followers (a `replica_id`, in `replica_state` from v15) read up to the log end rather than
 //!   the high watermark, their fetch offset tells the leader how far their copy goes (which
 //!   moves the high watermark), and their long polls wake on appends. A follower whose
@@ -44,6 +47,7 @@ use super::{Reply, RequestContext};
 use crate::log::{FileSlice, LogError};
 use crate::protocol::FileRefs;
 use crate::replica::{FollowerFetch, ReplicaError};
+use crate::server::Principal;
 
 /// Handled versions.
 pub const VERSIONS: VersionRange = VersionRange { min: 4, max: 18 };
@@ -84,6 +88,16 @@ pub fn handle(ctx: RequestContext, req: FetchRequest) -> Reply {
     let read_committed = req.isolation_level == 1;
     let follower = follower_of(&req, version);
     let topics = req.topics;
+    if follower.is_some() && ctx.principal != Principal::Broker {
+        // Only the cluster's own brokers fetch as replicas (Kafka requires CLUSTER_ACTION): a
+        // client claiming a replica id would read past the high watermark and move it.
+        tracing::warn!(peer = %ctx.peer, "a client fetched as a replica; refused");
+        return Reply::Ready(ResponseKind::Fetch(refuse_all(
+            &topics,
+            version,
+            ResponseError::TopicAuthorizationFailed.code(),
+        )));
+    }
 
     let (response, files, bytes, has_error) =
         read_all(&ctx, &topics, response_max_bytes, read_committed, follower);
@@ -144,6 +158,36 @@ pub fn handle(ctx: RequestContext, req: FetchRequest) -> Reply {
             }
         }
     }))
+}
+
+/// Every requested partition answered with `error_code`.
+fn refuse_all(topics: &[FetchTopic], version: i16, error_code: i16) -> FetchResponse {
+    let responses = topics
+        .iter()
+        .map(|topic| {
+            let partitions = topic
+                .partitions
+                .iter()
+                .map(|p| {
+                    PartitionData::default()
+                        .with_partition_index(p.partition)
+                        .with_error_code(error_code)
+                        .with_high_watermark(-1)
+                        .with_last_stable_offset(-1)
+                        .with_log_start_offset(-1)
+                        .with_records(Some(Bytes::new()))
+                })
+                .collect();
+            let mut entry = FetchableTopicResponse::default().with_partitions(partitions);
+            if version >= 13 {
+                entry.topic_id = topic.topic_id;
+            } else {
+                entry.topic = topic.topic.clone();
+            }
+            entry
+        })
+        .collect();
+    FetchResponse::default().with_responses(responses)
 }
 
 /// The topic name a request entry refers to (by id from v13).

@@ -50,6 +50,7 @@ use kafka_protocol::protocol::VersionRange;
 
 use crate::broker::Broker;
 use crate::protocol::FileRefs;
+use crate::server::Principal;
 
 /// Every handled API and its version range. Order is ApiVersions' response order.
 pub const SUPPORTED: &[(ApiKey, VersionRange)] = &[
@@ -138,6 +139,8 @@ pub struct RequestContext {
     pub version: i16,
     /// The client's address.
     pub peer: SocketAddr,
+    /// Who the connection belongs to.
+    pub principal: Principal,
 }
 
 /// Dispatches one decoded request to its handler (phase one).

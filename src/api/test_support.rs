@@ -32,6 +32,7 @@ pub(crate) fn ctx(broker: &Arc<Broker>, api_key: ApiKey, version: i16) -> Reques
             .with_request_api_version(version),
         version,
         peer: "127.0.0.1:50000".parse().unwrap(),
+        principal: crate::server::Principal::Anonymous,
     }
 }
 

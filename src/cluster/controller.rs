@@ -25,6 +25,7 @@ use super::quorum::{
     Applied, MetadataCommand, Quorum, QuorumConfig, QuorumError, Rejection, QUORUM_DIR,
 };
 use crate::config::{self, BrokerConfig};
+use crate::server::peer_auth::ClusterSecret;
 
 /// A refused metadata change. Mapped to Kafka error codes by the API layer.
 #[derive(Debug, thiserror::Error)]
@@ -162,7 +163,18 @@ impl Controller {
         quorum_config.address = internal_addr.clone();
         quorum_config.election_timeout = election;
         quorum_config.heartbeat_interval = (election / 10).max(Duration::from_millis(5));
-        let transport: Arc<dyn Transport> = Arc::new(TcpTransport::new());
+        let secret = match config.cluster_secret() {
+            Some(secret) => secret,
+            // One broker, its own quorum: nothing is ever sent.
+            None if config.quorum_voters().is_ok_and(|v| v.is_empty()) => ClusterSecret::new(""),
+            None => {
+                return Err(ControllerError::Storage(
+                    "controller.quorum.voters is set but cluster.secret is not".to_string(),
+                ))
+            }
+        };
+        let transport: Arc<dyn Transport> =
+            Arc::new(TcpTransport::new(secret, config.internal_frame_max_bytes()));
         let quorum = Quorum::start(quorum_config, transport).await?;
         Ok(Controller {
             config,

@@ -9,7 +9,9 @@
 //! offset of the next round is what tells the leader how far this copy goes.
 //!
 //! The connection goes to the leader's internal listener (its registered internal address),
-//! opened with [`REPLICA_MAGIC`] and then carrying ordinary Kafka frames. A fetcher with nothing
+//! opened with [`REPLICA_MAGIC`] and the `cluster.secret` handshake
+//! ([`peer_auth`](crate::server::peer_auth)), then carrying ordinary Kafka frames; only such
+//! connections may fetch as a replica. A fetcher with nothing
 //! to follow idles; the set of partitions is read again every round, so metadata changes (a new
 //! leader, a new topic) take effect at the next round without any bookkeeping here.
 
@@ -30,6 +32,7 @@ use tokio::task::JoinHandle;
 
 use super::{FetchedFromLeader, FollowerApply, Partition, ReplicaManager};
 use crate::cluster::MetadataImage;
+use crate::server::peer_auth::{self, ClusterSecret};
 
 /// The first bytes of a replica-fetch connection on the internal listener.
 pub const REPLICA_MAGIC: &[u8; 4] = b"GKFK";
@@ -41,6 +44,10 @@ const FINAL_EPOCH: i32 = -1;
 /// What a fetcher needs to know beyond the partitions.
 #[derive(Debug, Clone)]
 pub struct FetcherSettings {
+    /// `cluster.secret`, proven to the leader's internal listener.
+    pub secret: ClusterSecret,
+    /// `internal.socket.request.max.bytes`: the largest fetch response read.
+    pub frame_max_bytes: usize,
     /// This broker's node id (the `replica_id` of its fetches).
     pub node_id: i32,
     /// `replica.fetch.max.bytes`: per partition.
@@ -163,10 +170,22 @@ async fn run(
                 let mut stream = TcpStream::connect(&addr).await?;
                 let _ = stream.set_nodelay(true);
                 stream.write_all(REPLICA_MAGIC).await?;
+                peer_auth::connect(&mut stream, &settings.secret, REPLICA_MAGIC)
+                    .await
+                    .map_err(std::io::Error::other)?;
                 connection = Some((addr.clone(), stream));
             }
             match connection.as_mut() {
-                Some((_, stream)) => exchange(stream, request, correlation_id, &mut received).await,
+                Some((_, stream)) => {
+                    exchange(
+                        stream,
+                        request,
+                        correlation_id,
+                        &mut received,
+                        settings.frame_max_bytes,
+                    )
+                    .await
+                }
                 None => Err(std::io::Error::other("no connection")),
             }
         };
@@ -242,6 +261,7 @@ async fn exchange(
     request: FetchRequest,
     correlation_id: i32,
     received: &mut BytesMut,
+    frame_max_bytes: usize,
 ) -> std::io::Result<FetchResponse> {
     let header = RequestHeader::default()
         .with_request_api_key(ApiKey::Fetch as i16)
@@ -262,6 +282,12 @@ async fn exchange(
     let size = stream.read_i32().await?;
     let size =
         usize::try_from(size).map_err(|_| std::io::Error::other("negative response size"))?;
+    if size > frame_max_bytes {
+        return Err(std::io::Error::other(format!(
+            "a fetch response of {size} bytes is over internal.socket.request.max.bytes \
+             ({frame_max_bytes})"
+        )));
+    }
     received.clear();
     received.reserve(size);
     while received.len() < size {

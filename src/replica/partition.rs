@@ -509,6 +509,11 @@ impl Partition {
         max_bytes: usize,
         now_ms: i64,
     ) -> Result<FollowerFetch, ReplicaError> {
+        let log_start_offset = self.log.log_start_offset();
+        if fetch_offset < log_start_offset {
+            // Retention moved past the follower: it starts over from this log's start.
+            return Err(self.out_of_range(fetch_offset));
+        }
         if let Some(last_epoch) = last_fetched_epoch.filter(|e| *e >= 0) {
             let diverging = match self.log.end_offset_for_epoch(last_epoch) {
                 Some((epoch, end)) if epoch == last_epoch && end >= fetch_offset => None,
@@ -524,9 +529,22 @@ impl Partition {
                 });
             }
         }
+        if fetch_offset > self.log.log_end_offset() {
+            // A copy cannot hold what this log does not: never recorded, or the high watermark
+            // would count records no replica has.
+            return Err(self.out_of_range(fetch_offset));
+        }
         self.record_follower_fetch(follower, fetch_offset, now_ms);
         self.read_for_follower(fetch_offset, max_bytes)
             .map(FollowerFetch::Records)
+    }
+
+    fn out_of_range(&self, offset: i64) -> ReplicaError {
+        ReplicaError::Log(crate::log::LogError::OffsetOutOfRange {
+            offset,
+            log_start_offset: self.log.log_start_offset(),
+            log_end_offset: self.log.log_end_offset(),
+        })
     }
 
     /// On a follower: applies what `leader` answered to a fetch sent while this broker knew the
@@ -831,6 +849,44 @@ mod tests {
             waiter.await.is_err(),
             "offsets 8..12 were truncated away: the wait must not report them durable"
         );
+    }
+
+    /// A follower's fetch offset above the leader's log end is refused and never recorded, so
+    /// the high watermark never counts records that follower does not have (issue 11, item 2).
+    #[test]
+    fn a_follower_fetch_above_the_log_end_is_refused_and_not_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = Arc::new(partition(dir.path(), 1, 1));
+        p.set_assignment(
+            Assignment {
+                leader: 1,
+                leader_epoch: 0,
+                partition_epoch: 0,
+                replicas: &[1, 2, 3],
+                isr: &[1, 2, 3],
+                min_insync: 2,
+            },
+            0,
+        );
+        p.append_as_leader(batch(0, 4, 1), 1).unwrap();
+        let claimed = p.serve_follower_fetch(2, 100, None, 1 << 20, 10);
+        assert!(
+            matches!(
+                claimed,
+                Err(ReplicaError::Log(
+                    crate::log::LogError::OffsetOutOfRange { .. }
+                ))
+            ),
+            "{claimed:?}"
+        );
+        p.serve_follower_fetch(3, 4, None, 1 << 20, 10).unwrap();
+        assert_eq!(
+            p.high_watermark(),
+            0,
+            "follower 2 has not shown it holds anything"
+        );
+        p.serve_follower_fetch(2, 4, None, 1 << 20, 10).unwrap();
+        assert_eq!(p.high_watermark(), 4);
     }
 
     #[test]

@@ -14,6 +14,9 @@
 //! request order; when the queue is full the read side stops reading, which pushes back on
 //! the client through TCP.
 //!
+//! A connection with nothing in flight on which no byte moved for `connections.max.idle.ms` is
+//! closed (a parked long poll counts as in flight), as Kafka closes idle connections.
+//!
 //! A malformed frame, an unknown API key or an unsupported version (other than ApiVersions,
 //! which gets Kafka's v0 downgrade answer) closes this connection after the responses already
 //! queued are written, with a log line; it never affects other connections.
@@ -27,6 +30,9 @@ use std::io::IoSlice;
 
 use std::os::fd::AsRawFd;
 
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
 use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
@@ -37,6 +43,7 @@ use crate::api::{self, api_versions, Reply, RequestContext};
 use crate::broker::Broker;
 use crate::protocol::codec::{self, Decoded};
 use crate::protocol::{Chunk, FileRefs, Frame};
+use crate::server::Principal;
 
 /// Read-buffer growth step while no frame size is known yet.
 const READ_CHUNK_BYTES: usize = 64 * 1024;
@@ -52,18 +59,56 @@ enum Outgoing {
 /// Most iovecs handed to one `writev`.
 const IOVECS_MAX: usize = 64;
 
-/// Serves one connection until the client closes it, it misbehaves, or the broker stops.
+/// What a connection has been doing, for the idle timeout: requests read but not yet
+/// answered, and when bytes last moved either way.
+#[derive(Debug)]
+struct Activity {
+    started: tokio::time::Instant,
+    /// Milliseconds after `started` of the last read or write.
+    last_ms: AtomicU64,
+    in_flight: AtomicUsize,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity {
+            started: tokio::time::Instant::now(),
+            last_ms: AtomicU64::new(0),
+            in_flight: AtomicUsize::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        let ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.fetch_max(ms, Ordering::AcqRel);
+    }
+
+    fn last(&self) -> tokio::time::Instant {
+        self.started + Duration::from_millis(self.last_ms.load(Ordering::Acquire))
+    }
+}
+
+/// Serves one connection until the client closes it, it misbehaves, it stays idle for
+/// `connections.max.idle.ms`, or the broker stops. Every request carries `principal`.
 pub async fn run(
     stream: TcpStream,
     peer: SocketAddr,
     broker: Arc<Broker>,
     mut shutdown: watch::Receiver<bool>,
+    principal: Principal,
 ) {
-    tracing::debug!(%peer, "connection opened");
+    tracing::debug!(%peer, ?principal, "connection opened");
     let (read_half, write_half) = stream.into_split();
     let (queue, queued) = mpsc::channel(broker.config.queued_max_requests());
-    let writer = tokio::spawn(write_responses(write_half, queued, peer));
-    let outcome = read_requests(read_half, peer, &broker, &queue, &mut shutdown).await;
+    let activity = Arc::new(Activity::new());
+    let writer = tokio::spawn(write_responses(write_half, queued, peer, activity.clone()));
+    let connection = Connection {
+        peer,
+        broker: &broker,
+        principal,
+        activity: &activity,
+    };
+    let outcome = read_requests(read_half, &connection, &queue, &mut shutdown).await;
     match outcome {
         Ok(()) => tracing::debug!(%peer, "connection closed"),
         Err(reason) => tracing::info!(%peer, %reason, "closing connection"),
@@ -72,14 +117,27 @@ pub async fn run(
     let _ = writer.await;
 }
 
+/// What the read side of one connection knows.
+struct Connection<'a> {
+    peer: SocketAddr,
+    broker: &'a Arc<Broker>,
+    principal: Principal,
+    activity: &'a Activity,
+}
+
 async fn read_requests(
     mut socket: OwnedReadHalf,
-    peer: SocketAddr,
-    broker: &Arc<Broker>,
+    connection: &Connection<'_>,
     queue: &mpsc::Sender<Outgoing>,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<(), String> {
-    let max_frame_bytes = broker.config.socket_request_max_bytes();
+    let broker = connection.broker;
+    let activity = connection.activity;
+    let max_frame_bytes = match connection.principal {
+        Principal::Anonymous => broker.config.socket_request_max_bytes(),
+        Principal::Broker => broker.config.internal_frame_max_bytes(),
+    };
+    let idle = broker.config.connections_max_idle();
     let mut buf = BytesMut::with_capacity(READ_CHUNK_BYTES);
     loop {
         // Split off every complete frame already buffered.
@@ -100,8 +158,9 @@ async fn read_requests(
             }
             buf.advance(4);
             let frame = buf.split_to(size).freeze();
-            let outgoing = handle_frame(frame, peer, broker).await?;
+            let outgoing = handle_frame(frame, connection).await?;
             if let Some(outgoing) = outgoing {
+                activity.in_flight.fetch_add(1, Ordering::AcqRel);
                 if queue.send(outgoing).await.is_err() {
                     return Err("response writer stopped".to_string());
                 }
@@ -113,6 +172,16 @@ async fn read_requests(
         let read = tokio::select! {
             read = socket.read_buf(&mut buf) => read,
             _ = shutdown.changed() => return Ok(()),
+            _ = tokio::time::sleep_until(activity.last() + idle) => {
+                // Idle only with nothing in flight (a long poll is activity) and nothing moved
+                // since the deadline was set.
+                let quiet = activity.last() + idle <= tokio::time::Instant::now();
+                if quiet && activity.in_flight.load(Ordering::Acquire) == 0 {
+                    tracing::debug!(peer = %connection.peer, ?idle, "closing an idle connection (connections.max.idle.ms)");
+                    return Ok(());
+                }
+                continue;
+            }
         };
         match read {
             Ok(0) if buf.is_empty() => return Ok(()),
@@ -122,7 +191,7 @@ async fn read_requests(
                     buf.len()
                 ))
             }
-            Ok(_) => {}
+            Ok(_) => activity.touch(),
             Err(e) => return Err(format!("read failed: {e}")),
         }
     }
@@ -131,9 +200,10 @@ async fn read_requests(
 /// Decodes a frame and runs phase one of its handler.
 async fn handle_frame(
     frame: Bytes,
-    peer: SocketAddr,
-    broker: &Arc<Broker>,
+    connection: &Connection<'_>,
 ) -> Result<Option<Outgoing>, String> {
+    let peer = connection.peer;
+    let broker = connection.broker;
     let decoded =
         codec::decode_request(frame, api::supported_versions).map_err(|e| e.to_string())?;
     let (header, api_key, version, body) = match decoded {
@@ -161,6 +231,7 @@ async fn handle_frame(
         header,
         version,
         peer,
+        principal: connection.principal,
     };
     let encode = move |body: ResponseKind, files: &FileRefs| -> Option<Frame> {
         match codec::encode_response_with_files(correlation_id, api_key, version, &body, files) {
@@ -198,26 +269,34 @@ async fn write_responses(
     mut socket: OwnedWriteHalf,
     mut queued: mpsc::Receiver<Outgoing>,
     peer: SocketAddr,
+    activity: Arc<Activity>,
 ) {
     let mut pending: Vec<Chunk> = Vec::new();
     while let Some(outgoing) = queued.recv().await {
-        let frame = match resolve(outgoing, peer).await {
-            Some(frame) => frame,
-            None => break,
+        let frame = resolve(outgoing, peer).await;
+        activity.in_flight.fetch_sub(1, Ordering::AcqRel);
+        let Some(frame) = frame else {
+            break;
         };
         pending.extend(frame);
         // Gather whatever else is already ready, without waiting.
         let mut stop = false;
         while pending.len() < IOVECS_MAX {
             match queued.try_recv() {
-                Ok(Outgoing::Frame(frame)) => pending.extend(frame),
+                Ok(Outgoing::Frame(frame)) => {
+                    activity.in_flight.fetch_sub(1, Ordering::AcqRel);
+                    pending.extend(frame);
+                }
                 Ok(pending_task) => {
                     // Not ready yet: write what we have, then wait for it in order.
                     if let Err(e) = write_all_vectored(&mut socket, &mut pending).await {
                         tracing::debug!(%peer, error = %e, "write failed");
                         return;
                     }
-                    match resolve(pending_task, peer).await {
+                    activity.touch();
+                    let resolved = resolve(pending_task, peer).await;
+                    activity.in_flight.fetch_sub(1, Ordering::AcqRel);
+                    match resolved {
                         Some(frame) => pending.extend(frame),
                         None => {
                             stop = true;
@@ -232,6 +311,7 @@ async fn write_responses(
             tracing::debug!(%peer, error = %e, "write failed");
             return;
         }
+        activity.touch();
         if stop {
             break;
         }

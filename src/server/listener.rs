@@ -50,7 +50,7 @@ pub async fn serve(
         let broker = broker.clone();
         let shutdown = shutdown.clone();
         connections.spawn(async move {
-            connection::run(stream, peer, broker, shutdown).await;
+            connection::run(stream, peer, broker, shutdown, super::Principal::Anonymous).await;
             drop(permit);
         });
     }

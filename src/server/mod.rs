@@ -4,12 +4,28 @@
 //!   over the cap is closed at once), with backoff on accept errors (out of file descriptors)
 //!   instead of a busy loop.
 //! - [`connection`]: length-prefixed framing, request pipelining, responses strictly in request
-//!   order, the per-connection in-flight cap (`queued.max.requests`).
+//!   order, the per-connection in-flight cap (`queued.max.requests`), the idle timeout
+//!   (`connections.max.idle.ms`); each connection's requests carry its [`Principal`].
+//! - [`peer_auth`]: the challenge-response handshake that proves a peer on the internal
+//!   listener holds `cluster.secret`.
 //!
 //! Shutdown is a `watch` flag: the listener stops accepting and every connection stops reading,
 //! finishes what it has in flight, and drops; [`serve`] returns when all have.
 
 pub mod connection;
 pub mod listener;
+pub mod peer_auth;
 
 pub use listener::serve;
+
+/// Who is on the other end of a connection, as its listener established it (Kafka's
+/// principal). Every request carries it; authorization will key off it, and today it decides
+/// who may fetch as a replica.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Principal {
+    /// A client of the client listener (Kafka's `User:ANONYMOUS` on a PLAINTEXT listener).
+    Anonymous,
+    /// A broker of this cluster: a connection to the internal listener that proved it holds
+    /// `cluster.secret`.
+    Broker,
+}

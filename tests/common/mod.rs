@@ -255,6 +255,60 @@ pub async fn create_topic(bootstrap: &str, topic: &str, partitions: i32, configs
     }
 }
 
+/// One request frame: size, header (correlation id 7), body.
+pub fn request_frame<Req: kafka_protocol::protocol::Encodable>(
+    api_key: kafka_protocol::messages::ApiKey,
+    version: i16,
+    request: &Req,
+) -> Vec<u8> {
+    use bytes::{BufMut, BytesMut};
+    use kafka_protocol::messages::RequestHeader;
+    use kafka_protocol::protocol::Encodable;
+    let mut buf = BytesMut::new();
+    buf.put_i32(0);
+    RequestHeader::default()
+        .with_request_api_key(api_key as i16)
+        .with_request_api_version(version)
+        .with_correlation_id(7)
+        .encode(&mut buf, api_key.request_header_version(version))
+        .expect("header");
+    request.encode(&mut buf, version).expect("body");
+    let size = (buf.len() - 4) as i32;
+    buf[0..4].copy_from_slice(&size.to_be_bytes());
+    buf.to_vec()
+}
+
+/// Sends one request of `api_key` at `version` on `stream` and decodes the response.
+pub fn raw_request_on<S, Req, Resp>(
+    stream: &mut S,
+    api_key: kafka_protocol::messages::ApiKey,
+    version: i16,
+    request: &Req,
+) -> Resp
+where
+    S: std::io::Read + std::io::Write,
+    Req: kafka_protocol::protocol::Encodable,
+    Resp: kafka_protocol::protocol::Decodable,
+{
+    use bytes::{Buf, Bytes};
+    use kafka_protocol::messages::ResponseHeader;
+    use kafka_protocol::protocol::Decodable;
+    stream
+        .write_all(&request_frame(api_key, version, request))
+        .expect("write");
+    let mut size = [0u8; 4];
+    stream.read_exact(&mut size).expect("response size");
+    let mut frame = vec![0u8; i32::from_be_bytes(size) as usize];
+    stream.read_exact(&mut frame).expect("response");
+    let mut frame = Bytes::from(frame);
+    let header = ResponseHeader::decode(&mut frame, api_key.response_header_version(version))
+        .expect("response header");
+    assert_eq!(header.correlation_id, 7);
+    let response = Resp::decode(&mut frame, version).expect("decode");
+    assert!(!frame.has_remaining(), "trailing bytes");
+    response
+}
+
 /// Sends one request of `api_key` at `version` to 127.0.0.1:`port` on a new connection and
 /// decodes the response.
 pub fn raw_request<Req, Resp>(
@@ -267,36 +321,10 @@ where
     Req: kafka_protocol::protocol::Encodable,
     Resp: kafka_protocol::protocol::Decodable,
 {
-    use bytes::{Buf, BufMut, Bytes, BytesMut};
-    use kafka_protocol::messages::{RequestHeader, ResponseHeader};
-    use kafka_protocol::protocol::{Decodable, Encodable};
-    use std::io::{Read, Write};
-    let mut buf = BytesMut::new();
-    buf.put_i32(0);
-    RequestHeader::default()
-        .with_request_api_key(api_key as i16)
-        .with_request_api_version(version)
-        .with_correlation_id(7)
-        .encode(&mut buf, api_key.request_header_version(version))
-        .expect("header");
-    request.encode(&mut buf, version).expect("body");
-    let size = (buf.len() - 4) as i32;
-    buf[0..4].copy_from_slice(&size.to_be_bytes());
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");
-    s.write_all(&buf).expect("write");
-    let mut size = [0u8; 4];
-    s.read_exact(&mut size).expect("response size");
-    let mut frame = vec![0u8; i32::from_be_bytes(size) as usize];
-    s.read_exact(&mut frame).expect("response");
-    let mut frame = Bytes::from(frame);
-    let header = ResponseHeader::decode(&mut frame, api_key.response_header_version(version))
-        .expect("response header");
-    assert_eq!(header.correlation_id, 7);
-    let response = Resp::decode(&mut frame, version).expect("decode");
-    assert!(!frame.has_remaining(), "trailing bytes");
-    response
+    raw_request_on(&mut s, api_key, version, request)
 }
 
 /// Acknowledged records: (partition, offset) -> value.

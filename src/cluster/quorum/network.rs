@@ -1,10 +1,12 @@
 //! How voters talk: Raft's RPCs (and forwarded proposals) over a [`Transport`].
 //!
 //! - [`TcpTransport`] is the real one: each broker's internal listener accepts connections
-//!   that open with the 4-byte magic [`MAGIC`] and then carry request/reply frames
-//!   `[u32 length][JSON]`, one exchange at a time per connection ([`serve_connection`] is the
-//!   server side). A broker keeps one connection per peer for Raft traffic and one for
-//!   forwarded proposals, so a slow commit never holds up heartbeats.
+//!   that open with the 4-byte magic [`MAGIC`], prove they hold `cluster.secret`
+//!   ([`peer_auth`](crate::server::peer_auth), both directions), and then carry request/reply
+//!   frames `[u32 length][JSON]` of at most `internal.socket.request.max.bytes`, one exchange
+//!   at a time per connection ([`serve_connection`] is the server side; it closes a connection
+//!   idle for `connections.max.idle.ms`). A broker keeps one connection per peer for Raft
+//!   traffic and one for forwarded proposals, so a slow commit never holds up heartbeats.
 //! - [`MemoryNetwork`] connects voters in one process for tests and can cut links in either
 //!   direction, isolate a node, or take it down.
 //!
@@ -30,11 +32,20 @@ use tokio::net::TcpStream;
 
 use super::types::{MetadataCommand, TypeConfig};
 use super::Committed;
+use crate::server::peer_auth::{self, ClusterSecret};
 
 /// The first bytes of a quorum connection on the internal listener.
 pub const MAGIC: &[u8; 4] = b"GRFT";
-/// The largest frame either side accepts.
-pub const MAX_FRAME_BYTES: usize = 64 << 20;
+
+/// What quorum connections are held to.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// The largest frame either side reads (`internal.socket.request.max.bytes`).
+    pub frame_max_bytes: usize,
+    /// A served connection with no request for this long is closed
+    /// (`connections.max.idle.ms`).
+    pub idle: Duration,
+}
 
 /// A request between voters.
 #[derive(Debug, Serialize, Deserialize)]
@@ -260,11 +271,12 @@ async fn write_frame(stream: &mut TcpStream, bytes: &[u8]) -> std::io::Result<()
     stream.flush().await
 }
 
-async fn read_frame(stream: &mut TcpStream) -> std::io::Result<Vec<u8>> {
+async fn read_frame(stream: &mut TcpStream, frame_max_bytes: usize) -> std::io::Result<Vec<u8>> {
     let len = stream.read_u32().await? as usize;
-    if len > MAX_FRAME_BYTES {
+    if len > frame_max_bytes {
         return Err(std::io::Error::other(format!(
-            "quorum frame of {len} bytes is over the {MAX_FRAME_BYTES}-byte limit"
+            "quorum frame of {len} bytes is over the {frame_max_bytes}-byte limit \
+             (internal.socket.request.max.bytes)"
         )));
     }
     let mut buf = vec![0u8; len];
@@ -275,16 +287,22 @@ async fn read_frame(stream: &mut TcpStream) -> std::io::Result<Vec<u8>> {
 type Slot = Arc<tokio::sync::Mutex<Option<TcpStream>>>;
 
 /// Raft over TCP to the peers' internal listeners.
-#[derive(Default)]
 pub struct TcpTransport {
     /// (peer, is-proposal) -> connection.
     slots: Mutex<HashMap<(u64, bool), Slot>>,
+    secret: ClusterSecret,
+    frame_max_bytes: usize,
 }
 
 impl TcpTransport {
-    /// A transport with no connections yet.
-    pub fn new() -> TcpTransport {
-        TcpTransport::default()
+    /// A transport with no connections yet, proving `secret` to every peer it connects to and
+    /// reading replies of at most `frame_max_bytes`.
+    pub fn new(secret: ClusterSecret, frame_max_bytes: usize) -> TcpTransport {
+        TcpTransport {
+            slots: Mutex::new(HashMap::new()),
+            secret,
+            frame_max_bytes,
+        }
     }
 
     fn slot(&self, to: u64, propose: bool) -> Slot {
@@ -299,6 +317,8 @@ async fn exchange(
     slot: &mut Option<TcpStream>,
     addr: &str,
     request: &[u8],
+    secret: &ClusterSecret,
+    frame_max_bytes: usize,
 ) -> Result<Vec<u8>, TransportError> {
     let stream = match slot {
         Some(stream) => stream,
@@ -311,13 +331,16 @@ async fn exchange(
                 .write_all(MAGIC)
                 .await
                 .map_err(|e| TransportError::Unreachable(format!("{addr}: {e}")))?;
+            peer_auth::connect(&mut stream, secret, MAGIC)
+                .await
+                .map_err(|e| TransportError::Unreachable(format!("{addr}: {e}")))?;
             slot.insert(stream)
         }
     };
     write_frame(stream, request)
         .await
         .map_err(|e| TransportError::Network(format!("{addr}: {e}")))?;
-    read_frame(stream)
+    read_frame(stream, frame_max_bytes)
         .await
         .map_err(|e| TransportError::Network(format!("{addr}: {e}")))
 }
@@ -333,17 +356,23 @@ impl Transport for TcpTransport {
     ) -> BoxFuture<'static, Result<RaftReply, TransportError>> {
         let slot = self.slot(to, rpc.is_propose());
         let addr = addr.to_string();
+        let secret = self.secret.clone();
+        let frame_max_bytes = self.frame_max_bytes;
         Box::pin(async move {
             let request =
                 serde_json::to_vec(&rpc).map_err(|e| TransportError::Network(e.to_string()))?;
             let mut guard = slot.lock().await;
-            let result =
-                match tokio::time::timeout(timeout, exchange(&mut guard, &addr, &request)).await {
-                    Ok(result) => result,
-                    Err(_) => Err(TransportError::Network(format!(
-                        "{addr}: timed out after {timeout:?}"
-                    ))),
-                };
+            let result = match tokio::time::timeout(
+                timeout,
+                exchange(&mut guard, &addr, &request, &secret, frame_max_bytes),
+            )
+            .await
+            {
+                Ok(result) => result,
+                Err(_) => Err(TransportError::Network(format!(
+                    "{addr}: timed out after {timeout:?}"
+                ))),
+            };
             match result {
                 Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
                     *guard = None;
@@ -359,17 +388,25 @@ impl Transport for TcpTransport {
     }
 }
 
-/// Serves one incoming quorum connection (after the caller has read [`MAGIC`]) until the peer
-/// closes it or sends something malformed.
-pub async fn serve_connection(mut stream: TcpStream, handler: RpcHandler) {
+/// Serves one incoming quorum connection (after the caller has read [`MAGIC`] and the peer
+/// has proven it holds the cluster secret) until the peer closes it, sends something
+/// malformed or too large, or sends nothing for `limits.idle`.
+pub async fn serve_connection(mut stream: TcpStream, handler: RpcHandler, limits: Limits) {
     let _ = stream.set_nodelay(true);
     loop {
-        let bytes = match read_frame(&mut stream).await {
-            Ok(bytes) => bytes,
-            Err(e) => {
+        let read =
+            tokio::time::timeout(limits.idle, read_frame(&mut stream, limits.frame_max_bytes))
+                .await;
+        let bytes = match read {
+            Ok(Ok(bytes)) => bytes,
+            Ok(Err(e)) => {
                 if e.kind() != std::io::ErrorKind::UnexpectedEof {
                     tracing::debug!(error = %e, "quorum connection closed");
                 }
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(idle = ?limits.idle, "closing an idle quorum connection");
                 return;
             }
         };

@@ -11,10 +11,11 @@ use tempfile::TempDir;
 use uuid::Uuid;
 
 use super::log_store::FileLogStore;
-use super::network::{serve_connection, MemoryNetwork, TcpTransport, Transport, MAGIC};
+use super::network::{serve_connection, Limits, MemoryNetwork, TcpTransport, Transport, MAGIC};
 use super::state_machine::MetadataStateMachine;
 use super::*;
 use crate::cluster::metadata::{BrokerInfo, BrokerRegistration, PartitionInfo, TopicInfo};
+use crate::server::peer_auth;
 use crate::testing::SplitMix;
 
 // ------------------------------------------------------------------------------ storage suite
@@ -528,6 +529,11 @@ async fn three_voters_over_tcp_and_a_malformed_frame_only_closes_its_connection(
         .iter()
         .map(|(id, l)| (*id, l.local_addr().unwrap().to_string()))
         .collect();
+    let secret = peer_auth::ClusterSecret::new("quorum-test-secret-0123");
+    let limits = Limits {
+        frame_max_bytes: 64 << 20,
+        idle: Duration::from_secs(600),
+    };
     let mut quorums = Vec::new();
     for (id, listener) in listeners {
         let mut config = QuorumConfig::new(
@@ -538,17 +544,21 @@ async fn three_voters_over_tcp_and_a_malformed_frame_only_closes_its_connection(
         );
         config.heartbeat_interval = Duration::from_millis(50);
         config.election_timeout = Duration::from_millis(300);
-        let q = Quorum::start(config, Arc::new(TcpTransport::new()))
-            .await
-            .unwrap();
+        let transport = TcpTransport::new(secret.clone(), 64 << 20);
+        let q = Quorum::start(config, Arc::new(transport)).await.unwrap();
         let handler = q.handler();
+        let secret = secret.clone();
         tokio::spawn(async move {
             while let Ok((mut stream, _)) = listener.accept().await {
                 let handler = handler.clone();
+                let secret = secret.clone();
                 tokio::spawn(async move {
                     let mut magic = [0u8; 4];
-                    if stream.read_exact(&mut magic).await.is_ok() && &magic == MAGIC {
-                        serve_connection(stream, handler).await;
+                    if stream.read_exact(&mut magic).await.is_ok()
+                        && &magic == MAGIC
+                        && peer_auth::accept(&mut stream, &secret, MAGIC).await.is_ok()
+                    {
+                        serve_connection(stream, handler, limits).await;
                     }
                 });
             }
@@ -560,9 +570,18 @@ async fn three_voters_over_tcp_and_a_malformed_frame_only_closes_its_connection(
         .await
         .unwrap();
     assert!(VOTERS.contains(&leader));
-    // A hostile peer: magic, then a frame that is not a quorum message.
+    // A peer without the secret: the handshake fails and the connection is closed before any
+    // Raft message is read.
+    let mut outsider = tokio::net::TcpStream::connect(&voters[&1]).await.unwrap();
+    outsider.write_all(MAGIC).await.unwrap();
+    let wrong = peer_auth::ClusterSecret::new("not-the-cluster-secret");
+    assert!(peer_auth::connect(&mut outsider, &wrong, MAGIC)
+        .await
+        .is_err());
+    // A peer with the secret sending a frame that is not a quorum message: closed too.
     let mut bad = tokio::net::TcpStream::connect(&voters[&1]).await.unwrap();
     bad.write_all(MAGIC).await.unwrap();
+    peer_auth::connect(&mut bad, &secret, MAGIC).await.unwrap();
     bad.write_all(&5u32.to_be_bytes()).await.unwrap();
     bad.write_all(b"hello").await.unwrap();
     let mut buf = [0u8; 1];
