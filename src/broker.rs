@@ -523,11 +523,14 @@ impl RunningBroker {
 }
 
 /// Periodic log duties: time-based rolls, retention and checkpoints every
-/// `log.retention.check.interval.ms`; `flush.ms` flushes as often as the smallest `flush.ms`
+/// `log.retention.check.interval.ms`; the high-watermark checkpoint every
+/// `replica.high.watermark.checkpoint.interval.ms`; `flush.ms` flushes as often as the smallest `flush.ms`
 /// asks (at most every 10 ms, at least every second).
 async fn run_duties(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
     let check_every = Duration::from_millis(broker.config.retention_check_interval_ms().max(1));
     let mut next_check = tokio::time::Instant::now() + check_every;
+    let checkpoint_every = broker.config.high_watermark_checkpoint_interval();
+    let mut next_checkpoint = tokio::time::Instant::now() + checkpoint_every;
     loop {
         let flush_ms = broker.replicas.min_flush_ms().clamp(10, 1000);
         let tick = Duration::from_millis(u64::try_from(flush_ms).unwrap_or(1000));
@@ -541,6 +544,15 @@ async fn run_duties(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
             let b = broker.clone();
             let _ = tokio::task::spawn_blocking(move || b.replicas.run_log_duties(now_ms())).await;
             next_check = tokio::time::Instant::now() + check_every;
+        }
+        if tokio::time::Instant::now() >= next_checkpoint {
+            let b = broker.clone();
+            let written =
+                tokio::task::spawn_blocking(move || b.replicas.checkpoint_high_watermarks()).await;
+            if let Ok(Err(e)) = written {
+                tracing::warn!(error = %e, "writing the high-watermark checkpoint failed");
+            }
+            next_checkpoint = tokio::time::Instant::now() + checkpoint_every;
         }
     }
 }

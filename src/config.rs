@@ -152,6 +152,12 @@ pub const BROKER_CONFIGS: &[ConfigDef] = &[
     long("broker.heartbeat.interval.ms", "2000", 1, "How often a broker tells the active controller it is alive."),
     long("broker.session.timeout.ms", "9000", 1, "A broker not heard from for this long is fenced: its partitions get new leaders from their ISR."),
     long("replica.lag.time.max.ms", "30000", 1, "A follower that has not caught up with the leader for this long leaves the ISR."),
+    long(
+        "replica.high.watermark.checkpoint.interval.ms",
+        "5000",
+        1,
+        "How often each partition's high watermark is written to replication-offset-checkpoint (and at shutdown), so a restarted broker shows consumers the committed end at once.",
+    ),
     long("replica.fetch.max.bytes", "1048576", 1, "Bytes a follower asks for per partition in one fetch (a larger first batch still comes whole)."),
     long("replica.fetch.response.max.bytes", "10485760", 1, "Bytes a follower asks for per fetch response."),
     long("replica.fetch.wait.max.ms", "500", 0, "How long a follower's fetch waits at the leader for new records."),
@@ -761,6 +767,13 @@ impl BrokerConfig {
     /// `fetch.max.wait.ms.max`.
     pub fn fetch_max_wait_ms_max(&self) -> u64 {
         u64::try_from(self.long("fetch.max.wait.ms.max")).unwrap_or(0)
+    }
+    /// `replica.high.watermark.checkpoint.interval.ms`.
+    pub fn high_watermark_checkpoint_interval(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(
+            u64::try_from(self.long("replica.high.watermark.checkpoint.interval.ms"))
+                .unwrap_or(5000),
+        )
     }
     /// `log.retention.check.interval.ms`.
     pub fn retention_check_interval_ms(&self) -> u64 {

@@ -14,6 +14,9 @@
 //!   that advanced it mid-segment survives a restart, as in Kafka).
 //! - `cleaner-offset-checkpoint`: same format, each compacted log's first dirty offset (where
 //!   its next compaction starts), as Kafka's log cleaner keeps it.
+//! - `replication-offset-checkpoint`: same format, each partition's high watermark as the
+//!   replica layer last reported it (Kafka's file of that name), so a restarted broker shows
+//!   consumers the committed end at once instead of its log start.
 //! - `.gregor_cleanshutdown`: written last by a clean [`LogManager::shutdown`], removed by
 //!   [`LogManager::open`]. Present at open: every log's recovery point is its end (no scan).
 //!
@@ -42,6 +45,8 @@ pub const RECOVERY_POINT_CHECKPOINT_FILE: &str = "recovery-point-offset-checkpoi
 pub const LOG_START_OFFSET_CHECKPOINT_FILE: &str = "log-start-offset-checkpoint";
 /// Kafka's name for the log cleaner's checkpoint of first dirty offsets.
 pub const CLEANER_OFFSET_CHECKPOINT_FILE: &str = "cleaner-offset-checkpoint";
+/// Kafka's name for the high-watermark checkpoint.
+pub const REPLICATION_OFFSET_CHECKPOINT_FILE: &str = "replication-offset-checkpoint";
 /// The clean-shutdown marker.
 pub const CLEAN_SHUTDOWN_FILE: &str = ".gregor_cleanshutdown";
 /// The only checkpoint format version.
@@ -65,6 +70,8 @@ pub struct LogManager {
     log_start_offsets: Mutex<HashMap<PartitionKey, i64>>,
     /// The cleaner's first dirty offsets, likewise.
     cleaner_offsets: Mutex<HashMap<PartitionKey, i64>>,
+    /// High watermarks: read from their checkpoint at open, replaced by each checkpoint.
+    high_watermarks: Mutex<HashMap<PartitionKey, i64>>,
     logs: RwLock<HashMap<PartitionKey, Arc<PartitionLog>>>,
     /// Partitions being opened or removed right now: one at a time per partition, while
     /// different partitions open (and recover) in parallel and `get` never waits.
@@ -170,6 +177,7 @@ impl LogManager {
         let recovery_points = read_checkpoint(&data_dir.join(RECOVERY_POINT_CHECKPOINT_FILE))?;
         let log_start_offsets = read_checkpoint(&data_dir.join(LOG_START_OFFSET_CHECKPOINT_FILE))?;
         let cleaner_offsets = read_checkpoint(&data_dir.join(CLEANER_OFFSET_CHECKPOINT_FILE))?;
+        let high_watermarks = read_checkpoint(&data_dir.join(REPLICATION_OFFSET_CHECKPOINT_FILE))?;
         let marker = data_dir.join(CLEAN_SHUTDOWN_FILE);
         let clean_shutdown = marker.exists();
         if clean_shutdown {
@@ -195,6 +203,7 @@ impl LogManager {
             recovery_points: Mutex::new(recovery_points),
             log_start_offsets: Mutex::new(log_start_offsets),
             cleaner_offsets: Mutex::new(cleaner_offsets),
+            high_watermarks: Mutex::new(high_watermarks),
             logs: RwLock::new(HashMap::new()),
             busy: Mutex::new(HashSet::new()),
             busy_released: Condvar::new(),
@@ -319,6 +328,7 @@ impl LogManager {
         lock(&self.recovery_points).remove(&key);
         lock(&self.log_start_offsets).remove(&key);
         lock(&self.cleaner_offsets).remove(&key);
+        lock(&self.high_watermarks).remove(&key);
         match log {
             Some(log) => log.delete_from_disk()?,
             None => match fs::remove_dir_all(&dir) {
@@ -364,6 +374,32 @@ impl LogManager {
             start_text.as_bytes(),
         )?;
         self.write_cleaner_checkpoint(&logs)
+    }
+
+    /// The high watermark last checkpointed for a partition, if any.
+    pub fn checkpointed_high_watermark(&self, topic: &str, partition: i32) -> Option<i64> {
+        lock(&self.high_watermarks)
+            .get(&(topic.to_string(), partition))
+            .copied()
+    }
+
+    /// Writes the high-watermark checkpoint: `current` replaces the entries it names; entries
+    /// of partitions on disk but not hosted now are kept (as for the other checkpoints).
+    pub fn checkpoint_high_watermarks(
+        &self,
+        current: impl IntoIterator<Item = ((String, i32), i64)>,
+    ) -> Result<(), LogError> {
+        let _checkpoint = lock(&self.checkpoint_lock);
+        let text = {
+            let mut marks = lock(&self.high_watermarks);
+            marks.extend(current);
+            checkpoint_text(&marks)
+        };
+        write_atomically(
+            &self.data_dir,
+            REPLICATION_OFFSET_CHECKPOINT_FILE,
+            text.as_bytes(),
+        )
     }
 
     /// Writes the cleaner's checkpoint (first dirty offsets of the logs cleaned so far),

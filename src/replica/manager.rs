@@ -245,6 +245,9 @@ impl ReplicaManager {
                 info.leader,
                 info.leader_epoch,
             ));
+            if let Some(high_watermark) = self.logs.checkpointed_high_watermark(&topic, index) {
+                partition.restore_high_watermark(high_watermark);
+            }
             partition.set_assignment(assignment(info, min_insync), now_ms());
             self.lock_write()?.insert((topic, index), partition);
         }
@@ -378,8 +381,23 @@ impl ReplicaManager {
             .unwrap_or(i64::MAX)
     }
 
-    /// Clean shutdown: flush and close every log, write the checkpoint and the clean marker.
+    /// Writes every hosted partition's high watermark to `replication-offset-checkpoint`
+    /// (every `replica.high.watermark.checkpoint.interval.ms`, and at shutdown).
+    pub fn checkpoint_high_watermarks(&self) -> Result<(), LogError> {
+        let marks: Vec<((String, i32), i64)> = self
+            .all_partitions()
+            .iter()
+            .map(|p| ((p.topic().to_string(), p.index()), p.high_watermark()))
+            .collect();
+        self.logs.checkpoint_high_watermarks(marks)
+    }
+
+    /// Clean shutdown: checkpoint the high watermarks, flush and close every log, write the
+    /// checkpoints and the clean marker.
     pub fn shutdown(&self) -> Result<(), LogError> {
+        if let Err(e) = self.checkpoint_high_watermarks() {
+            tracing::warn!(error = %e, "writing the high-watermark checkpoint failed");
+        }
         self.logs.shutdown()
     }
 

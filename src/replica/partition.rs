@@ -162,6 +162,9 @@ pub struct Partition {
     high_watermark: watch::Sender<i64>,
     group_commit: GroupCommit,
     last_time_flush_ms: AtomicI64,
+    /// Where a replicated partition's high watermark starts when the broker starts: the
+    /// checkpointed one (capped to the log), else the log start.
+    initial_high_watermark: AtomicI64,
 }
 
 impl Partition {
@@ -177,6 +180,7 @@ impl Partition {
         leader_epoch: i32,
     ) -> Partition {
         let log_end_offset = log.log_end_offset();
+        let log_start_offset = log.log_start_offset();
         let (high_watermark, _) = watch::channel(log_end_offset);
         let (log_end, _) = watch::channel(log_end_offset);
         let group_commit = GroupCommit::new(log.recovery_point());
@@ -202,7 +206,15 @@ impl Partition {
             high_watermark,
             group_commit,
             last_time_flush_ms: AtomicI64::new(crate::replica::manager::now_ms()),
+            initial_high_watermark: AtomicI64::new(log_start_offset),
         }
+    }
+
+    /// The high watermark checkpointed before this broker (re)started: where a replicated
+    /// partition's starts (capped to the log) when its first assignment arrives.
+    pub fn restore_high_watermark(&self, checkpointed: i64) {
+        self.initial_high_watermark
+            .store(checkpointed, Ordering::Release);
     }
 
     /// Topic name.
@@ -320,10 +332,14 @@ impl Partition {
             r.partition_epoch = assignment.partition_epoch;
             if r.leading_since_ms == i64::MIN && assignment.replicas.len() > 1 {
                 // First assignment of a replicated partition (a start): the high watermark is
-                // not known until the ISR reports in, so nothing is visible to consumers that
-                // the ISR may not have. (A single copy's log end is its high watermark.)
-                self.high_watermark
-                    .send_replace(self.log.log_start_offset());
+                // the checkpointed one (Kafka's replication-offset-checkpoint), capped to this
+                // log; without a checkpoint, the log start, so nothing is visible to consumers
+                // that the ISR may not have. (A single copy's log end is its high watermark.)
+                let start = self
+                    .initial_high_watermark
+                    .load(Ordering::Acquire)
+                    .clamp(self.log.log_start_offset(), self.log.log_end_offset());
+                self.high_watermark.send_replace(start);
             }
             if !was_leading || assignment.leader != self.node_id || r.leading_since_ms == i64::MIN {
                 r.followers.clear();

@@ -1,0 +1,81 @@
+//! Cluster faults that used to lose acknowledged data or show consumers the wrong end
+//! (issue 11), on three brokers in this process (`common::cluster`): the high watermark is
+//! checkpointed, a follower that fell behind the leader's log start recovers, and a broker
+//! that comes back with different data is fenced before it leads again.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::cluster::*;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::FutureRecord;
+use rdkafka::{Offset, TopicPartitionList};
+
+/// Index in `cluster.brokers` of node `id`.
+fn index_of(id: i32) -> usize {
+    usize::try_from(id - 1).expect("node id")
+}
+
+/// The high watermark is checkpointed (item 8): the three brokers stop cleanly, the partition
+/// leader and one follower start again, and the committed end is visible at once (before, the
+/// leader's high watermark read the log start until the ISR reported in and shrank).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_broker_shows_the_committed_end_at_once() {
+    let mut cluster = Cluster::start(3).await;
+    create(&cluster.bootstrap(0), "hw", 1, 3)
+        .await
+        .expect("created");
+    produce(&cluster.bootstrap(0), "hw", 1000).await;
+    wait_in_sync(&cluster, "hw", 1, 3).await;
+    let leader = metadata(&cluster.bootstrap(0), "hw").0[&0];
+    let follower = (1..=3).find(|id| *id != leader).expect("a follower");
+    for i in 0..3 {
+        cluster.down(i).await;
+    }
+    cluster.up(&[index_of(leader), index_of(follower)]).await;
+    for id in [leader, follower] {
+        let copies = copies(&cluster, "hw");
+        assert_eq!(
+            copies.get(&(id, 0)),
+            Some(&(1000, 1000)),
+            "broker {id} right after its restart: {copies:?}"
+        );
+    }
+    // Clients see it: ListOffsets LATEST, and a consumer starting at the end gets only what is
+    // produced after.
+    let consumer: BaseConsumer = rdkafka::config::ClientConfig::new()
+        .set("bootstrap.servers", cluster.bootstrap(index_of(leader)))
+        .set("group.id", "unused-no-commits")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let (low, high) = consumer
+        .fetch_watermarks("hw", 0, Duration::from_secs(10))
+        .expect("watermarks");
+    assert_eq!((low, high), (0, 1000));
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset("hw", 0, Offset::End)
+        .expect("assign");
+    consumer.assign(&tpl).expect("assign");
+    // Let the consumer resolve its position before the new record arrives.
+    let _ = consumer.poll(Duration::from_millis(500));
+    let producer = common::producer(&cluster.bootstrap(index_of(leader)), &[("acks", "all")]);
+    producer
+        .send(
+            FutureRecord::<str, str>::to("hw").payload("after"),
+            Duration::from_secs(30),
+        )
+        .await
+        .expect("produced after the restart");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let first = loop {
+        assert!(Instant::now() < deadline, "the consumer got nothing");
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+            break (m.offset(), m.payload().map(|p| p.to_vec()));
+        }
+    };
+    assert_eq!(first, (1000, Some(b"after".to_vec())));
+    cluster.shutdown().await;
+}
