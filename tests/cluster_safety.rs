@@ -79,3 +79,87 @@ async fn a_restarted_broker_shows_the_committed_end_at_once() {
     assert_eq!(first, (1000, Some(b"after".to_vec())));
     cluster.shutdown().await;
 }
+
+/// A follower that fell behind the leader's log start recovers (item 7): stopped while the
+/// leader rolls segments and retention deletes past its log end, it is told
+/// OFFSET_OUT_OF_RANGE on its return, starts its log over at the leader's log start, catches
+/// up and rejoins the ISR (before, it asked for the same offset forever).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_behind_the_leaders_log_start_catches_up_and_rejoins() {
+    let mut cluster = Cluster::start_with(3, &[("log.retention.check.interval.ms", "100")]).await;
+    create_with(
+        &cluster.bootstrap(0),
+        "behind",
+        1,
+        3,
+        &[("segment.bytes", "1024"), ("retention.bytes", "2048")],
+    )
+    .await
+    .expect("created");
+    produce(&cluster.bootstrap(0), "behind", 20).await;
+    wait_in_sync(&cluster, "behind", 1, 3).await;
+    let leader = metadata(&cluster.bootstrap(0), "behind").0[&0];
+    let follower = (1..=3).find(|id| *id != leader).expect("a follower");
+    let stopped_at = copies(&cluster, "behind")[&(follower, 0)].0;
+    cluster.down(index_of(follower)).await;
+
+    // Several rolls and deletions at the leader while the follower is away.
+    produce(&cluster.bootstrap(index_of(leader)), "behind", 300).await;
+    let leader_log = |cluster: &Cluster| {
+        let running = cluster.running(index_of(leader));
+        let p = running
+            .broker
+            .replicas
+            .leader_partition("behind", 0)
+            .expect("leader");
+        (p.log().log_start_offset(), p.log().log_end_offset())
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while leader_log(&cluster).0 <= stopped_at {
+        assert!(
+            Instant::now() < deadline,
+            "retention never passed {stopped_at}: {:?}",
+            leader_log(&cluster)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    cluster.up(&[index_of(follower)]).await;
+    wait_partition(
+        &cluster,
+        index_of(leader),
+        "behind",
+        0,
+        "the follower rejoins the ISR",
+        |p| p.isr.contains(&follower),
+    )
+    .await;
+    let (start, end) = leader_log(&cluster);
+    let copy = copies(&cluster, "behind")[&(follower, 0)];
+    assert_eq!(copy.0, end, "the follower's log end");
+    let hosted = |id: i32| {
+        cluster
+            .running(index_of(id))
+            .broker
+            .replicas
+            .all_partitions()
+            .into_iter()
+            .find(|p| p.topic() == "behind")
+            .expect("hosted")
+    };
+    let follower_start = hosted(follower).log().log_start_offset();
+    assert!(
+        follower_start > stopped_at && follower_start <= end,
+        "the follower restarted its log at the leader's start ({start}), not {follower_start}"
+    );
+    // What it holds is, byte for byte, what the leader holds.
+    let from = follower_start.max(start);
+    let read = |id: i32| {
+        hosted(id)
+            .log()
+            .read(from, usize::MAX >> 1, i64::MAX, true)
+            .expect("read")
+    };
+    assert_eq!(read(follower), read(leader));
+    cluster.shutdown().await;
+}

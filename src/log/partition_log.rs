@@ -919,13 +919,20 @@ impl PartitionLog {
 
     /// Deletes whole segments, oldest first, that are past `retention_ms` (by their largest
     /// record timestamp), beyond `retention_bytes`, or wholly below the log start offset. The
-    /// active segment is never deleted (it rolls on `segment.ms` and goes later). Advances the
-    /// log start offset; returns the number of segments deleted.
-    pub fn enforce_retention(&self, now_ms: i64) -> Result<usize, LogError> {
+    /// active segment is never deleted (it rolls on `segment.ms` and goes later), nor, by time
+    /// or size, a segment holding offsets at or above `high_watermark` (as Kafka: records not
+    /// yet committed may still be needed by a follower, and a consumer must never see its
+    /// log start pass the committed end). Advances the log start offset; returns the number of
+    /// segments deleted.
+    pub fn enforce_retention(&self, now_ms: i64, high_watermark: i64) -> Result<usize, LogError> {
         let config = self.config();
         let _state = lock(&self.append_lock);
         let segments = self.segments_snapshot();
-        let deletable_max = segments.len().saturating_sub(1);
+        let committed = segments
+            .iter()
+            .take_while(|segment| segment.next_offset() <= high_watermark)
+            .count();
+        let deletable_max = segments.len().saturating_sub(1).min(committed);
         let mut count = self.count_below_log_start(&segments);
         // Time and size retention belong to the `delete` policy; a compact-only log only loses
         // what is below its start offset (Kafka's `deleteOldSegments`).
@@ -1003,11 +1010,22 @@ impl PartitionLog {
     /// new log end may be below `offset`). Below the log start, the log restarts empty at
     /// `offset` (Kafka's `truncateFullyAndStartAt`).
     pub fn truncate_to(&self, offset: i64) -> Result<(), LogError> {
+        self.truncate(offset, false)
+    }
+
+    /// Drops every segment and restarts the log empty at `offset`, whatever it held (Kafka's
+    /// `truncateFullyAndStartAt`): a follower whose log ends below its leader's log start
+    /// starts over from there. The leader epoch cache is cleared with the data it described.
+    pub fn truncate_fully_and_start_at(&self, offset: i64) -> Result<(), LogError> {
+        self.truncate(offset, true)
+    }
+
+    fn truncate(&self, offset: i64, fully: bool) -> Result<(), LogError> {
         let config = self.config();
         let mut state = lock(&self.append_lock);
         self.check_writable(&state)?;
         let log_end_offset = self.log_end_offset();
-        if offset >= log_end_offset {
+        if offset >= log_end_offset && !fully {
             return Ok(());
         }
         if offset < 0 {
@@ -1018,7 +1036,8 @@ impl PartitionLog {
             });
         }
         self.truncation_count.fetch_add(1, Ordering::AcqRel);
-        let result = if offset < self.log_start_offset() {
+        let fully = fully || offset < self.log_start_offset();
+        let result = if fully {
             self.truncate_fully_locked(&config, offset)
         } else {
             self.truncate_locked(offset)
@@ -1034,11 +1053,22 @@ impl PartitionLog {
             .fetch_min(self.log_end_offset(), Ordering::AcqRel);
         {
             let mut cache = lock(&self.epochs);
-            if cache.truncate_from_end(self.log_end_offset()) {
+            let changed = if fully {
+                // Every epoch it knew began at an offset that is gone.
+                let had_entries = cache.latest_epoch().is_some();
+                *cache = LeaderEpochCache::new();
+                had_entries
+            } else {
+                cache.truncate_from_end(self.log_end_offset())
+            };
+            if changed {
                 cache
                     .store(&self.dir)
                     .map_err(|e| LogError::Io(io::Error::other(e.to_string())))?;
             }
+        }
+        if fully {
+            self.first_dirty_offset.store(-1, Ordering::Release);
         }
         sync_dir(&self.dir)?;
         debug!(
@@ -1631,7 +1661,7 @@ mod tests {
         let before = log.segment_base_offsets();
         assert!(before.len() > 3);
         // Nothing is older than 1000 ms at time 3000 except segments whose newest record <2000.
-        let deleted = log.enforce_retention(3000).expect("retention");
+        let deleted = log.enforce_retention(3000, i64::MAX).expect("retention");
         assert!(deleted > 0);
         let after = log.segment_base_offsets();
         assert_eq!(after.len(), before.len() - deleted);
@@ -1648,7 +1678,8 @@ mod tests {
             .expect("read")
             .is_empty());
         // Far in the future: all but the (non-empty) active segment go.
-        log.enforce_retention(1_000_000).expect("retention");
+        log.enforce_retention(1_000_000, i64::MAX)
+            .expect("retention");
         assert_eq!(log.segment_count(), 1);
         assert_eq!(log.log_end_offset(), 60);
         assert!(!log
@@ -1673,7 +1704,7 @@ mod tests {
             retention_ms: -1,
             ..small_config()
         });
-        let deleted = log.enforce_retention(1).expect("retention");
+        let deleted = log.enforce_retention(1, i64::MAX).expect("retention");
         assert!(deleted > 0);
         let size = log.size_bytes();
         assert!(size <= limit + 600, "{size}");
@@ -1684,7 +1715,70 @@ mod tests {
             .map_or(0, |segment| segment.size_bytes());
         assert!(size - first < limit);
         assert_eq!(log.log_start_offset(), log.segment_base_offsets()[0]);
-        assert_eq!(log.enforce_retention(1).expect("again"), 0);
+        assert_eq!(log.enforce_retention(1, i64::MAX).expect("again"), 0);
+    }
+
+    /// Time and size retention never delete a segment holding offsets at or above the high
+    /// watermark (issue 11, item 7): those may not be committed yet.
+    #[test]
+    fn retention_stops_at_the_high_watermark() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = open(dir.path(), small_config(), 0);
+        for i in 0..60 {
+            log.append(batch(0, 1, i), 1, 0).expect("append");
+        }
+        log.set_config(LogConfig {
+            retention_bytes: 0,
+            retention_ms: 0,
+            ..small_config()
+        });
+        let bases = log.segment_base_offsets();
+        assert!(bases.len() > 4);
+        // The high watermark is inside the third segment: only the first two may go.
+        let high_watermark = bases[2] + 1;
+        assert_eq!(
+            log.enforce_retention(1_000_000, high_watermark)
+                .expect("retention"),
+            2
+        );
+        assert_eq!(log.log_start_offset(), bases[2]);
+        assert_eq!(
+            log.enforce_retention(1_000_000, high_watermark)
+                .expect("again"),
+            0
+        );
+        // Once committed, the rest but the active segment goes.
+        log.enforce_retention(1_000_000, log.log_end_offset())
+            .expect("retention");
+        assert_eq!(log.segment_count(), 1);
+    }
+
+    /// A follower whose log ends below its leader's log start restarts its log there: every
+    /// segment goes, the epochs with them, and appends continue from the new start.
+    #[test]
+    fn truncate_fully_and_start_at_restarts_the_log() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = open(dir.path(), small_config(), 0);
+        for _ in 0..10 {
+            log.append(batch(0, 2, 1), 1, 3).expect("append");
+        }
+        assert_eq!(log.latest_epoch(), Some(3));
+        log.truncate_fully_and_start_at(500).expect("truncate");
+        assert_eq!(
+            (
+                log.log_start_offset(),
+                log.log_end_offset(),
+                log.latest_epoch()
+            ),
+            (500, 500, None)
+        );
+        assert_eq!(log.segment_base_offsets(), vec![500]);
+        log.append_replicated(batch(500, 2, 1))
+            .expect("append at the new start");
+        assert_eq!(log.log_end_offset(), 502);
+        drop(log);
+        let log = open(dir.path(), small_config(), 0);
+        assert_eq!((log.log_start_offset(), log.log_end_offset()), (500, 502));
     }
 
     #[test]

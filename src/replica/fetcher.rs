@@ -25,6 +25,7 @@ use kafka_protocol::messages::{
     ApiKey, BrokerId, FetchRequest, FetchResponse, RequestHeader, ResponseHeader, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
+use kafka_protocol::ResponseError;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -334,7 +335,17 @@ fn apply(
             }) else {
                 continue;
             };
-            if data.error_code != 0 {
+            let fetched = if data.error_code == ResponseError::OffsetOutOfRange.code() {
+                // Retention at the leader passed this copy (or it is beyond the leader's end):
+                // the partition recovers on its own (see `Partition::apply_from_leader`).
+                Some(FetchedFromLeader::OutOfRange {
+                    log_start_offset: data.log_start_offset,
+                    high_watermark: data.high_watermark,
+                })
+            } else {
+                None
+            };
+            if data.error_code != 0 && fetched.is_none() {
                 // NOT_LEADER_OR_FOLLOWER, FENCED_LEADER_EPOCH...: the metadata moves this
                 // partition to another fetcher or makes this broker its leader.
                 tracing::debug!(
@@ -348,8 +359,9 @@ fn apply(
                 continue;
             }
             // Kafka's encoding of "no divergence" is (-1, -1).
-            let fetched = if data.diverging_epoch.end_offset >= 0 || data.diverging_epoch.epoch >= 0
-            {
+            let fetched = if let Some(fetched) = fetched {
+                fetched
+            } else if data.diverging_epoch.end_offset >= 0 || data.diverging_epoch.epoch >= 0 {
                 FetchedFromLeader::Diverging {
                     epoch: data.diverging_epoch.epoch,
                     end_offset: data.diverging_epoch.end_offset,

@@ -261,7 +261,7 @@ impl ReplicaManager {
             if let Err(e) = log.maybe_roll(now_ms) {
                 tracing::warn!(topic = partition.topic(), partition = partition.index(), error = %e, "roll failed");
             }
-            match log.enforce_retention(now_ms) {
+            match log.enforce_retention(now_ms, partition.high_watermark()) {
                 Ok(0) => {}
                 Ok(n) => tracing::debug!(
                     topic = partition.topic(),

@@ -72,6 +72,14 @@ pub enum FetchedFromLeader {
         /// The leader's high watermark.
         high_watermark: i64,
     },
+    /// The leader refused the fetch offset (OFFSET_OUT_OF_RANGE): below its log start (its
+    /// retention passed this copy), or beyond its log end.
+    OutOfRange {
+        /// The leader's log start offset.
+        log_start_offset: i64,
+        /// The leader's high watermark.
+        high_watermark: i64,
+    },
 }
 
 /// What applying a fetch answer did ([`Partition::apply_from_leader`]).
@@ -585,8 +593,50 @@ impl Partition {
                 records,
                 high_watermark,
             } => self.append_as_follower(records, high_watermark)?,
+            FetchedFromLeader::OutOfRange {
+                log_start_offset,
+                high_watermark,
+            } => {
+                self.recover_out_of_range(log_start_offset, high_watermark)?;
+                None
+            }
         };
         Ok(FollowerApply::Applied { flush_to })
+    }
+
+    /// The leader refused this copy's fetch offset (its log end) as out of range, as Kafka's
+    /// follower handles it: below the leader's log start, this log restarts empty at that start
+    /// (retention deleted what it would fetch next; everything below is gone at the leader
+    /// too); otherwise it is beyond the leader's log end, and it is cut to the leader's high
+    /// watermark (everything acknowledged is below it).
+    fn recover_out_of_range(
+        &self,
+        leader_log_start: i64,
+        leader_high_watermark: i64,
+    ) -> Result<(), ReplicaError> {
+        let log_end = self.log.log_end_offset();
+        if log_end < leader_log_start {
+            tracing::info!(topic = %self.topic, partition = self.index, log_end, leader_log_start, "follower fell behind the leader's log start: starting over there");
+            let result = self.log.truncate_fully_and_start_at(leader_log_start);
+            self.group_commit.note_truncation(self.log.log_end_offset());
+            result?;
+            self.log_end.send_replace(leader_log_start);
+            self.high_watermark.send_replace(leader_log_start);
+        } else if leader_high_watermark >= 0 && leader_high_watermark < log_end {
+            tracing::info!(topic = %self.topic, partition = self.index, log_end, leader_high_watermark, "follower is past the leader's log end: truncating to its high watermark");
+            self.truncate_log_to(leader_high_watermark)?;
+            let to = self.log.log_end_offset();
+            self.log_end.send_replace(to);
+            self.high_watermark.send_if_modified(|hw| {
+                if *hw > to {
+                    *hw = to;
+                    true
+                } else {
+                    false
+                }
+            });
+        }
+        Ok(())
     }
 
     /// Appends batches fetched from the leader (offsets as the leader assigned them) and takes

@@ -528,6 +528,13 @@ impl Sim {
                             Ok(FollowerFetch::Diverging {
                                 epoch, end_offset, ..
                             }) => Some(FetchedFromLeader::Diverging { epoch, end_offset }),
+                            // As the fetch handler answers OFFSET_OUT_OF_RANGE.
+                            Err(super::ReplicaError::Log(
+                                crate::log::LogError::OffsetOutOfRange { .. },
+                            )) => Some(FetchedFromLeader::OutOfRange {
+                                log_start_offset: p.log().log_start_offset(),
+                                high_watermark: p.high_watermark(),
+                            }),
                             Err(e) => panic!("leader {} serving a fetch: {e}", m.to),
                         }
                     };
