@@ -617,24 +617,12 @@ impl Partition {
         let log_end = self.log.log_end_offset();
         if log_end < leader_log_start {
             tracing::info!(topic = %self.topic, partition = self.index, log_end, leader_log_start, "follower fell behind the leader's log start: starting over there");
-            let result = self.log.truncate_fully_and_start_at(leader_log_start);
-            self.group_commit.note_truncation(self.log.log_end_offset());
-            result?;
-            self.log_end.send_replace(leader_log_start);
+            self.truncated(self.log.truncate_fully_and_start_at(leader_log_start))?;
+            // Nothing below the new start exists here; everything at it is yet to come.
             self.high_watermark.send_replace(leader_log_start);
         } else if leader_high_watermark >= 0 && leader_high_watermark < log_end {
             tracing::info!(topic = %self.topic, partition = self.index, log_end, leader_high_watermark, "follower is past the leader's log end: truncating to its high watermark");
             self.truncate_log_to(leader_high_watermark)?;
-            let to = self.log.log_end_offset();
-            self.log_end.send_replace(to);
-            self.high_watermark.send_if_modified(|hw| {
-                if *hw > to {
-                    *hw = to;
-                    true
-                } else {
-                    false
-                }
-            });
         }
         Ok(())
     }
@@ -683,15 +671,6 @@ impl Partition {
         if to < log_end {
             tracing::info!(topic = %self.topic, partition = self.index, from = log_end, to, epoch, "truncating a diverging follower log");
             self.truncate_log_to(to)?;
-            self.log_end.send_replace(to);
-            self.high_watermark.send_if_modified(|hw| {
-                if *hw > to {
-                    *hw = to;
-                    true
-                } else {
-                    false
-                }
-            });
         }
         Ok(())
     }
@@ -739,11 +718,25 @@ impl Partition {
     /// Truncates the log to `offset` (whole batches: the new end may be lower) and brings the
     /// durable mark down with it.
     fn truncate_log_to(&self, offset: i64) -> Result<(), ReplicaError> {
-        let result = self.log.truncate_to(offset);
-        // Noted even on failure: the log may have been cut part of the way.
-        self.group_commit.note_truncation(self.log.log_end_offset());
-        result?;
-        Ok(())
+        self.truncated(self.log.truncate_to(offset))
+    }
+
+    /// After a truncation of the log (`result`): the durable mark, the published log end and
+    /// the high watermark come down to the new log end, even if the truncation failed part of
+    /// the way.
+    fn truncated(&self, result: Result<(), crate::log::LogError>) -> Result<(), ReplicaError> {
+        let end = self.log.log_end_offset();
+        self.group_commit.note_truncation(end);
+        self.log_end.send_replace(end);
+        self.high_watermark.send_if_modified(|hw| {
+            if *hw > end {
+                *hw = end;
+                true
+            } else {
+                false
+            }
+        });
+        Ok(result?)
     }
 
     /// Reads for a consumer: whole batches from `offset`, never past the high watermark.
