@@ -109,6 +109,22 @@ struct Replication {
     leading_since_ms: i64,
     /// Followers as their fetches report them (leader only).
     followers: HashMap<i32, FollowerState>,
+    /// ISR changes this leader asked for that the metadata has not answered yet.
+    pending: Option<PendingIsr>,
+}
+
+/// The ISR changes a leader proposed on one partition epoch, not yet answered by the metadata
+/// (KIP-497's pending state). Until the metadata moves past `based_on`, any of them may commit,
+/// so the high watermark counts every member any of them names, as well as the committed ISR:
+/// the maximal ISR. A replica that joins the ISR then holds everything acknowledged from the
+/// moment the leader asked for it, so electing it right after the change commits loses nothing,
+/// however late the leader hears of the commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct PendingIsr {
+    /// The partition epoch the proposals were based on.
+    based_on: i32,
+    /// Every member any of them names.
+    members: Vec<i32>,
 }
 
 /// What the leader knows of one follower (Kafka's replica state).
@@ -209,6 +225,7 @@ impl Partition {
                 // Set by the first assignment.
                 leading_since_ms: i64::MIN,
                 followers: HashMap::new(),
+                pending: None,
             }),
             log_end,
             high_watermark,
@@ -338,6 +355,14 @@ impl Partition {
             r.isr = assignment.isr.to_vec();
             r.min_insync = assignment.min_insync.max(1);
             r.partition_epoch = assignment.partition_epoch;
+            if r.pending
+                .as_ref()
+                .is_some_and(|p| p.based_on != assignment.partition_epoch)
+            {
+                // The metadata moved on: whatever was pending committed (and this ISR shows it)
+                // or can no longer commit (it was based on an older partition epoch).
+                r.pending = None;
+            }
             if r.leading_since_ms == i64::MIN && assignment.replicas.len() > 1 {
                 // First assignment of a replicated partition (a start): the high watermark is
                 // the checkpointed one (Kafka's replication-offset-checkpoint), capped to this
@@ -352,6 +377,7 @@ impl Partition {
             if !was_leading || assignment.leader != self.node_id || r.leading_since_ms == i64::MIN {
                 r.followers.clear();
                 r.leading_since_ms = now_ms;
+                r.pending = None;
             }
             r.followers.retain(|f, _| assignment.replicas.contains(f));
         }
@@ -363,7 +389,9 @@ impl Partition {
 
     /// The ISR change this leader should ask for now, if any: followers in the ISR that have
     /// not caught up for `lag_max_ms` leave it (Kafka's `replica.lag.time.max.ms`); replicas
-    /// outside it whose copy reached the high watermark join it. The leader itself stays.
+    /// outside it whose copy reached the high watermark join it. The leader itself stays. The
+    /// caller asks the controller for it: from now until the metadata answers, the members it
+    /// names count for the high watermark (the maximal ISR, see [`PendingIsr`]).
     pub fn isr_change(&self, now_ms: i64, lag_max_ms: i64) -> Option<IsrChange> {
         if !self.is_leader() {
             return None;
@@ -402,9 +430,33 @@ impl Partition {
         let mut after = isr.clone();
         before.sort_unstable();
         after.sort_unstable();
-        (before != after).then(|| IsrChange {
+        if before == after {
+            return None;
+        }
+        let based_on = r.partition_epoch;
+        drop(r);
+        let Ok(mut r) = self.replication.lock() else {
+            return None;
+        };
+        // From now until the metadata answers, the high watermark waits for these members too.
+        match &mut r.pending {
+            Some(pending) if pending.based_on == based_on => {
+                for member in &isr {
+                    if !pending.members.contains(member) {
+                        pending.members.push(*member);
+                    }
+                }
+            }
+            _ => {
+                r.pending = Some(PendingIsr {
+                    based_on,
+                    members: isr.clone(),
+                })
+            }
+        }
+        Some(IsrChange {
             isr,
-            partition_epoch: r.partition_epoch,
+            partition_epoch: based_on,
         })
     }
 
@@ -489,8 +541,9 @@ impl Partition {
         self.maybe_advance_high_watermark();
     }
 
-    /// On the leader: the high watermark becomes the smallest log end offset in the ISR (its
-    /// own included), never moving back. Followers take the leader's (see
+    /// On the leader: the high watermark becomes the smallest log end offset in the maximal
+    /// ISR (the committed ISR and every member of a pending change; its own included), never
+    /// moving back. Followers take the leader's (see
     /// [`Partition::append_as_follower`]).
     fn maybe_advance_high_watermark(&self) {
         if !self.is_leader() {
@@ -501,7 +554,8 @@ impl Partition {
             return;
         };
         let mut lowest = own;
-        for member in &r.isr {
+        let pending = r.pending.iter().flat_map(|p| p.members.iter());
+        for member in r.isr.iter().chain(pending) {
             if *member == self.node_id {
                 continue;
             }
@@ -946,6 +1000,47 @@ mod tests {
         );
         p.serve_follower_fetch(2, 4, None, 1 << 20, 10).unwrap();
         assert_eq!(p.high_watermark(), 4);
+    }
+
+    /// KIP-497's maximal ISR (issue 11, item 4): from the moment the leader asks for a replica
+    /// to join, the high watermark waits for it too, so the joiner holds everything
+    /// acknowledged once the change commits, whenever the leader hears of the commit.
+    #[test]
+    fn a_pending_isr_expansion_counts_for_the_high_watermark() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = Arc::new(partition(dir.path(), 1, 1));
+        let assign = |isr: &[i32], partition_epoch: i32| {
+            p.set_assignment(
+                Assignment {
+                    leader: 1,
+                    leader_epoch: 0,
+                    partition_epoch,
+                    replicas: &[1, 2, 3],
+                    isr,
+                    min_insync: 1,
+                },
+                0,
+            )
+        };
+        assign(&[1, 2], 0);
+        p.append_as_leader(batch(0, 4, 1), 1).unwrap();
+        p.record_follower_fetch(2, 4, 10);
+        p.record_follower_fetch(3, 4, 10);
+        assert_eq!(p.high_watermark(), 4);
+        let change = p.isr_change(20, 30_000).expect("3 caught up: an expansion");
+        assert_eq!((change.isr, change.partition_epoch), (vec![1, 2, 3], 0));
+        // The change is in flight (or committed, unheard of): 2 fetches on, 3 does not.
+        p.append_as_leader(batch(0, 4, 1), 1).unwrap();
+        p.record_follower_fetch(2, 8, 30);
+        assert_eq!(p.high_watermark(), 4, "3 is in the maximal ISR");
+        p.record_follower_fetch(3, 8, 40);
+        assert_eq!(p.high_watermark(), 8);
+        // The metadata answers: from then on the committed ISR rules.
+        assign(&[1, 2, 3], 1);
+        p.append_as_leader(batch(0, 2, 1), 1).unwrap();
+        p.record_follower_fetch(2, 10, 50);
+        p.record_follower_fetch(3, 10, 50);
+        assert_eq!(p.high_watermark(), 10);
     }
 
     #[test]

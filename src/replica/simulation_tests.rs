@@ -62,6 +62,9 @@ struct Node {
     /// The fetch this follower waits for: its id and when it was sent.
     fetch: Option<(u64, i64)>,
     down_since: i64,
+    /// Until then this broker applies no metadata (a slow metadata listener: it keeps acting
+    /// on its old view of leader and ISR).
+    metadata_held_until: i64,
 }
 
 enum Message {
@@ -110,6 +113,11 @@ struct Stats {
     cuts: u64,
     dropped_stale_answers: u64,
     truncations: u64,
+    /// ISR expansions committed while the leader's metadata was held back.
+    expansions_held: u64,
+    /// Elections right after an ISR expansion: to the member just added, or by fencing the
+    /// leader.
+    worst_moment_elections: u64,
 }
 
 struct Sim {
@@ -123,6 +131,9 @@ struct Sim {
     cut: BTreeSet<(i32, i32)>,
     last_heartbeat: BTreeMap<i32, i64>,
     last_preferred_election: i64,
+    /// The latest ISR expansion: when it committed, the members it added, and the leader
+    /// that asked for it.
+    last_expansion: Option<(i64, Vec<i32>, i32)>,
     pending: Vec<Pending>,
     next_fetch_id: u64,
     next_record_id: i64,
@@ -203,6 +214,7 @@ impl Sim {
                 image_version: 0,
                 fetch: None,
                 down_since: 0,
+                metadata_held_until: 0,
             })
             .collect();
         let mut sim = Sim {
@@ -215,6 +227,7 @@ impl Sim {
             cut: BTreeSet::new(),
             last_heartbeat: NODES.iter().map(|&id| (id, 1_000)).collect(),
             last_preferred_election: 1_000,
+            last_expansion: None,
             pending: Vec::new(),
             next_fetch_id: 0,
             next_record_id: 1,
@@ -346,6 +359,43 @@ impl Sim {
         if !self.cut.is_empty() && self.rng.chance_bp(60) {
             self.cut.clear();
         }
+        if let Some((at, added, leader)) = self.last_expansion.clone() {
+            if self.now - at <= 400 && self.rng.chance(10) {
+                // An election right after the ISR grew: to a member just added (as a preferred
+                // or an operator's election would), or by fencing the leader (its session
+                // expired), while the leader may not have heard of the expansion yet.
+                self.last_expansion = None;
+                let info = Self::info(self.image()).clone();
+                let candidate = self.rng.pick(&added);
+                let live = self
+                    .image()
+                    .registrations
+                    .get(&candidate)
+                    .is_some_and(|r| !r.fenced);
+                let moved = if self.rng.chance(50) {
+                    live && info.isr.contains(&candidate)
+                        && info.leader != candidate
+                        && self.propose(MetadataCommand::ChangePartition {
+                            topic_id: self.topic_id,
+                            partition: 0,
+                            expected_partition_epoch: info.partition_epoch,
+                            leader: Some(candidate),
+                            isr: None,
+                        })
+                } else {
+                    info.leader == leader
+                        && self.propose(MetadataCommand::FenceBroker { node_id: leader })
+                };
+                if moved {
+                    self.stats.worst_moment_elections += 1;
+                }
+            }
+        }
+        if self.rng.chance_bp(30) {
+            // A broker whose metadata listener falls behind for a while.
+            let i = self.rng.below(self.nodes.len() as u64) as usize;
+            self.nodes[i].metadata_held_until = self.now + 50 + self.rng.below(400) as i64;
+        }
         if self.rng.chance_bp(20) {
             // An election to any live ISR member (as an operator's or a preferred election
             // would), while the old leader may not hear of it for a while.
@@ -409,6 +459,7 @@ impl Sim {
             let node = &self.nodes[i];
             if node.partition.is_none()
                 || node.image_version == latest
+                || node.metadata_held_until > self.now
                 || !self.linked(node.id, CONTROLLER)
                 || !self.rng.chance(40)
             {
@@ -432,13 +483,29 @@ impl Sim {
                 continue;
             }
             if let Some(change) = p.isr_change(self.now, LAG_MS) {
-                self.propose(MetadataCommand::ChangePartition {
+                let before = Self::info(self.image()).isr.clone();
+                let added: Vec<i32> = change
+                    .isr
+                    .iter()
+                    .copied()
+                    .filter(|r| !before.contains(r))
+                    .collect();
+                let committed = self.propose(MetadataCommand::ChangePartition {
                     topic_id: self.topic_id,
                     partition: 0,
                     expected_partition_epoch: change.partition_epoch,
                     leader: None,
                     isr: Some(change.isr),
                 });
+                if committed && !added.is_empty() {
+                    self.last_expansion = Some((self.now, added, id));
+                    if self.rng.chance(50) {
+                        // The worst moment for the leader to hear late that its ISR grew.
+                        self.nodes[i].metadata_held_until =
+                            self.now + 100 + self.rng.below(500) as i64;
+                        self.stats.expansions_held += 1;
+                    }
+                }
             }
         }
     }
@@ -677,6 +744,9 @@ impl Sim {
     /// Stops the faults, restarts what is down, and runs until the copies agree.
     fn settle(&mut self) {
         self.cut.clear();
+        for node in &mut self.nodes {
+            node.metadata_held_until = 0;
+        }
         for i in 0..self.nodes.len() {
             if self.nodes[i].partition.is_none() {
                 self.start(i);
@@ -791,4 +861,6 @@ fn seeded_fault_schedules_lose_no_acknowledged_record() {
     assert!(total.leader_changes > seeds * 3, "{total:?}");
     assert!(total.crashes >= seeds, "{total:?}");
     assert!(total.truncations > 0, "{total:?}");
+    assert!(total.expansions_held >= seeds, "{total:?}");
+    assert!(total.worst_moment_elections >= seeds, "{total:?}");
 }
