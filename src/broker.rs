@@ -79,19 +79,17 @@ pub struct Broker {
 }
 
 impl Broker {
-    /// Opens the metadata (starting this broker's voter of the controller quorum) and the logs
-    /// under the configured data dir, and hosts what the recovered metadata places here. The
-    /// broker is not registered yet: see [`Broker::register`].
+    /// Opens the metadata (starting this broker's voter of the controller quorum) and the log
+    /// manager under the configured data dir. Nothing is hosted yet: the metadata this broker
+    /// recovered may say it leads partitions its previous incarnation led, which this one must
+    /// not serve (it may have lost what that one had); [`Broker::register`] hosts them once the
+    /// registration has fenced the previous incarnation.
     pub async fn open(config: BrokerConfig) -> Result<Arc<Broker>, StartError> {
         std::fs::create_dir_all(&config.data_dir).map_err(LogError::from)?;
         let config = Arc::new(config);
         let controller = Controller::open(config.clone()).await?;
         let replicas = Arc::new(ReplicaManager::open(config.clone())?);
-        replicas.reconcile(&controller.image())?;
         let groups = GroupService::new(config.clone(), replicas.clone());
-        // Groups of led partitions answer COORDINATOR_LOAD_IN_PROGRESS until `start` has
-        // replayed them.
-        groups.host_led_partitions();
         let (shutdown, _) = watch::channel(false);
         Ok(Arc::new(Broker {
             config,
@@ -105,12 +103,24 @@ impl Broker {
     }
 
     /// Registers this broker with the controller quorum, retrying while the quorum has no
-    /// leader (its other voters may not be up yet) until it succeeds or the broker stops.
+    /// leader (its other voters may not be up yet) until it succeeds or the broker stops; then
+    /// hosts the partitions the metadata places here (recovering their logs) and marks the
+    /// groups of led `__consumer_offsets` partitions as loading.
     pub async fn register(&self) -> Result<(), ControllerError> {
         let mut attempts = 0u32;
         loop {
-            match self.controller.register().await {
-                Ok(()) => return Ok(()),
+            match self
+                .controller
+                .register(self.replicas.previous_stop_clean())
+                .await
+            {
+                Ok(()) => {
+                    self.reconcile().await?;
+                    // Groups of led partitions answer COORDINATOR_LOAD_IN_PROGRESS until
+                    // `start` has replayed them.
+                    self.groups.host_led_partitions();
+                    return Ok(());
+                }
                 Err(ControllerError::NotController(why)) if !self.is_shutting_down() => {
                     attempts += 1;
                     tracing::info!(attempts, %why, "waiting for the controller quorum to register");
@@ -252,7 +262,6 @@ pub async fn start(mut config: BrokerConfig) -> Result<RunningBroker, StartError
     let internal_server =
         internal.map(|listener| tokio::spawn(serve_internal(listener, broker.clone())));
     broker.register().await?;
-    broker.reconcile().await?;
     let server = tokio::spawn(server::serve(
         listener,
         broker.clone(),

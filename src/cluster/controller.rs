@@ -191,25 +191,44 @@ impl Controller {
     }
 
     /// Registers this broker (its advertised address and this process's incarnation) and
-    /// waits until the registration is applied here.
-    pub async fn register(&self) -> Result<(), ControllerError> {
-        let command = MetadataCommand::RegisterBroker {
-            broker: BrokerInfo {
-                node_id: self.config.node_id(),
-                host: self.config.advertised_host.clone(),
-                port: self.config.advertised_port,
-                rack: None,
-            },
-            registration: BrokerRegistration {
-                incarnation: self.incarnation,
-                internal_addr: self.internal_addr.clone(),
-                fenced: false,
-            },
+    /// waits until the registration is applied here. Unless the previous stop was clean
+    /// (`previous_stop_clean`), a previous incarnation's registration is fenced first
+    /// ([`registration_commands`](super::decisions::registration_commands)): this process may
+    /// not hold what that one acknowledged.
+    pub async fn register(&self, previous_stop_clean: bool) -> Result<(), ControllerError> {
+        let broker = BrokerInfo {
+            node_id: self.config.node_id(),
+            host: self.config.advertised_host.clone(),
+            port: self.config.advertised_port,
+            rack: None,
         };
-        match self.quorum.propose(command).await?.applied {
-            Applied::Rejected(why) => Err(why.into()),
-            _ => Ok(()),
+        let registration = BrokerRegistration {
+            incarnation: self.incarnation,
+            internal_addr: self.internal_addr.clone(),
+            fenced: false,
+        };
+        let _guard = self.write_lock.lock().await;
+        // Decide against everything committed, not this broker's possibly stale image.
+        self.quorum.barrier().await?;
+        let image = self.image();
+        let commands = super::decisions::registration_commands(
+            &image,
+            broker,
+            registration,
+            previous_stop_clean,
+        );
+        for command in commands {
+            if matches!(command, MetadataCommand::FenceBroker { .. }) {
+                tracing::info!(
+                    node = self.config.node_id(),
+                    "fencing this broker's previous incarnation before it registers again"
+                );
+            }
+            if let Applied::Rejected(why) = self.quorum.propose(command).await?.applied {
+                return Err(why.into());
+            }
         }
+        Ok(())
     }
 
     /// The current image.
@@ -526,7 +545,7 @@ mod tests {
     async fn controller(dir: &Path) -> Controller {
         let config = BrokerConfig::new("127.0.0.1:9092".parse().unwrap(), dir.to_path_buf());
         let c = Controller::open(Arc::new(config)).await.unwrap();
-        c.register().await.unwrap();
+        c.register(false).await.unwrap();
         c
     }
 

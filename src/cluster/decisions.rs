@@ -2,6 +2,8 @@
 //! the clock, so the broker's liveness loop and the replication simulation
 //! (`replica::simulation_tests`) run the same rules.
 //!
+//! - [`registration_commands`]: a broker back from an unclean stop is fenced before it
+//!   registers again, so it never leads or counts on data its last incarnation had.
 //! - [`fencing_changes`]: Kafka's broker heartbeat manager: a registered broker not heard from
 //!   for the session timeout is fenced; a fenced broker heard from again is unfenced.
 //! - [`preferred_leader_changes`]: Kafka's preferred replica election: each partition whose
@@ -12,8 +14,43 @@
 
 use std::time::Duration;
 
-use super::metadata::{MetadataImage, PartitionInfo, TopicInfo};
+use super::metadata::{BrokerInfo, BrokerRegistration, MetadataImage, PartitionInfo, TopicInfo};
 use super::quorum::MetadataCommand;
+
+/// The commands that register a broker. A broker coming back as another incarnation than the
+/// one registered after an unclean stop (a crash, a power loss that took what it had not
+/// fsynced, an emptied data directory: anything that left no clean-shutdown marker) is fenced
+/// first, as Kafka's controller treats a broker back from an unclean shutdown (KIP-966):
+/// fencing takes it out of every ISR it is not the last member of and moves its leaderships
+/// inside the ISR with new leader epochs, so it leads nothing and counts for no
+/// acknowledgement on the strength of what its previous incarnation held; it rejoins ISRs once
+/// it has caught up again. Where it was the last ISR member, the registration that follows
+/// makes it leader again under a new epoch. A broker back from a clean shutdown
+/// (`previous_stop_clean`: every log was flushed and closed) holds everything its previous
+/// incarnation had and keeps its place. The same incarnation registering again (a retried
+/// registration) changes nothing.
+pub fn registration_commands(
+    image: &MetadataImage,
+    broker: BrokerInfo,
+    registration: BrokerRegistration,
+    previous_stop_clean: bool,
+) -> Vec<MetadataCommand> {
+    let node_id = broker.node_id;
+    let mut commands = Vec::new();
+    if !previous_stop_clean
+        && image
+            .registrations
+            .get(&node_id)
+            .is_some_and(|r| r.incarnation != registration.incarnation)
+    {
+        commands.push(MetadataCommand::FenceBroker { node_id });
+    }
+    commands.push(MetadataCommand::RegisterBroker {
+        broker,
+        registration,
+    });
+    commands
+}
 
 /// The fencing changes to make now, as `(node, fenced)`. `silent_for(node)` is how long ago
 /// the node's last heartbeat reached this controller (`None`: not since it became the
@@ -140,6 +177,45 @@ mod tests {
         // Just made controller: silence from before that does not count.
         let changes = fencing_changes(&img, 1, heard, s(5), s(9));
         assert_eq!(changes, vec![(3, false)]);
+    }
+
+    #[test]
+    fn a_broker_back_from_an_unclean_stop_is_fenced_before_it_registers() {
+        let img = image(&[(1, false), (2, false)]);
+        let broker = BrokerInfo {
+            node_id: 2,
+            host: "h".into(),
+            port: 1,
+            rack: None,
+        };
+        let registration = |incarnation: u64| BrokerRegistration {
+            incarnation: uuid::Uuid::from_u64_pair(0, incarnation),
+            internal_addr: String::new(),
+            fenced: false,
+        };
+        let kinds = |commands: Vec<MetadataCommand>| -> Vec<&'static str> {
+            commands
+                .iter()
+                .map(|c| match c {
+                    MetadataCommand::FenceBroker { node_id: 2 } => "fence",
+                    MetadataCommand::RegisterBroker { .. } => "register",
+                    _ => "other",
+                })
+                .collect()
+        };
+        // The image's registration of 2 has the nil incarnation.
+        let restarted = registration_commands(&img, broker.clone(), registration(7), false);
+        assert_eq!(kinds(restarted), vec!["fence", "register"]);
+        let clean = registration_commands(&img, broker.clone(), registration(7), true);
+        assert_eq!(kinds(clean), vec!["register"]);
+        let retried = registration_commands(&img, broker.clone(), registration(0), false);
+        assert_eq!(kinds(retried), vec!["register"]);
+        let new_node = BrokerInfo {
+            node_id: 9,
+            ..broker
+        };
+        let first = registration_commands(&img, new_node, registration(7), false);
+        assert_eq!(first.len(), 1);
     }
 
     #[test]

@@ -94,10 +94,17 @@ impl LeaderEpochCache {
 
     /// Kafka's `endOffsetFor`: for a requested epoch, the largest epoch `<=` it that the cache
     /// knows and the offset where that epoch ended (the start of the next epoch, or
-    /// `log_end_offset` for the latest). `None` when the requested epoch is older than every
-    /// entry (the answer is then UNDEFINED_EPOCH / UNDEFINED_EPOCH_OFFSET).
+    /// `log_end_offset` for the latest). When the requested epoch is older than every entry,
+    /// the requested epoch itself and the start of the first known epoch (everything from there
+    /// on belongs to later epochs, so a log that has the requested epoch diverges there at the
+    /// latest). `None` only for an empty cache.
     pub fn end_offset_for(&self, epoch: i32, log_end_offset: i64) -> Option<(i32, i64)> {
-        let index = self.entries.iter().rposition(|e| e.epoch <= epoch)?;
+        let Some(index) = self.entries.iter().rposition(|e| e.epoch <= epoch) else {
+            return self
+                .entries
+                .first()
+                .map(|first| (epoch, first.start_offset));
+        };
         let found = self.entries[index];
         let end = self
             .entries
@@ -265,9 +272,12 @@ mod tests {
         assert_eq!(c.end_offset_for(9, 300), Some((4, 300)));
         assert_eq!(
             c.end_offset_for(0, 300),
-            None,
-            "older than everything known"
+            Some((0, 0)),
+            "older than everything known: it ends where the first known epoch starts"
         );
+        let later = cache(&[(7, 40)]);
+        assert_eq!(later.end_offset_for(6, 45), Some((6, 40)));
+        assert_eq!(LeaderEpochCache::new().end_offset_for(6, 45), None);
     }
 
     #[test]

@@ -1026,6 +1026,15 @@ impl PartitionLog {
         self.check_writable(&state)?;
         let log_end_offset = self.log_end_offset();
         if offset >= log_end_offset && !fully {
+            // Nothing to cut, but an epoch may begin at the log end without a batch (a leader
+            // noted its epoch and then wrote nothing): it goes, or a follower would keep
+            // telling its leader it has that epoch (Kafka truncates the epoch cache here too).
+            let mut cache = lock(&self.epochs);
+            if cache.truncate_from_end(log_end_offset) {
+                cache
+                    .store(&self.dir)
+                    .map_err(|e| LogError::Io(io::Error::other(e.to_string())))?;
+            }
             return Ok(());
         }
         if offset < 0 {

@@ -145,6 +145,12 @@ impl ReplicaManager {
             .unwrap_or(false)
     }
 
+    /// Whether this broker's previous stop was clean (every log flushed and closed; the
+    /// clean-shutdown marker was there at start).
+    pub fn previous_stop_clean(&self) -> bool {
+        self.logs.had_clean_shutdown()
+    }
+
     /// This broker's node id.
     pub fn node_id(&self) -> i32 {
         self.node_id

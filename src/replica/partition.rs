@@ -724,8 +724,9 @@ impl Partition {
         };
         if to < log_end {
             tracing::info!(topic = %self.topic, partition = self.index, from = log_end, to, epoch, "truncating a diverging follower log");
-            self.truncate_log_to(to)?;
         }
+        // Also at the log end: an epoch this log began without writing anything goes.
+        self.truncate_log_to(to)?;
         Ok(())
     }
 

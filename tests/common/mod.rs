@@ -329,8 +329,33 @@ where
     raw_request_on(&mut s, api_key, version, request)
 }
 
-/// Acknowledged records: (partition, offset) -> value.
-pub type Acked = std::sync::Arc<std::sync::Mutex<BTreeMap<(i32, i64), String>>>;
+/// Every acknowledgement a producer received: (partition, offset) -> value, and the
+/// acknowledgements whose offset was acknowledged again for another value (the earlier record
+/// was lost: its offset was given to another).
+#[derive(Debug, Default, Clone)]
+pub struct AckLog {
+    pub by_offset: BTreeMap<(i32, i64), String>,
+    pub overwritten: Vec<((i32, i64), String, String)>,
+}
+
+impl AckLog {
+    /// Records an acknowledgement.
+    pub fn insert(&mut self, key: (i32, i64), value: String) {
+        if let Some(before) = self.by_offset.insert(key, value.clone()) {
+            if before != value {
+                self.overwritten.push((key, before, value));
+            }
+        }
+    }
+
+    /// Acknowledgements received.
+    pub fn len(&self) -> usize {
+        self.by_offset.len() + self.overwritten.len()
+    }
+}
+
+/// Acknowledged records, shared with a producing task.
+pub type Acked = std::sync::Arc<std::sync::Mutex<AckLog>>;
 
 /// Produces with acks=all until `stop`, one record at a time round-robin over `partitions`,
 /// recording every acknowledgement.
@@ -382,9 +407,18 @@ pub fn keep_producing(
     })
 }
 
-/// Every acknowledged record is in the log at its offset, as a consumer reads it afterwards.
+/// Every acknowledged record is in the log at its offset, as a consumer reads it afterwards,
+/// and no offset was acknowledged for two records.
 pub fn check_acknowledged(bootstrap: &str, topic: &str, partitions: i32, acked: &Acked) {
-    let acked = acked.lock().expect("lock").clone();
+    let log = acked.lock().expect("lock").clone();
+    assert!(
+        log.overwritten.is_empty(),
+        "{} acknowledged records lost: their offsets were acknowledged again for other records, \
+         e.g. (partition, offset, first, second) {:?}",
+        log.overwritten.len(),
+        &log.overwritten[..log.overwritten.len().min(5)]
+    );
+    let acked = log.by_offset;
     let consumer = assigned_consumer(bootstrap, topic, partitions);
     let mut read: BTreeMap<(i32, i64), String> = BTreeMap::new();
     let deadline = Instant::now() + Duration::from_secs(30);
