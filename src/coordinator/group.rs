@@ -372,6 +372,7 @@ impl Inner {
         let end = log.log_end_offset();
         let mut offset = log.log_start_offset();
         let mut replayed = 0u64;
+        let decompressed_max_bytes = log.decompressed_max_bytes();
         while offset < end {
             let bytes = match log.read(offset, REPLAY_CHUNK_BYTES, end, true) {
                 Ok(bytes) => bytes,
@@ -395,7 +396,18 @@ impl Inner {
                 if header.is_control() {
                     continue;
                 }
-                for record in decode_records(&batch)? {
+                let records = match decode_records(&batch, decompressed_max_bytes) {
+                    Ok(records) => records,
+                    Err(error) => {
+                        // Only the broker writes this topic, so such a batch holds nothing a
+                        // group could use (damaged, or written by a client before internal
+                        // topics were the broker's); skipping it keeps every other group of
+                        // the partition available.
+                        tracing::error!(partition, offset = header.base_offset(), %error, "skipping an undecodable batch of __consumer_offsets");
+                        continue;
+                    }
+                };
+                for record in records {
                     if let Some(key) = record.key {
                         chunk.push((key, record.value));
                     }

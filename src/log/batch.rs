@@ -44,6 +44,7 @@
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::records::Compression;
 
+use super::compression;
 use super::LogError;
 
 /// Position of `baseOffset`.
@@ -368,7 +369,7 @@ pub fn whole_batches_len(records: &[u8]) -> usize {
 /// whole batch: length consistent with the buffer, magic 2, size at most `max_message_bytes`,
 /// CRC-32C, record count consistent with `lastOffsetDelta`, and for uncompressed batches the
 /// records themselves (see [`check_records`]). Compressed record data is not decompressed here
-/// (as on Kafka's zero-copy path the broker stores it as sent).
+/// (see [`check_decompressed_size`] for the produce path's bound).
 pub fn validate(batch: &[u8], max_message_bytes: usize) -> Result<BatchHeader<'_>, LogError> {
     validate_shape(batch, max_message_bytes, Check::Produced)
 }
@@ -456,6 +457,21 @@ fn validate_shape(
         )?;
     }
     Ok(header)
+}
+
+/// How far a compressed batch's records expand, counted (not kept) and refused beyond
+/// `max_bytes` ([`compression::decompressed_max_bytes`]) with INVALID_RECORD: the leader
+/// checks every produced batch, so a bomb is refused on produce rather than met by a read path
+/// later. Uncompressed batches pass at no cost.
+pub fn check_decompressed_size(batch: &Batch, max_bytes: usize) -> Result<(), LogError> {
+    let header = batch.header();
+    match header.compression()? {
+        Compression::None => Ok(()),
+        codec => {
+            compression::decompressed_len(codec, &batch.bytes()[BATCH_HEADER_BYTES..], max_bytes)
+                .map(|_| ())
+        }
+    }
 }
 
 /// Reads a zigzag varint of at most `bytes_max` bytes at `*position`.
@@ -829,27 +845,20 @@ fn collect_at_least_one(iter: BatchIter) -> Result<Vec<Batch>, LogError> {
     Ok(all)
 }
 
-/// The record section of a batch, decompressed (a slice of the batch when uncompressed).
-/// Decompression itself is not bounded (kafka-protocol decompresses whole buffers); the
-/// records are not checked here.
-pub fn decompressed_records(batch: &Batch) -> Result<Bytes, LogError> {
-    use kafka_protocol::compression::{Decompressor, Gzip, Lz4, Snappy, Zstd};
-
+/// The record section of a batch, decompressed (a slice of the batch when uncompressed), at
+/// most `max_bytes` of it ([`compression::decompressed_max_bytes`]); the records are not
+/// checked here.
+pub fn decompressed_records(batch: &Batch, max_bytes: usize) -> Result<Bytes, LogError> {
     let header = batch.header();
-    let mut compressed = batch.bytes().slice(BATCH_HEADER_BYTES..);
+    let compressed = batch.bytes().slice(BATCH_HEADER_BYTES..);
     if header.records_count() == 0 && compressed.is_empty() {
         // An emptied batch (the cleaner keeps its header only).
         return Ok(compressed);
     }
-    let take = |buffer: &mut Bytes| Ok(std::mem::take(buffer));
-    let records = match header.compression()? {
-        Compression::None => return Ok(compressed),
-        Compression::Gzip => <Gzip as Decompressor<Bytes>>::decompress(&mut compressed, take),
-        Compression::Snappy => <Snappy as Decompressor<Bytes>>::decompress(&mut compressed, take),
-        Compression::Lz4 => <Lz4 as Decompressor<Bytes>>::decompress(&mut compressed, take),
-        Compression::Zstd => <Zstd as Decompressor<Bytes>>::decompress(&mut compressed, take),
-    };
-    records.map_err(|error| LogError::corrupt(format!("cannot decompress records: {error:#}")))
+    match header.compression()? {
+        Compression::None => Ok(compressed),
+        codec => compression::decompress(codec, &compressed, max_bytes),
+    }
 }
 
 /// Compresses an uncompressed record section with `codec` (Kafka's framings, as
@@ -883,12 +892,17 @@ pub fn compress_records(
     })
 }
 
-/// Walks every record of a stored batch (decompressing it first if needed), checking the
-/// records as [`validate_stored`] does. `visit` sees each record borrowed from `records`, the
-/// decompressed section this returns through the closure's lifetime.
-pub fn for_each_record(batch: &Batch, visit: impl FnMut(RawRecord<'_>)) -> Result<(), LogError> {
+/// Walks every record of a stored batch (decompressing it first if needed, to at most
+/// `max_bytes`), checking the records as [`validate_stored`] does. `visit` sees each record
+/// borrowed from `records`, the decompressed section this returns through the closure's
+/// lifetime.
+pub fn for_each_record(
+    batch: &Batch,
+    max_bytes: usize,
+    visit: impl FnMut(RawRecord<'_>),
+) -> Result<(), LogError> {
     let header = batch.header();
-    let records = decompressed_records(batch)?;
+    let records = decompressed_records(batch, max_bytes)?;
     walk_raw_records(
         &records,
         header.records_count(),
@@ -902,13 +916,13 @@ pub fn for_each_record(batch: &Batch, visit: impl FnMut(RawRecord<'_>)) -> Resul
 /// The indexes (in batch order) of the records with a null key: what a compacted topic refuses
 /// (Kafka's "Compacted topic cannot accept message without key"). Control batches carry no
 /// user keys and give none.
-pub fn keyless_record_indexes(batch: &Batch) -> Result<Vec<usize>, LogError> {
+pub fn keyless_record_indexes(batch: &Batch, max_bytes: usize) -> Result<Vec<usize>, LogError> {
     let mut keyless = Vec::new();
     if batch.header().is_control() {
         return Ok(keyless);
     }
     let mut index = 0usize;
-    for_each_record(batch, |record| {
+    for_each_record(batch, max_bytes, |record| {
         if record.key.is_none() {
             keyless.push(index);
         }
@@ -1013,12 +1027,13 @@ fn put_varlong(out: &mut Vec<u8>, value: i64) {
 }
 
 /// Every record of a stored batch, decoded with kafka-protocol's `RecordBatchDecoder` (any
-/// compression). The decompressed records pass the stored-batch checks of [`walk_raw_records`]
-/// before the decoder sees them, because the decoder pre-allocates from record and header
-/// counts. Decompression itself is not bounded here (kafka-protocol decompresses whole
-/// buffers).
-pub fn decode_records(batch: &Batch) -> Result<Vec<kafka_protocol::records::Record>, LogError> {
-    use kafka_protocol::compression::{Decompressor, Gzip, Lz4, Snappy, Zstd};
+/// compression, decompressed to at most `max_bytes` by [`compression`]). The decompressed
+/// records pass the stored-batch checks of [`walk_raw_records`] before the decoder sees them,
+/// because the decoder pre-allocates from record and header counts.
+pub fn decode_records(
+    batch: &Batch,
+    max_bytes: usize,
+) -> Result<Vec<kafka_protocol::records::Record>, LogError> {
     use kafka_protocol::records::RecordBatchDecoder;
 
     let header = batch.header();
@@ -1030,15 +1045,16 @@ pub fn decode_records(batch: &Batch) -> Result<Vec<kafka_protocol::records::Reco
     let decoded = RecordBatchDecoder::decode_with_custom_compression(
         &mut bytes,
         Some(|compressed: &mut Bytes, codec: Compression| {
-            let take = |buffer: &mut Bytes| Ok(std::mem::take(buffer));
             let records = match codec {
                 Compression::None => std::mem::take(compressed),
-                Compression::Gzip => <Gzip as Decompressor<Bytes>>::decompress(compressed, take)?,
-                Compression::Snappy => {
-                    <Snappy as Decompressor<Bytes>>::decompress(compressed, take)?
+                codec => {
+                    let records =
+                        compression::decompress(codec, compressed, max_bytes).map_err(|error| {
+                            std::io::Error::new(std::io::ErrorKind::InvalidData, error.to_string())
+                        })?;
+                    *compressed = Bytes::new();
+                    records
                 }
-                Compression::Lz4 => <Lz4 as Decompressor<Bytes>>::decompress(compressed, take)?,
-                Compression::Zstd => <Zstd as Decompressor<Bytes>>::decompress(compressed, take)?,
             };
             if let Err(error) = walk_raw_records(&records, count, deltas, |_| {}) {
                 return Err(std::io::Error::new(
@@ -1062,11 +1078,11 @@ pub fn decode_records(batch: &Batch) -> Result<Vec<kafka_protocol::records::Reco
 
 /// Offset and timestamp of every record of a stored batch ([`decode_records`]). With
 /// LogAppendTime every record's timestamp is the batch's max timestamp, as Kafka reports it.
-pub fn record_timestamps(batch: &Batch) -> Result<Vec<(i64, i64)>, LogError> {
+pub fn record_timestamps(batch: &Batch, max_bytes: usize) -> Result<Vec<(i64, i64)>, LogError> {
     let header = batch.header();
     let log_append_time = header.timestamp_type() == TimestampType::LogAppendTime;
     let max_timestamp_ms = header.max_timestamp_ms();
-    Ok(decode_records(batch)?
+    Ok(decode_records(batch, max_bytes)?
         .iter()
         .map(|record| {
             let timestamp_ms = if log_append_time {
@@ -1401,7 +1417,7 @@ mod tests {
         // Keep records 0 and 2 (offset deltas 0 and 2) under the original lastOffsetDelta.
         let mut records = Vec::new();
         let mut index = 0;
-        for_each_record(&batch, |record| {
+        for_each_record(&batch, usize::MAX, |record| {
             if index != 1 {
                 put_record(
                     &mut records,
@@ -1432,7 +1448,7 @@ mod tests {
         ));
         let stored = Batch::new_stored(sparse, MAX).expect("stored");
         assert_eq!(
-            record_timestamps(&stored).expect("decode"),
+            record_timestamps(&stored, usize::MAX).expect("decode"),
             vec![(100, 1), (102, 3)]
         );
         // A header-only batch (what the cleaner keeps for its last offset).
@@ -1440,7 +1456,9 @@ mod tests {
         assert_eq!(empty.len(), BATCH_HEADER_BYTES);
         let empty = Batch::new_stored(empty, MAX).expect("stored");
         assert_eq!(empty.header().last_offset(), 102);
-        assert!(decode_records(&empty).expect("decode").is_empty());
+        assert!(decode_records(&empty, usize::MAX)
+            .expect("decode")
+            .is_empty());
         assert!(validate(empty.bytes(), MAX).is_err());
         // Offset deltas that do not ascend, or pass lastOffsetDelta, are corrupt even stored.
         for (count, delta) in [(2, 1), (3, 1)] {
@@ -1462,10 +1480,10 @@ mod tests {
         ] {
             let keyed = Batch::new(batch_with(0, &[1, 2], 10, compression), MAX).expect("valid");
             assert_eq!(
-                keyless_record_indexes(&keyed).expect("walk"),
+                keyless_record_indexes(&keyed, usize::MAX).expect("walk"),
                 Vec::<usize>::new()
             );
-            let records: Vec<kafka_protocol::records::Record> = decode_records(&keyed)
+            let records: Vec<kafka_protocol::records::Record> = decode_records(&keyed, usize::MAX)
                 .expect("decode")
                 .into_iter()
                 .enumerate()
@@ -1487,9 +1505,12 @@ mod tests {
             )
             .expect("encode");
             let keyless = Batch::new(buf.freeze(), MAX).expect("valid");
-            assert_eq!(keyless_record_indexes(&keyless).expect("walk"), vec![1]);
+            assert_eq!(
+                keyless_record_indexes(&keyless, usize::MAX).expect("walk"),
+                vec![1]
+            );
             // Compression round trip of the records section.
-            let raw = decompressed_records(&keyless).expect("decompress");
+            let raw = decompressed_records(&keyless, usize::MAX).expect("decompress");
             let mut again = BytesMut::new();
             compress_records(compression, &raw, &mut again).expect("compress");
             assert!(!again.is_empty());
@@ -1520,7 +1541,7 @@ mod tests {
             let bytes = batch_with(10, &[7, 3, 9], 50, compression);
             let batch = Batch::new(bytes, MAX).expect("valid");
             assert_eq!(
-                record_timestamps(&batch).expect("decode"),
+                record_timestamps(&batch, usize::MAX).expect("decode"),
                 vec![(10, 7), (11, 3), (12, 9)],
                 "{compression:?}"
             );
@@ -1528,7 +1549,7 @@ mod tests {
             set_log_append_time(&mut rewritten, 500);
             let batch = Batch::new(rewritten.freeze(), MAX).expect("valid");
             assert_eq!(
-                record_timestamps(&batch).expect("decode"),
+                record_timestamps(&batch, usize::MAX).expect("decode"),
                 vec![(10, 500), (11, 500), (12, 500)]
             );
         }

@@ -481,6 +481,8 @@ struct Round<'a> {
     map: &'a OffsetMap,
     truncations: u64,
     index_interval_bytes: u32,
+    /// How far a batch's records may decompress (`max.message.bytes` based).
+    decompressed_max_bytes: usize,
 }
 
 /// One compaction of `log` (see the module doc). The caller holds the log's cleaner lock.
@@ -554,6 +556,9 @@ pub(super) fn compact(
         map: &map,
         truncations,
         index_interval_bytes: config.index_interval_bytes,
+        decompressed_max_bytes: super::compression::decompressed_max_bytes(
+            config.max_message_bytes as usize,
+        ),
     };
     for group in &groups {
         if clean_group(log, &config, group, &round, &mut stats)? == Progress::Aborted {
@@ -595,6 +600,8 @@ fn build_offset_map(
     stats: &mut CompactionStats,
     truncations: u64,
 ) -> Result<Progress, LogError> {
+    let decompressed_max_bytes =
+        super::compression::decompressed_max_bytes(log.config().max_message_bytes as usize);
     let start = range.first_dirty_offset;
     let dirty = segments_in_range(segments, start, range.first_uncleanable_offset);
     for (index, segment) in dirty.iter().enumerate() {
@@ -619,7 +626,7 @@ fn build_offset_map(
             if !header.is_control() && !header.is_transactional() {
                 let base_offset = header.base_offset();
                 let mut full = false;
-                batch::for_each_record(&batch, |record| {
+                batch::for_each_record(&batch, decompressed_max_bytes, |record| {
                     let offset = base_offset + i64::from(record.offset_delta);
                     if full || offset < start {
                         return;
@@ -871,7 +878,7 @@ fn filter_batch(
     let horizon_ms = header.delete_horizon_ms();
     let retain_tombstones = horizon_ms.is_none_or(|horizon| round.now_ms < horizon);
     let base_offset = header.base_offset();
-    let records = batch::decompressed_records(&batch)?;
+    let records = batch::decompressed_records(&batch, round.decompressed_max_bytes)?;
     let mut kept: Vec<RawRecord<'_>> = Vec::new();
     let mut removed = 0u64;
     let mut kept_tombstone = false;

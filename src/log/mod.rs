@@ -6,6 +6,8 @@
 //! Layers, bottom up (no layer reaches past the one below it):
 //! - [`batch`]: a zero-copy view of a v2 (magic 2) record batch header; validation
 //!   (length, magic, CRC-32C, record count) and the base-offset / leader-epoch rewrite.
+//! - [`compression`]: decompression of record sections with a bound derived from
+//!   `max.message.bytes`, so a compressed bomb fails one request, never the broker.
 //! - [`offset_index`]: the sparse `.index` (relative offset → file position, 8-byte entries).
 //! - [`time_index`]: the sparse `.timeindex` (timestamp → relative offset, 12-byte entries).
 //! - [`segment`]: one `.log` file with its two indexes; append, read, recover, truncate.
@@ -23,6 +25,7 @@
 
 pub mod batch;
 pub mod cleaner;
+pub mod compression;
 mod error;
 pub mod file_slice;
 pub mod leader_epoch;

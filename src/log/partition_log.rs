@@ -441,6 +441,12 @@ impl PartitionLog {
         lock(&self.epochs).end_offset_for(epoch, self.log_end_offset())
     }
 
+    /// How far one batch's records may decompress under this log's `max.message.bytes`
+    /// ([`compression::decompressed_max_bytes`](super::compression::decompressed_max_bytes)).
+    pub fn decompressed_max_bytes(&self) -> usize {
+        super::compression::decompressed_max_bytes(self.config().max_message_bytes as usize)
+    }
+
     /// The partition directory.
     pub fn dir(&self) -> &Path {
         &self.dir
@@ -529,6 +535,13 @@ impl PartitionLog {
     ) -> Result<AppendInfo, LogError> {
         let config = self.config();
         let batches = batch::validate_all(records, config.max_message_bytes as usize)?;
+        let decompressed_max_bytes =
+            super::compression::decompressed_max_bytes(config.max_message_bytes as usize);
+        for batch in &batches {
+            // Compressed records are stored as sent, but how far they expand is counted: a
+            // bomb is refused here (see `compression`).
+            batch::check_decompressed_size(batch, decompressed_max_bytes)?;
+        }
         if config.cleanup_policy.compact {
             // Only compacted logs pay for looking at the records.
             self.refuse_keyless_records(&batches)?;
@@ -570,7 +583,7 @@ impl PartitionLog {
     /// message without key"): the cleaner could never tell which of them is the latest.
     fn refuse_keyless_records(&self, batches: &[batch::Batch]) -> Result<(), LogError> {
         for batch in batches {
-            let keyless = batch::keyless_record_indexes(batch)?;
+            let keyless = batch::keyless_record_indexes(batch, self.decompressed_max_bytes())?;
             if !keyless.is_empty() {
                 let partition = self
                     .dir
@@ -836,6 +849,7 @@ impl PartitionLog {
     /// time index narrows the scan and candidate batches are decoded.
     pub fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<Option<(i64, i64)>, LogError> {
         let log_start_offset = self.log_start_offset();
+        let bound = self.decompressed_max_bytes();
         for segment in self.segments_snapshot() {
             if segment.next_offset() <= log_start_offset {
                 continue;
@@ -846,7 +860,9 @@ impl PartitionLog {
             if segment_max_ms < timestamp_ms {
                 continue;
             }
-            if let Some(found) = segment.find_offset_by_timestamp(timestamp_ms, log_start_offset)? {
+            if let Some(found) =
+                segment.find_offset_by_timestamp(timestamp_ms, log_start_offset, bound)?
+            {
                 return Ok(Some(found));
             }
         }
@@ -868,7 +884,7 @@ impl PartitionLog {
             }
         }
         match best {
-            Some((_, segment)) => segment.max_timestamp_record(),
+            Some((_, segment)) => segment.max_timestamp_record(self.decompressed_max_bytes()),
             None => Ok(None),
         }
     }

@@ -1315,11 +1315,13 @@ impl Segment {
 
     /// The first record at or after `starting_offset` whose timestamp is `>= target_ms`, as
     /// (offset, timestamp): the time index gives where to start, batch headers skip batches
-    /// whose max timestamp is below the target, and candidate batches are decoded.
+    /// whose max timestamp is below the target, and candidate batches are decoded (to at most
+    /// `decompressed_max_bytes` each).
     pub fn find_offset_by_timestamp(
         &self,
         target_ms: i64,
         starting_offset: i64,
+        decompressed_max_bytes: usize,
     ) -> Result<Option<(i64, i64)>, LogError> {
         let (size, start) = {
             let state = read_lock(&self.state);
@@ -1345,7 +1347,8 @@ impl Segment {
                 return Ok(None);
             };
             let batch = self.read_batch(&location)?;
-            for (offset, timestamp_ms) in batch::record_timestamps(&batch)? {
+            for (offset, timestamp_ms) in batch::record_timestamps(&batch, decompressed_max_bytes)?
+            {
                 if offset >= starting_offset && timestamp_ms >= target_ms {
                     return Ok(Some((offset, timestamp_ms)));
                 }
@@ -1355,8 +1358,12 @@ impl Segment {
     }
 
     /// The record with the segment's largest timestamp (the first one on ties), as
-    /// (timestamp, offset); `None` when no record has a timestamp.
-    pub fn max_timestamp_record(&self) -> Result<Option<(i64, i64)>, LogError> {
+    /// (timestamp, offset); `None` when no record has a timestamp. Batches decompress to at
+    /// most `decompressed_max_bytes`.
+    pub fn max_timestamp_record(
+        &self,
+        decompressed_max_bytes: usize,
+    ) -> Result<Option<(i64, i64)>, LogError> {
         let Some((timestamp_ms, shallow_offset)) = self.max_timestamp() else {
             return Ok(None);
         };
@@ -1364,7 +1371,7 @@ impl Segment {
             return Ok(Some((timestamp_ms, shallow_offset)));
         };
         let batch = self.read_batch(&location)?;
-        let exact = batch::record_timestamps(&batch)?
+        let exact = batch::record_timestamps(&batch, decompressed_max_bytes)?
             .into_iter()
             .find(|&(_, record_timestamp_ms)| record_timestamp_ms == timestamp_ms)
             .map_or(location.last_offset, |(offset, _)| offset);
@@ -1643,7 +1650,7 @@ mod tests {
         assert_eq!(segment.find_batch(60).expect("find"), None);
         assert_eq!(segment.max_timestamp(), Some((195, 59)));
         assert_eq!(
-            segment.max_timestamp_record().expect("max"),
+            segment.max_timestamp_record(usize::MAX).expect("max"),
             Some((195, 58))
         );
     }
@@ -1968,28 +1975,40 @@ mod tests {
             );
         }
         assert_eq!(
-            segment.find_offset_by_timestamp(0, 0).expect("find"),
+            segment
+                .find_offset_by_timestamp(0, 0, usize::MAX)
+                .expect("find"),
             Some((0, 10))
         );
         assert_eq!(
-            segment.find_offset_by_timestamp(120, 0).expect("find"),
+            segment
+                .find_offset_by_timestamp(120, 0, usize::MAX)
+                .expect("find"),
             Some((5, 150))
         );
         assert_eq!(
-            segment.find_offset_by_timestamp(225, 0).expect("find"),
+            segment
+                .find_offset_by_timestamp(225, 0, usize::MAX)
+                .expect("find"),
             Some((9, 250))
         );
         assert_eq!(
-            segment.find_offset_by_timestamp(355, 0).expect("find"),
+            segment
+                .find_offset_by_timestamp(355, 0, usize::MAX)
+                .expect("find"),
             Some((15, 360))
         );
         assert_eq!(
-            segment.find_offset_by_timestamp(361, 0).expect("find"),
+            segment
+                .find_offset_by_timestamp(361, 0, usize::MAX)
+                .expect("find"),
             None
         );
         // Starting offset excludes earlier records.
         assert_eq!(
-            segment.find_offset_by_timestamp(0, 6).expect("find"),
+            segment
+                .find_offset_by_timestamp(0, 6, usize::MAX)
+                .expect("find"),
             Some((6, 130))
         );
     }

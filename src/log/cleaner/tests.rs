@@ -107,7 +107,7 @@ fn rows(log: &PartitionLog) -> Vec<Row> {
     };
     stored(log)
         .iter()
-        .flat_map(|batch| batch::decode_records(batch).expect("decode"))
+        .flat_map(|batch| batch::decode_records(batch, usize::MAX).expect("decode"))
         .map(|record| {
             (
                 record.offset,
@@ -403,7 +403,7 @@ fn log_append_time_batches_keep_their_timestamp() {
     assert_eq!(header.timestamp_type(), batch::TimestampType::LogAppendTime);
     assert_eq!(header.max_timestamp_ms(), 4242);
     assert_eq!(
-        batch::record_timestamps(&batches[0]).expect("timestamps"),
+        batch::record_timestamps(&batches[0], usize::MAX).expect("timestamps"),
         vec![(1, 4242)]
     );
 }
@@ -871,7 +871,7 @@ fn readers_and_writers_run_during_compaction() {
                         assert!(header.last_offset() >= offset);
                     }
                     last = header.last_offset();
-                    batch::decode_records(&batch).expect("records decode");
+                    batch::decode_records(&batch, usize::MAX).expect("records decode");
                 }
                 reads += 1;
             }
@@ -1076,7 +1076,7 @@ fn check(
             header.base_offset() > previous,
             "batches ascend, step {step}"
         );
-        for record in batch::decode_records(&batch).expect("decode") {
+        for record in batch::decode_records(&batch, usize::MAX).expect("decode") {
             assert!(record.offset > previous, "offsets ascend, step {step}");
             previous = record.offset;
             let original = appended
