@@ -244,6 +244,7 @@ pub struct RunningBroker {
 /// Starts a broker: binds, opens the data dir, serves until [`RunningBroker::shutdown`].
 pub async fn start(mut config: BrokerConfig) -> Result<RunningBroker, StartError> {
     config.check()?;
+    log_open_files(&config);
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|source| StartError::Bind {
@@ -285,6 +286,28 @@ pub async fn start(mut config: BrokerConfig) -> Result<RunningBroker, StartError
         follower,
         internal_server,
     })
+}
+
+/// Raises the open-file limit to the hard limit and says how many partitions it leaves room
+/// for (see [`open_files`](crate::server::open_files)).
+fn log_open_files(config: &BrokerConfig) {
+    use crate::server::open_files;
+    match open_files::raise_limit() {
+        Ok(files) => {
+            let partitions = open_files::partition_capacity(
+                files.limit,
+                u64::try_from(config.max_connections()).unwrap_or(u64::MAX),
+                u64::from(config.brokers_in_process),
+            );
+            tracing::info!(
+                limit = files.limit,
+                raised_from = ?files.raised_from,
+                partitions,
+                "open-file limit: room for about this many partition replicas on this broker (three files per segment, descriptors kept for max.connections)"
+            );
+        }
+        Err(error) => tracing::warn!(%error, "cannot read the open-file limit"),
+    }
 }
 
 /// Binds the internal listener when this broker is one of several voters.

@@ -287,6 +287,12 @@ pub const BROKER_CONFIGS: &[ConfigDef] = &[
         "Requests of one connection in flight at once (read but not yet answered); further ones wait in the socket. Per connection in gregor (Kafka: per broker, 500, but it handles one request per connection at a time). Few suffice for pipelining; many let acks=all producers park large requests while the ISR catches up.",
     ),
     long(
+        "request.entries.max",
+        "100000",
+        1,
+        "Entries a request's lists may hold in all (topics, partitions, groups, members, keys; nested lists counted in full); a request with more closes its connection before any handler runs.",
+    ),
+    long(
         "fetch.max.bytes",
         "57671680",
         1024,
@@ -548,6 +554,8 @@ pub struct BrokerConfig {
     pub advertised_port: u16,
     /// The data directory.
     pub data_dir: PathBuf,
+    /// Brokers sharing this process (`gregor dev`): they share its open-file limit.
+    pub brokers_in_process: u32,
     values: BTreeMap<&'static str, String>,
 }
 
@@ -559,6 +567,7 @@ impl BrokerConfig {
             advertised_host: listen.ip().to_string(),
             advertised_port: listen.port(),
             data_dir,
+            brokers_in_process: 1,
             values: BTreeMap::new(),
         }
     }
@@ -759,6 +768,10 @@ impl BrokerConfig {
     /// `queued.max.requests` (per connection in gregor).
     pub fn queued_max_requests(&self) -> usize {
         clamp_usize(self.long("queued.max.requests")).max(1)
+    }
+    /// `request.entries.max`.
+    pub fn request_entries_max(&self) -> usize {
+        clamp_usize(self.long("request.entries.max"))
     }
     /// `fetch.max.bytes`.
     pub fn fetch_max_bytes(&self) -> usize {

@@ -200,6 +200,7 @@ async fn run_dev(args: DevArgs) -> Result<(), String> {
         let listen = SocketAddr::from(([127, 0, 0, 1], port_of(args.port, i)?));
         let dir = args.data_dir.join(format!("broker-{node_id}"));
         let mut config = load_config(listen, dir, args.config.as_ref())?;
+        config.brokers_in_process = u32::from(args.brokers);
         config
             .set("node.id", &node_id.to_string())
             .map_err(|e| e.to_string())?;

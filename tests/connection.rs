@@ -283,3 +283,43 @@ fn claimed_frame_sizes_do_not_become_resident_memory() {
     assert_eq!(header.correlation_id, 1);
     drop(open);
 }
+
+/// Bounded per-request work (issue 11, item 11): a request whose lists hold more than
+/// `request.entries.max` entries closes its connection before any handler runs; one within the
+/// limit is answered, and the broker answers other connections throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_with_too_many_entries_close_their_connection() {
+    use kafka_protocol::messages::{DescribeGroupsRequest, DescribeGroupsResponse, GroupId};
+    let broker = TestBroker::start(&[("request.entries.max", "1000")]).await;
+    let ids = |n: usize| -> DescribeGroupsRequest {
+        DescribeGroupsRequest::default().with_groups(
+            (0..n)
+                .map(|i| GroupId(StrBytes::from_string(format!("g{i}"))))
+                .collect(),
+        )
+    };
+    tokio::task::block_in_place(|| {
+        let mut s = connect(&broker);
+        s.write_all(&request(ApiKey::DescribeGroups, 5, 1, &ids(1000)))
+            .expect("write");
+        let mut frame = read_frame(&mut s).expect("an answer within the limit");
+        ResponseHeader::decode(
+            &mut frame,
+            ApiKey::DescribeGroups.response_header_version(5),
+        )
+        .expect("header");
+        let answer = DescribeGroupsResponse::decode(&mut frame, 5).expect("body");
+        assert_eq!(answer.groups.len(), 1000);
+
+        let mut s = connect(&broker);
+        let started = std::time::Instant::now();
+        s.write_all(&request(ApiKey::DescribeGroups, 5, 2, &ids(1001)))
+            .expect("write");
+        assert!(
+            is_closed(&mut s),
+            "a request over request.entries.max was taken"
+        );
+        assert!(started.elapsed() < Duration::from_secs(5));
+        metadata_ok(&broker);
+    });
+}

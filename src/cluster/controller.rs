@@ -202,10 +202,20 @@ impl Controller {
             port: self.config.advertised_port,
             rack: None,
         };
+        let partitions_max = crate::server::open_files::current_limit()
+            .ok()
+            .map(|limit| {
+                crate::server::open_files::partition_capacity(
+                    limit,
+                    u64::try_from(self.config.max_connections()).unwrap_or(u64::MAX),
+                    u64::from(self.config.brokers_in_process),
+                )
+            });
         let registration = BrokerRegistration {
             incarnation: self.incarnation,
             internal_addr: self.internal_addr.clone(),
             fenced: false,
+            partitions_max,
         };
         let _guard = self.write_lock.lock().await;
         // Decide against everything committed, not this broker's possibly stale image.
@@ -335,6 +345,7 @@ impl Controller {
                 })
                 .collect(),
         };
+        check_capacity(&current, &placed)?;
         let mut partition_infos = Vec::with_capacity(placed.len());
         for (index, replicas) in (0..).zip(placed) {
             // Fenced replicas start outside the ISR; the first live one leads (KRaft's rule
@@ -499,6 +510,41 @@ impl Controller {
     pub async fn shutdown(&self) {
         self.quorum.shutdown().await;
     }
+}
+
+/// Refuses a placement that would give a broker more partition replicas than its open-file
+/// limit leaves room for (as it registered it): such a broker could not open them, and would
+/// then fail every new connection for want of file descriptors.
+fn check_capacity(image: &MetadataImage, placed: &[Vec<i32>]) -> Result<(), ControllerError> {
+    let mut adding: BTreeMap<i32, u64> = BTreeMap::new();
+    for replica in placed.iter().flatten() {
+        *adding.entry(*replica).or_default() += 1;
+    }
+    for (broker, added) in adding {
+        let Some(capacity) = image
+            .registrations
+            .get(&broker)
+            .and_then(|r| r.partitions_max)
+        else {
+            continue;
+        };
+        let hosted = image
+            .topics
+            .values()
+            .flat_map(|t| &t.partitions)
+            .filter(|p| p.replicas.contains(&broker))
+            .count() as u64;
+        if hosted + added > capacity {
+            return Err(ControllerError::PolicyViolation(format!(
+                "broker {broker} would host {} partition replicas ({hosted} now, {added} more); \
+                 its open-file limit leaves room for {capacity} (three files per segment, \
+                 descriptors kept for max.connections): raise the broker's open-file limit \
+                 (ulimit -n) or use fewer partitions",
+                hosted + added
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Refuses a client's topic whose name is an internal topic's, or collides with one: only the

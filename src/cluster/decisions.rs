@@ -155,6 +155,7 @@ mod tests {
                     incarnation: uuid::Uuid::nil(),
                     internal_addr: String::new(),
                     fenced,
+                    partitions_max: None,
                 },
             );
         }
@@ -192,6 +193,7 @@ mod tests {
             incarnation: uuid::Uuid::from_u64_pair(0, incarnation),
             internal_addr: String::new(),
             fenced: false,
+            partitions_max: None,
         };
         let kinds = |commands: Vec<MetadataCommand>| -> Vec<&'static str> {
             commands

@@ -88,6 +88,9 @@ pub struct BrokerRegistration {
     pub internal_addr: String,
     /// Fenced brokers lead nothing and are left out of Metadata responses.
     pub fenced: bool,
+    /// Partition replicas its open-file limit leaves room for (`None`: not said, no limit).
+    #[serde(default)]
+    pub partitions_max: Option<u64>,
 }
 
 impl MetadataImage {

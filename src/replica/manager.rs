@@ -218,45 +218,66 @@ impl ReplicaManager {
             tracing::info!(topic = %key.0, partition = key.1, "removed partition data");
         }
         // Open or create what is wanted; apply config changes to what is open.
+        // One partition that cannot be opened (a disk error, no file descriptors left) does not
+        // keep the others from being hosted; the first error is returned after all were tried.
+        let mut first_error = None;
         for ((topic, index), (topic_id, info, min_insync)) in wanted {
-            let overrides = image
-                .topic(&topic)
-                .map(|t| t.configs.clone())
-                .unwrap_or_default();
-            let log_config = self.config.log_config(&overrides);
-            if let Some(existing) = self.lock_read()?.get(&(topic.clone(), index)) {
-                existing.log().set_config(log_config);
-                existing.set_assignment(assignment(info, min_insync), now_ms());
-                continue;
+            if let Err(error) = self.host(image, &topic, index, topic_id, info, min_insync) {
+                tracing::error!(%topic, partition = index, %error, "cannot host partition");
+                first_error.get_or_insert(error);
             }
-            let dir = self.config.data_dir.join(format!("{topic}-{index}"));
-            if let Some(on_disk) = read_partition_metadata(&dir) {
-                if on_disk != topic_id {
-                    tracing::warn!(%topic, partition = index, %on_disk, %topic_id,
-                        "partition dir belongs to an older topic of the same name; deleting it");
-                    self.logs.remove(&topic, index)?;
-                    if dir.exists() {
-                        std::fs::remove_dir_all(&dir)?;
-                    }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Applies `info` to a hosted partition, or opens (creating if needed) and hosts it.
+    fn host(
+        &self,
+        image: &MetadataImage,
+        topic: &str,
+        index: i32,
+        topic_id: Uuid,
+        info: &PartitionInfo,
+        min_insync: usize,
+    ) -> Result<(), LogError> {
+        let overrides = image
+            .topic(topic)
+            .map(|t| t.configs.clone())
+            .unwrap_or_default();
+        let log_config = self.config.log_config(&overrides);
+        if let Some(existing) = self.lock_read()?.get(&(topic.to_string(), index)) {
+            existing.log().set_config(log_config);
+            existing.set_assignment(assignment(info, min_insync), now_ms());
+            return Ok(());
+        }
+        let dir = self.config.data_dir.join(format!("{topic}-{index}"));
+        if let Some(on_disk) = read_partition_metadata(&dir) {
+            if on_disk != topic_id {
+                tracing::warn!(%topic, partition = index, %on_disk, %topic_id,
+                    "partition dir belongs to an older topic of the same name; deleting it");
+                self.logs.remove(topic, index)?;
+                if dir.exists() {
+                    std::fs::remove_dir_all(&dir)?;
                 }
             }
-            let log = self.logs.open_log(&topic, index, log_config)?;
-            write_partition_metadata(&dir, topic_id)?;
-            let partition = Arc::new(Partition::new(
-                topic.clone(),
-                topic_id,
-                index,
-                self.node_id,
-                log,
-                info.leader,
-                info.leader_epoch,
-            ));
-            if let Some(high_watermark) = self.logs.checkpointed_high_watermark(&topic, index) {
-                partition.restore_high_watermark(high_watermark);
-            }
-            partition.set_assignment(assignment(info, min_insync), now_ms());
-            self.lock_write()?.insert((topic, index), partition);
         }
+        let log = self.logs.open_log(topic, index, log_config)?;
+        write_partition_metadata(&dir, topic_id)?;
+        let partition = Arc::new(Partition::new(
+            topic.to_string(),
+            topic_id,
+            index,
+            self.node_id,
+            log,
+            info.leader,
+            info.leader_epoch,
+        ));
+        if let Some(high_watermark) = self.logs.checkpointed_high_watermark(topic, index) {
+            partition.restore_high_watermark(high_watermark);
+        }
+        partition.set_assignment(assignment(info, min_insync), now_ms());
+        self.lock_write()?
+            .insert((topic.to_string(), index), partition);
         Ok(())
     }
 

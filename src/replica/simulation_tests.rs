@@ -189,6 +189,7 @@ impl Sim {
                         incarnation: Uuid::from_u64_pair(seed, id as u64),
                         internal_addr: format!("sim:{id}"),
                         fenced: false,
+                        partitions_max: None,
                     },
                 },
             );
@@ -306,6 +307,7 @@ impl Sim {
                 incarnation: Uuid::from_u64_pair(self.now as u64, id as u64),
                 internal_addr: format!("sim:{id}"),
                 fenced: false,
+                partitions_max: None,
             };
             // Every restart here follows a crash: never a clean stop.
             for command in registration_commands(self.image(), broker, registration, false) {

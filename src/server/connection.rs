@@ -14,6 +14,9 @@
 //! request order; when the queue is full the read side stops reading, which pushes back on
 //! the client through TCP.
 //!
+//! A request whose lists hold more than `request.entries.max` entries in all closes the
+//! connection before any handler runs (see [`api::request_size`]).
+//!
 //! A connection with nothing in flight on which no byte moved for `connections.max.idle.ms` is
 //! closed (a parked long poll counts as in flight), as Kafka closes idle connections.
 //!
@@ -226,6 +229,14 @@ async fn handle_frame(
     };
     let correlation_id = header.correlation_id;
     tracing::trace!(%peer, ?api_key, version, correlation_id, "request");
+    let entries = api::request_size::entries(&body);
+    let entries_max = broker.config.request_entries_max();
+    if entries > entries_max {
+        return Err(format!(
+            "{api_key:?} request with {entries} list entries exceeds request.entries.max \
+             ({entries_max})"
+        ));
+    }
     let ctx = RequestContext {
         broker: broker.clone(),
         header,

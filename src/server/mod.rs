@@ -6,6 +6,8 @@
 //! - [`connection`]: length-prefixed framing, request pipelining, responses strictly in request
 //!   order, the per-connection in-flight cap (`queued.max.requests`), the idle timeout
 //!   (`connections.max.idle.ms`); each connection's requests carry its [`Principal`].
+//! - [`open_files`]: the open-file limit, raised at start, and the partitions it leaves room
+//!   for (registered with the controller, which places no more).
 //! - [`peer_auth`]: the challenge-response handshake that proves a peer on the internal
 //!   listener holds `cluster.secret`.
 //!
@@ -14,6 +16,7 @@
 
 pub mod connection;
 pub mod listener;
+pub mod open_files;
 pub mod peer_auth;
 
 pub use listener::serve;

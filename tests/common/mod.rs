@@ -96,6 +96,8 @@ pub struct ProcessBroker {
     pub extra_env: Vec<(String, String)>,
     /// Where its log goes (appended to across restarts); stderr when None.
     pub log_file: Option<PathBuf>,
+    /// A command the broker runs under (`prlimit --nofile=...`), if any.
+    pub wrapper: Vec<String>,
 }
 
 impl ProcessBroker {
@@ -125,6 +127,7 @@ impl ProcessBroker {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             log_file,
+            wrapper: Vec::new(),
         }
     }
 
@@ -140,7 +143,14 @@ impl ProcessBroker {
     /// Starts the process without waiting for it to listen (brokers of a cluster listen only
     /// once a quorum forms, so they start together).
     pub fn launch(&mut self) {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_gregor"));
+        let mut cmd = match self.wrapper.split_first() {
+            Some((program, args)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(args).arg(env!("CARGO_BIN_EXE_gregor"));
+                cmd
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_gregor")),
+        };
         cmd.args([
             "broker",
             "--node-id",

@@ -475,6 +475,7 @@ mod tests {
                     incarnation: Uuid::new_v4(),
                     internal_addr: format!("127.0.0.1:{}", 19092 + node_id),
                     fenced: true,
+                    partitions_max: None,
                 },
             },
         );

@@ -193,6 +193,7 @@ fn register(node_id: i32) -> MetadataCommand {
             incarnation: Uuid::new_v4(),
             internal_addr: format!("node-{node_id}"),
             fenced: false,
+            partitions_max: None,
         },
     }
 }
