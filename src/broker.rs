@@ -273,6 +273,10 @@ pub async fn start(mut config: BrokerConfig) -> Result<RunningBroker, StartError
     let follower = tokio::spawn(follow_metadata(broker.clone(), broker.shutdown_signal()));
     tokio::spawn(run_isr_manager(broker.clone(), broker.shutdown_signal()));
     tokio::spawn(run_liveness(broker.clone(), broker.shutdown_signal()));
+    tokio::spawn(report_offline_logs(
+        broker.clone(),
+        broker.shutdown_signal(),
+    ));
     tokio::spawn(broker.groups.clone().run_timers(broker.shutdown_signal()));
     let groups = broker.groups.clone();
     tokio::spawn(async move { groups.host_and_load().await });
@@ -463,6 +467,38 @@ async fn run_liveness(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) 
             if let Err(error) = broker.controller.elect_preferred_leaders().await {
                 tracing::debug!(%error, "preferred leader election not made");
             }
+        }
+    }
+}
+
+/// A storage fault takes a log offline, not the data (as Kafka reports offline log
+/// directories): every quarter second the partitions whose logs went offline here and that the
+/// metadata does not show offline yet are reported to the controller, which moves their
+/// leadership to healthy ISR members and takes these copies out of the ISRs. Retried until the
+/// metadata shows them.
+async fn report_offline_logs(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
+    let me = broker.config.node_id();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+            _ = shutdown.changed() => return,
+        }
+        let image = broker.controller.image();
+        let unreported: Vec<(uuid::Uuid, i32)> = broker
+            .replicas
+            .offline_partitions()
+            .into_iter()
+            .filter(|(topic_id, index)| {
+                image.topic_by_id(topic_id).is_some()
+                    && !image.replica_offline(me, *topic_id, *index)
+            })
+            .collect();
+        if unreported.is_empty() {
+            continue;
+        }
+        tracing::error!(partitions = ?unreported, "logs offline after storage errors: asking the controller to move their leadership");
+        if let Err(error) = broker.controller.report_offline(unreported).await {
+            tracing::warn!(%error, "offline logs not reported yet");
         }
     }
 }

@@ -13,10 +13,8 @@ use std::time::Duration;
 use bytes::{BufMut, Bytes, BytesMut};
 use common::{free_port, raw_request, ProcessBroker, TestBroker};
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
-use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
-    ApiKey, ListOffsetsRequest, ListOffsetsResponse, MetadataRequest, MetadataResponse,
-    ProduceRequest, ProduceResponse, TopicName,
+    ApiKey, ListOffsetsRequest, ListOffsetsResponse, MetadataRequest, MetadataResponse, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
@@ -87,49 +85,8 @@ fn bombs() -> Vec<(&'static str, i16, Vec<u8>)> {
     ]
 }
 
-/// One uncompressed record with a key.
-fn keyed_batch() -> Bytes {
-    use kafka_protocol::records::{
-        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-    };
-    let record = Record {
-        transactional: false,
-        control: false,
-        partition_leader_epoch: 0,
-        producer_id: -1,
-        producer_epoch: -1,
-        timestamp_type: TimestampType::Creation,
-        offset: 0,
-        sequence: 0,
-        timestamp: 2_000,
-        key: Some(Bytes::from_static(b"k")),
-        value: Some(Bytes::from_static(b"v")),
-        headers: Default::default(),
-        delete_horizon: false,
-    };
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        &[record],
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        },
-    )
-    .expect("encode");
-    buf.freeze()
-}
-
 fn produce(port: u16, topic: &str, records: Bytes) -> (i16, String) {
-    let request = ProduceRequest::default()
-        .with_acks(1)
-        .with_timeout_ms(10_000)
-        .with_topic_data(vec![TopicProduceData::default()
-            .with_name(TopicName(StrBytes::from_string(topic.to_string())))
-            .with_partition_data(vec![PartitionProduceData::default()
-                .with_index(0)
-                .with_records(Some(records))])]);
-    let response: ProduceResponse = raw_request(port, ApiKey::Produce, 9, &request);
+    let response = common::produce_raw(port, topic, vec![(0, records)], 1);
     let p = &response.responses[0].partition_responses[0];
     (
         p.error_code,
@@ -232,9 +189,8 @@ async fn bombs_are_refused_and_read_paths_survive_them() {
             .expect("a follower takes it by CRC");
         log.roll().expect("roll");
         // A keyed record after it, so the bomb's segment is below the high watermark.
-        partition
-            .append_as_leader(keyed_batch(), 1_000)
-            .expect("append");
+        let keyed = common::record_batch(&[(Some(b"k".as_slice()), b"v".as_slice())], false, false);
+        partition.append_as_leader(keyed, 1_000).expect("append");
     };
     inject(&broker, "stored");
     inject(&broker, "stored-compact");

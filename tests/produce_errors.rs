@@ -7,72 +7,22 @@
 
 mod common;
 
-use bytes::{Bytes, BytesMut};
-use common::{create_topic, raw_request, TestBroker};
-use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse, TopicName};
-use kafka_protocol::protocol::StrBytes;
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
-
-const VERSION: i16 = 9;
+use bytes::Bytes;
+use common::{create_topic, TestBroker};
+use kafka_protocol::messages::ProduceResponse;
 
 fn batch(values: &[&[u8]]) -> Bytes {
     batch_of(values, false, false)
 }
 
-/// A batch of `values`, marked as control records and/or transactional (with a producer id).
+/// A batch of `values` (no keys), marked as control records and/or transactional.
 fn batch_of(values: &[&[u8]], control: bool, transactional: bool) -> Bytes {
-    let records: Vec<Record> = values
-        .iter()
-        .enumerate()
-        .map(|(i, v)| Record {
-            transactional,
-            control,
-            partition_leader_epoch: 0,
-            producer_id: if transactional { 4 } else { -1 },
-            producer_epoch: if transactional { 0 } else { -1 },
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            sequence: i as i32,
-            timestamp: 1_700_000_000_000,
-            key: None,
-            value: Some(Bytes::copy_from_slice(v)),
-            headers: Default::default(),
-            delete_horizon: false,
-        })
-        .collect();
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        &records,
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        },
-    )
-    .expect("encode");
-    buf.freeze()
+    let records: Vec<(Option<&[u8]>, &[u8])> = values.iter().map(|v| (None, *v)).collect();
+    common::record_batch(&records, control, transactional)
 }
 
 fn produce(port: u16, topic: &str, partitions: Vec<(i32, Bytes)>, acks: i16) -> ProduceResponse {
-    let req = ProduceRequest::default()
-        .with_acks(acks)
-        .with_timeout_ms(5000)
-        .with_topic_data(vec![TopicProduceData::default()
-            .with_name(TopicName(StrBytes::from_string(topic.to_string())))
-            .with_partition_data(
-                partitions
-                    .into_iter()
-                    .map(|(index, records)| {
-                        PartitionProduceData::default()
-                            .with_index(index)
-                            .with_records(Some(records))
-                    })
-                    .collect(),
-            )]);
-    raw_request(port, ApiKey::Produce, VERSION, &req)
+    common::produce_raw(port, topic, partitions, acks)
 }
 
 fn codes(r: &ProduceResponse) -> Vec<(i32, i16, i64)> {

@@ -216,6 +216,7 @@ impl Controller {
             internal_addr: self.internal_addr.clone(),
             fenced: false,
             partitions_max,
+            offline_replicas: Default::default(),
         };
         let _guard = self.write_lock.lock().await;
         // Decide against everything committed, not this broker's possibly stale image.
@@ -447,6 +448,23 @@ impl Controller {
             })
             .await?;
         match committed.applied {
+            Applied::Rejected(why) => Err(why.into()),
+            _ => Ok(()),
+        }
+    }
+
+    /// Tells the controller that this broker's logs of `partitions` (topic id, index) went
+    /// offline after storage errors: leadership moves to healthy ISR members and these copies
+    /// leave the ISRs.
+    pub async fn report_offline(
+        &self,
+        partitions: Vec<(Uuid, i32)>,
+    ) -> Result<(), ControllerError> {
+        let command = MetadataCommand::ReplicasOffline {
+            node_id: self.config.node_id(),
+            partitions,
+        };
+        match self.quorum.propose(command).await?.applied {
             Applied::Rejected(why) => Err(why.into()),
             _ => Ok(()),
         }

@@ -90,7 +90,9 @@ pub fn unclean_leader_changes(
             continue;
         }
         for p in topic.partitions.iter().filter(|p| p.leader < 0) {
-            if let Some(leader) = p.replicas.iter().copied().find(|r| live(image, *r)) {
+            let eligible =
+                |r: &i32| live(image, *r) && !image.replica_offline(*r, topic.id, p.index);
+            if let Some(leader) = p.replicas.iter().copied().find(eligible) {
                 changes.push(leader_change(topic, p, leader, Some(vec![leader])));
             }
         }
@@ -132,7 +134,11 @@ pub fn preferred_leader_changes(image: &MetadataImage) -> Vec<(String, MetadataC
             let Some(&preferred) = p.replicas.first() else {
                 continue;
             };
-            if p.leader == preferred || !live(image, preferred) || !p.isr.contains(&preferred) {
+            if p.leader == preferred
+                || !live(image, preferred)
+                || !p.isr.contains(&preferred)
+                || image.replica_offline(preferred, topic.id, p.index)
+            {
                 continue;
             }
             changes.push(leader_change(topic, p, preferred, None));
@@ -156,6 +162,7 @@ mod tests {
                     internal_addr: String::new(),
                     fenced,
                     partitions_max: None,
+                    offline_replicas: Default::default(),
                 },
             );
         }
@@ -194,6 +201,7 @@ mod tests {
             internal_addr: String::new(),
             fenced: false,
             partitions_max: None,
+            offline_replicas: Default::default(),
         };
         let kinds = |commands: Vec<MetadataCommand>| -> Vec<&'static str> {
             commands

@@ -91,6 +91,21 @@ pub struct BrokerRegistration {
     /// Partition replicas its open-file limit leaves room for (`None`: not said, no limit).
     #[serde(default)]
     pub partitions_max: Option<u64>,
+    /// Its replicas whose logs went offline after a storage error (topic id, partition): they
+    /// lead nothing and join no ISR until the broker registers again (a restart, which
+    /// recovers the logs).
+    #[serde(default)]
+    pub offline_replicas: std::collections::BTreeSet<(Uuid, i32)>,
+}
+
+impl MetadataImage {
+    /// Whether `node`'s replica of partition `index` of topic `topic_id` is offline (a storage
+    /// error): it may neither lead nor join the ISR.
+    pub fn replica_offline(&self, node: i32, topic_id: Uuid, index: i32) -> bool {
+        self.registrations
+            .get(&node)
+            .is_some_and(|r| r.offline_replicas.contains(&(topic_id, index)))
+    }
 }
 
 impl MetadataImage {

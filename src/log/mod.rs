@@ -8,6 +8,7 @@
 //!   (length, magic, CRC-32C, record count) and the base-offset / leader-epoch rewrite.
 //! - [`compression`]: decompression of record sections with a bound derived from
 //!   `max.message.bytes`, so a compressed bomb fails one request, never the broker.
+//! - [`faults`]: failure probes (EIO on write or fsync under a directory) for fault tests.
 //! - [`offset_index`]: the sparse `.index` (relative offset → file position, 8-byte entries).
 //! - [`time_index`]: the sparse `.timeindex` (timestamp → relative offset, 12-byte entries).
 //! - [`segment`]: one `.log` file with its two indexes; append, read, recover, truncate.
@@ -27,6 +28,7 @@ pub mod batch;
 pub mod cleaner;
 pub mod compression;
 mod error;
+pub mod faults;
 pub mod file_slice;
 pub mod leader_epoch;
 pub mod manager;

@@ -203,6 +203,8 @@ pub struct PartitionLog {
     /// Base offset → segment; the last one is active.
     segments: RwLock<BTreeMap<i64, Arc<Segment>>>,
     append_lock: Mutex<AppendState>,
+    /// Mirrors `AppendState::offline` for readers that must not take the append lock.
+    offline: AtomicBool,
     log_start_offset: AtomicI64,
     log_end_offset: AtomicI64,
     recovery_point: AtomicI64,
@@ -367,6 +369,7 @@ impl PartitionLog {
                 closed: false,
                 offline: false,
             }),
+            offline: AtomicBool::new(false),
             log_start_offset: AtomicI64::new(log_start_offset),
             log_end_offset: AtomicI64::new(log_end_offset),
             recovery_point: AtomicI64::new(recovery_point),
@@ -445,6 +448,12 @@ impl PartitionLog {
     /// ([`compression::decompressed_max_bytes`](super::compression::decompressed_max_bytes)).
     pub fn decompressed_max_bytes(&self) -> usize {
         super::compression::decompressed_max_bytes(self.config().max_message_bytes as usize)
+    }
+
+    /// Whether a write, fsync, roll or truncation failed: the log takes no more writes and
+    /// nothing may be acknowledged on its strength.
+    pub fn is_offline(&self) -> bool {
+        self.offline.load(Ordering::Acquire)
     }
 
     /// The partition directory.
@@ -682,6 +691,7 @@ impl PartitionLog {
         }
         if let Err(error) = active.append(writes, config.index_interval_bytes, now_ms) {
             state.offline = true;
+            self.offline.store(true, Ordering::Release);
             error!(dir = %self.dir.display(), %error, "append failed; log taken offline");
             return Err(error);
         }
@@ -730,6 +740,7 @@ impl PartitionLog {
             Ok(segment) => Arc::new(segment),
             Err(error) => {
                 state.offline = true;
+                self.offline.store(true, Ordering::Release);
                 error!(dir = %self.dir.display(), %error, "roll failed; log taken offline");
                 return Err(error);
             }
@@ -914,14 +925,26 @@ impl PartitionLog {
                 self.truncation_count.load(Ordering::Acquire),
             )
         };
-        for segment in &segments {
-            segment.sync()?;
-        }
-        if self.dir_sync_needed.swap(false, Ordering::AcqRel) {
-            if let Err(error) = sync_dir(&self.dir) {
-                self.dir_sync_needed.store(true, Ordering::Release);
-                return Err(error.into());
-            }
+        let synced = segments
+            .iter()
+            .try_for_each(|segment| segment.sync())
+            .and_then(|()| {
+                if self.dir_sync_needed.swap(false, Ordering::AcqRel) {
+                    if let Err(error) = sync_dir(&self.dir) {
+                        self.dir_sync_needed.store(true, Ordering::Release);
+                        return Err(error.into());
+                    }
+                }
+                Ok(())
+            });
+        if let Err(error) = synced {
+            // After a failed fsync the kernel may have dropped the pages it could not write
+            // (and a later fsync can then succeed without them): nothing may be acknowledged
+            // on the strength of this file any more.
+            lock(&self.append_lock).offline = true;
+            self.offline.store(true, Ordering::Release);
+            error!(dir = %self.dir.display(), %error, "fsync failed; log taken offline");
+            return Err(error);
         }
         let _state = lock(&self.append_lock);
         if self.truncation_count.load(Ordering::Acquire) == truncation_count {
@@ -1069,6 +1092,7 @@ impl PartitionLog {
         };
         if let Err(error) = result {
             state.offline = true;
+            self.offline.store(true, Ordering::Release);
             error!(dir = %self.dir.display(), %error, "truncation failed; log taken offline");
             return Err(error);
         }
@@ -1187,9 +1211,16 @@ impl PartitionLog {
             if state.closed {
                 return Ok(());
             }
-            if !state.offline {
-                self.active_segment()?.on_become_inactive()?;
+            if state.offline {
+                // Not a clean close: a write or fsync failed, so what is on disk may lack what
+                // was acknowledged before. The next start recovers this log (CRC scan).
+                state.closed = true;
+                return Err(LogError::Io(io::Error::other(format!(
+                    "log {} was offline after a storage error",
+                    self.dir.display()
+                ))));
             }
+            self.active_segment()?.on_become_inactive()?;
             state.closed = true;
         }
         self.flush()?;
@@ -1331,6 +1362,7 @@ impl PartitionLog {
         })();
         if let Err(error) = renamed {
             state.offline = true;
+            self.offline.store(true, Ordering::Release);
             error!(dir = %self.dir.display(), %error, "cleaner swap failed; log taken offline");
             return Err(error);
         }
@@ -1804,6 +1836,36 @@ mod tests {
         drop(log);
         let log = open(dir.path(), small_config(), 0);
         assert_eq!((log.log_start_offset(), log.log_end_offset()), (500, 502));
+    }
+
+    /// A failed write or fsync takes the log offline (issue 11, item 5): no further write, and
+    /// no clean close (what is on disk may lack what was written before the failure).
+    #[test]
+    fn a_failed_write_or_fsync_takes_the_log_offline() {
+        use crate::log::faults::{self, Fault};
+        for fault in [Fault::Write, Fault::Fsync] {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let log = open(dir.path(), small_config(), 0);
+            log.append(batch(0, 2, 1), 1, 0).expect("append");
+            faults::inject(dir.path(), fault);
+            let failed = match fault {
+                Fault::Write => log.append(batch(0, 2, 1), 1, 0).map(|_| ()),
+                Fault::Fsync => log.flush().map(|_| ()),
+            };
+            faults::clear(dir.path());
+            assert!(
+                matches!(failed, Err(LogError::Io(_))),
+                "{fault:?}: {failed:?}"
+            );
+            assert!(log.is_offline(), "{fault:?}");
+            assert!(log.append(batch(0, 1, 1), 1, 0).is_err(), "{fault:?}");
+            assert_eq!(
+                log.recovery_point(),
+                0,
+                "{fault:?}: nothing counts as flushed"
+            );
+            assert!(log.close().is_err(), "{fault:?}: not a clean close");
+        }
     }
 
     #[test]

@@ -985,6 +985,7 @@ impl Segment {
         let Some(last_batch) = batches.last() else {
             return Ok(());
         };
+        super::faults::check(&self.dir, super::faults::Fault::Write)?;
         let mut writer = lock(&self.writer);
         let (start_size, next_offset, mut max_timestamp) = {
             let state = read_lock(&self.state);
@@ -1433,6 +1434,7 @@ impl Segment {
 
     /// fsyncs the `.log` and both indexes (no lock held: appends continue meanwhile).
     pub fn sync(&self) -> Result<(), LogError> {
+        super::faults::check(&self.dir, super::faults::Fault::Fsync)?;
         self.log_file.sync_data()?;
         self.offset_index_file.sync_data()?;
         self.time_index_file.sync_data()?;

@@ -156,11 +156,22 @@ impl ReplicaManager {
         self.node_id
     }
 
-    /// The hosted partitions that `leader` leads and this broker follows.
+    /// The hosted partitions that `leader` leads and this broker follows (an offline copy
+    /// follows nobody).
     pub fn followed_from(&self, leader: i32) -> Vec<Arc<Partition>> {
         self.all_partitions()
             .into_iter()
-            .filter(|p| p.leader() == leader && leader != self.node_id)
+            .filter(|p| p.leader() == leader && leader != self.node_id && !p.is_offline())
+            .collect()
+    }
+
+    /// The hosted partitions whose logs went offline after a storage error: (topic id,
+    /// partition index).
+    pub fn offline_partitions(&self) -> Vec<(Uuid, i32)> {
+        self.all_partitions()
+            .iter()
+            .filter(|p| p.is_offline())
+            .map(|p| (p.topic_id(), p.index()))
             .collect()
     }
 

@@ -325,7 +325,14 @@ impl Partition {
         if !self.is_leader() {
             return Err(self.not_leader());
         }
-        let info = self.log.append(records, now_ms, self.leader_epoch())?;
+        let info = match self.log.append(records, now_ms, self.leader_epoch()) {
+            Ok(info) => info,
+            Err(error) => {
+                drop(role);
+                self.maybe_offline();
+                return Err(error.into());
+            }
+        };
         drop(role);
         let runtime = tokio::runtime::Handle::try_current();
         if let (true, false, Ok(runtime)) = (info.rolled, info.flush_needed, runtime) {
@@ -460,6 +467,21 @@ impl Partition {
         })
     }
 
+    /// Whether this copy's log went offline after a storage error (a failed write, fsync,
+    /// roll or truncation): it takes no writes, moves no high watermark, acknowledges nothing
+    /// more; the broker reports it and the controller moves leadership to a healthy ISR member.
+    pub fn is_offline(&self) -> bool {
+        self.log.is_offline()
+    }
+
+    /// After a failed log operation: if the log went offline, waiters for acknowledgements
+    /// are woken so they fail now instead of at their timeout.
+    fn maybe_offline(&self) {
+        if self.log.is_offline() {
+            self.high_watermark.send_modify(|_| {});
+        }
+    }
+
     /// Whether this broker leads the partition.
     pub fn is_leader(&self) -> bool {
         self.leader() == self.node_id
@@ -495,6 +517,13 @@ impl Partition {
     ) -> Option<Result<(), ReplicaError>> {
         if !self.is_leader() || self.leader_epoch() != leader_epoch {
             return Some(Err(self.not_leader()));
+        }
+        if self.is_offline() {
+            // This copy may have lost what it held: no acknowledgement on its strength.
+            return Some(Err(ReplicaError::Flush(format!(
+                "the log of {}-{} is offline after a storage error",
+                self.topic, self.index
+            ))));
         }
         (self.high_watermark() >= end).then_some(Ok(()))
     }
@@ -546,7 +575,7 @@ impl Partition {
     /// moving back. Followers take the leader's (see
     /// [`Partition::append_as_follower`]).
     fn maybe_advance_high_watermark(&self) {
-        if !self.is_leader() {
+        if !self.is_leader() || self.is_offline() {
             return;
         }
         let own = self.log.log_end_offset();
@@ -636,6 +665,9 @@ impl Partition {
     ) -> Result<FollowerApply, ReplicaError> {
         let _role = self.role.read().unwrap_or_else(|e| e.into_inner());
         if self.leader() != leader || self.leader_epoch() != leader_epoch || self.is_leader() {
+            return Ok(FollowerApply::Stale);
+        }
+        if self.is_offline() {
             return Ok(FollowerApply::Stale);
         }
         let flush_to = match fetched {
@@ -752,7 +784,9 @@ impl Partition {
     /// [`GroupCommit`]). Fails if the log was truncated below `offset` meanwhile or an fsync
     /// failed; cancel-safe.
     pub async fn flush_to(&self, offset: i64) -> Result<(), ReplicaError> {
-        match self.group_commit.flush_to(&self.log, offset).await {
+        let flushed = self.group_commit.flush_to(&self.log, offset).await;
+        self.maybe_offline();
+        match flushed {
             Ok(()) => Ok(()),
             // Only a follower truncates: this broker stopped leading while the producer waited,
             // and the batch is gone (NOT_LEADER_OR_FOLLOWER: the producer retries on the new

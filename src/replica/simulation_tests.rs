@@ -190,6 +190,7 @@ impl Sim {
                         internal_addr: format!("sim:{id}"),
                         fenced: false,
                         partitions_max: None,
+                        offline_replicas: Default::default(),
                     },
                 },
             );
@@ -308,6 +309,7 @@ impl Sim {
                 internal_addr: format!("sim:{id}"),
                 fenced: false,
                 partitions_max: None,
+                offline_replicas: Default::default(),
             };
             // Every restart here follows a crash: never a clean stop.
             for command in registration_commands(self.image(), broker, registration, false) {

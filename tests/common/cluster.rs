@@ -129,6 +129,19 @@ impl Cluster {
         }
     }
 
+    /// Stops broker `i`, which may not stop cleanly (a log went offline after a storage
+    /// error, so the next start recovers it).
+    pub async fn down_after_fault(&mut self, i: usize) {
+        if let Some(b) = self.brokers[i].take() {
+            if let Err(e) = b.shutdown().await {
+                eprintln!(
+                    "broker {} stopped uncleanly, as expected after a fault: {e}",
+                    i + 1
+                );
+            }
+        }
+    }
+
     pub fn bootstrap(&self, i: usize) -> String {
         format!("127.0.0.1:{}", self.ports[i])
     }

@@ -54,6 +54,18 @@ impl TestBroker {
         self.running = Some(start_in(self.dir.path(), port, &self.settings).await);
     }
 
+    /// Stops (cleanly or not: after a storage fault a log cannot close cleanly) and starts
+    /// again on the same port and data dir.
+    pub async fn restart_after_fault(&mut self) {
+        let port = self.port();
+        if let Some(running) = self.running.take() {
+            if let Err(e) = running.shutdown().await {
+                eprintln!("stopped uncleanly, as expected after a fault: {e}");
+            }
+        }
+        self.running = Some(start_in(self.dir.path(), port, &self.settings).await);
+    }
+
     pub fn port(&self) -> u16 {
         self.running.as_ref().expect("running").local_addr.port()
     }
@@ -461,4 +473,121 @@ pub fn check_acknowledged(bootstrap: &str, topic: &str, partitions: i32, acked: 
             "partition {p} out of order"
         );
     }
+}
+
+/// A size-limited tmpfs mounted at a directory (a filesystem that fills: ENOSPC), unmounted
+/// on drop. Mounting needs root, which the test machines have.
+pub struct TmpfsMount {
+    pub path: PathBuf,
+}
+
+impl TmpfsMount {
+    /// Mounts a tmpfs of `size` (`mount -o size=`, e.g. "2m") at `path`, creating it.
+    pub fn new(path: &Path, size: &str) -> TmpfsMount {
+        std::fs::create_dir_all(path).expect("mount point");
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(path)
+            .status()
+            .expect("run mount");
+        assert!(
+            status.success(),
+            "cannot mount a tmpfs at {} (the storage fault tests need root): {status}",
+            path.display()
+        );
+        TmpfsMount {
+            path: path.to_path_buf(),
+        }
+    }
+
+    /// Gives the filesystem a new size, keeping its files (frees space).
+    pub fn resize(&self, size: &str) {
+        let status = Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(&self.path)
+            .status()
+            .expect("run mount");
+        assert!(
+            status.success(),
+            "remount {}: {status}",
+            self.path.display()
+        );
+    }
+}
+
+impl Drop for TmpfsMount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+    }
+}
+
+/// One uncompressed v2 batch of `records` (key, value), timestamps 1,700,000,000,000 ms,
+/// marked as control records and/or transactional (producer id 4, epoch 0) if asked.
+pub fn record_batch(
+    records: &[(Option<&[u8]>, &[u8])],
+    control: bool,
+    transactional: bool,
+) -> bytes::Bytes {
+    use bytes::{Bytes, BytesMut};
+    use kafka_protocol::records::{
+        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    };
+    let records: Vec<Record> = records
+        .iter()
+        .enumerate()
+        .map(|(i, (key, value))| Record {
+            transactional,
+            control,
+            partition_leader_epoch: 0,
+            producer_id: if transactional { 4 } else { -1 },
+            producer_epoch: if transactional { 0 } else { -1 },
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            sequence: i as i32,
+            timestamp: 1_700_000_000_000,
+            key: key.map(Bytes::copy_from_slice),
+            value: Some(Bytes::copy_from_slice(value)),
+            headers: Default::default(),
+            delete_horizon: false,
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        &records,
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
+    )
+    .expect("encode");
+    buf.freeze()
+}
+
+/// Produce v9 to `topic` of `partitions` (index, records) with `acks`, on a new connection.
+pub fn produce_raw(
+    port: u16,
+    topic: &str,
+    partitions: Vec<(i32, bytes::Bytes)>,
+    acks: i16,
+) -> kafka_protocol::messages::ProduceResponse {
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::{ApiKey, ProduceRequest, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+    let request = ProduceRequest::default()
+        .with_acks(acks)
+        .with_timeout_ms(10_000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+            .with_partition_data(
+                partitions
+                    .into_iter()
+                    .map(|(index, records)| {
+                        PartitionProduceData::default()
+                            .with_index(index)
+                            .with_records(Some(records))
+                    })
+                    .collect(),
+            )]);
+    raw_request(port, ApiKey::Produce, 9, &request)
 }

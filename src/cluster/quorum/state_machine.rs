@@ -24,6 +24,7 @@ use tokio::sync::watch;
 
 use super::types::{kafka_id, Applied, MetadataCommand, Rejection, TypeConfig};
 use crate::cluster::metadata::{collision_key, MetadataImage, PartitionInfo};
+use uuid::Uuid;
 
 const SNAPSHOT_FILE: &str = "snapshot.json";
 
@@ -332,6 +333,7 @@ fn apply_inner(image: &mut MetadataImage, command: &MetadataCommand) -> Result<A
                 .get(topic_id)
                 .cloned()
                 .ok_or_else(|| Rejection::UnknownTopic(topic_id.to_string()))?;
+            let registrations = &image.registrations;
             let p = image
                 .topics
                 .get_mut(&name)
@@ -363,6 +365,24 @@ fn apply_inner(image: &mut MetadataImage, command: &MetadataCommand) -> Result<A
                     )));
                 }
             }
+            let offline = |node: &i32| {
+                registrations
+                    .get(node)
+                    .is_some_and(|r| r.offline_replicas.contains(&(*topic_id, *partition)))
+            };
+            if leader.as_ref().is_some_and(&offline) {
+                return Err(Rejection::Invalid(format!(
+                    "the replica of {name}-{partition} on broker {leader:?} is offline"
+                )));
+            }
+            if let Some(isr) = isr {
+                let joining: Vec<&i32> = isr.iter().filter(|r| !p.isr.contains(r)).collect();
+                if let Some(node) = joining.into_iter().find(|r| offline(r)) {
+                    return Err(Rejection::Invalid(format!(
+                        "the replica of {name}-{partition} on broker {node} is offline"
+                    )));
+                }
+            }
             if let Some(isr) = isr {
                 p.isr = isr.clone();
             }
@@ -373,6 +393,22 @@ fn apply_inner(image: &mut MetadataImage, command: &MetadataCommand) -> Result<A
                 }
             }
             p.partition_epoch += 1;
+            Ok(Applied::Done)
+        }
+        MetadataCommand::ReplicasOffline {
+            node_id,
+            partitions,
+        } => {
+            let registration = image
+                .registrations
+                .get_mut(node_id)
+                .ok_or(Rejection::UnknownBroker(*node_id))?;
+            registration
+                .offline_replicas
+                .extend(partitions.iter().copied());
+            take_out(image, *node_id, |topic_id, index| {
+                partitions.contains(&(topic_id, index))
+            });
             Ok(Applied::Done)
         }
         MetadataCommand::AllocateProducerIds { node_id, count } => {
@@ -400,15 +436,25 @@ fn live(image: &MetadataImage, node: i32) -> bool {
 /// to the first live replica of the remaining ISR (in replica order, so the preferred leader
 /// wins when it can), or to no leader at all: never outside the ISR (no unclean election).
 fn fence(image: &mut MetadataImage, node: i32) {
+    take_out(image, node, |_, _| true);
+}
+
+/// Takes `node`'s replicas of the partitions `which` selects out of service: out of every ISR
+/// they are not the last member of, and out of leadership (to the first live replica of the
+/// remaining ISR whose replica is not offline, in replica order, or to no leader), with new
+/// leader and partition epochs.
+fn take_out(image: &mut MetadataImage, node: i32, which: impl Fn(Uuid, i32) -> bool) {
     let live_nodes: Vec<i32> = image
         .registrations
         .iter()
         .filter(|(_, r)| !r.fenced)
         .map(|(id, _)| *id)
         .collect();
+    let registrations = &image.registrations;
     for topic in image.topics.values_mut() {
+        let topic_id = topic.id;
         for p in &mut topic.partitions {
-            if !p.replicas.contains(&node) {
+            if !p.replicas.contains(&node) || !which(topic_id, p.index) {
                 continue;
             }
             let mut changed = false;
@@ -417,7 +463,17 @@ fn fence(image: &mut MetadataImage, node: i32) {
                 changed = true;
             }
             if p.leader == node {
-                p.leader = elect(p, &live_nodes);
+                let eligible: Vec<i32> = live_nodes
+                    .iter()
+                    .copied()
+                    .filter(|r| {
+                        *r != node
+                            && !registrations.get(r).is_some_and(|reg| {
+                                reg.offline_replicas.contains(&(topic_id, p.index))
+                            })
+                    })
+                    .collect();
+                p.leader = elect(p, &eligible);
                 p.leader_epoch += 1;
                 changed = true;
             }
@@ -433,9 +489,14 @@ fn unfence(image: &mut MetadataImage, node: i32) {
     if !live(image, node) {
         return;
     }
+    let offline = image
+        .registrations
+        .get(&node)
+        .map(|r| r.offline_replicas.clone())
+        .unwrap_or_default();
     for topic in image.topics.values_mut() {
         for p in &mut topic.partitions {
-            if p.leader == -1 && p.isr.contains(&node) {
+            if p.leader == -1 && p.isr.contains(&node) && !offline.contains(&(topic.id, p.index)) {
                 p.leader = node;
                 p.leader_epoch += 1;
                 p.partition_epoch += 1;
@@ -476,6 +537,7 @@ mod tests {
                     internal_addr: format!("127.0.0.1:{}", 19092 + node_id),
                     fenced: true,
                     partitions_max: None,
+                    offline_replicas: Default::default(),
                 },
             },
         );
@@ -559,6 +621,55 @@ mod tests {
         };
         assert_eq!(apply_command(&mut image, &delete), Applied::Done);
         assert!(image.topic("orders").is_none() && image.topic_by_id(&t.id).is_none());
+    }
+
+    /// A storage fault takes a replica out of service, not the broker (issue 11, item 5):
+    /// its partition's leadership moves inside the ISR, the replica leaves the ISR where it is
+    /// not the last member, and it neither leads (no preferred election, no unfencing, no
+    /// leader change) nor rejoins the ISR until the broker registers again.
+    #[test]
+    fn offline_replicas_lose_leadership_and_isr_until_the_broker_registers_again() {
+        let mut image = three_brokers();
+        let t = topic("data", &[&[1, 2, 3], &[1]]);
+        let id = t.id;
+        apply_command(&mut image, &MetadataCommand::CreateTopic { topic: t });
+        let offline = MetadataCommand::ReplicasOffline {
+            node_id: 1,
+            partitions: vec![(id, 0), (id, 1)],
+        };
+        assert_eq!(apply_command(&mut image, &offline), Applied::Done);
+        let p0 = image.partition("data", 0).unwrap().clone();
+        assert_eq!(
+            (p0.leader, p0.leader_epoch, p0.isr.clone()),
+            (2, 1, vec![2, 3])
+        );
+        // The only copy of partition 1: no leader, still the (last) ISR member.
+        let p1 = image.partition("data", 1).unwrap().clone();
+        assert_eq!((p1.leader, p1.isr.clone()), (-1, vec![1]));
+        assert!(image.replica_offline(1, id, 0));
+        // Neither a preferred election nor an explicit move nor an ISR expansion takes it back.
+        assert!(crate::cluster::decisions::preferred_leader_changes(&image).is_empty());
+        for (leader, isr) in [(Some(1), None), (None, Some(vec![1, 2, 3]))] {
+            let change = MetadataCommand::ChangePartition {
+                topic_id: id,
+                partition: 0,
+                expected_partition_epoch: p0.partition_epoch,
+                leader,
+                isr,
+            };
+            assert!(matches!(
+                apply_command(&mut image, &change),
+                Applied::Rejected(Rejection::Invalid(_))
+            ));
+        }
+        // Unfencing does not make it lead its leaderless partition either.
+        apply_command(&mut image, &MetadataCommand::FenceBroker { node_id: 1 });
+        apply_command(&mut image, &MetadataCommand::UnfenceBroker { node_id: 1 });
+        assert_eq!(image.partition("data", 1).unwrap().leader, -1);
+        // A new registration (a restart, which recovers the logs) clears it.
+        register(&mut image, 1);
+        assert!(!image.replica_offline(1, id, 0));
+        assert_eq!(image.partition("data", 1).unwrap().leader, 1);
     }
 
     #[test]

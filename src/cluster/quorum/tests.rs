@@ -194,6 +194,7 @@ fn register(node_id: i32) -> MetadataCommand {
             internal_addr: format!("node-{node_id}"),
             fenced: false,
             partitions_max: None,
+            offline_replicas: Default::default(),
         },
     }
 }

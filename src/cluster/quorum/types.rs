@@ -74,6 +74,16 @@ pub enum MetadataCommand {
         /// New ISR.
         isr: Option<Vec<i32>>,
     },
+    /// A broker's logs of these partitions went offline after a storage error (Kafka's
+    /// offline log directories): its replicas leave every ISR they are not the last member of,
+    /// partitions it led move to another live ISR member (or to none), and they lead nothing
+    /// and join no ISR until the broker registers again.
+    ReplicasOffline {
+        /// The broker.
+        node_id: i32,
+        /// (topic id, partition index) of each offline replica.
+        partitions: Vec<(Uuid, i32)>,
+    },
     /// Hands a block of producer ids to a broker (KIP-730).
     AllocateProducerIds {
         /// The broker asking.
