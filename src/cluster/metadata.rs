@@ -152,6 +152,12 @@ pub const INTERNAL_TOPICS: [&str; 3] = [
 /// The internal topic `name` is, or collides with (`.` and `_` are the same in Kafka's
 /// metric names, so `__consumer.offsets` would shadow `__consumer_offsets`).
 pub fn reserved_topic(name: &str) -> Option<&'static str> {
+    let bytes = name.as_bytes();
+    if bytes.len() < 2 || !bytes[..2].iter().all(|b| matches!(b, b'_' | b'.')) {
+        // Every internal name's collision key starts with "__": no allocation on the produce
+        // path for ordinary topics.
+        return None;
+    }
     let key = collision_key(name);
     INTERNAL_TOPICS
         .into_iter()
@@ -218,5 +224,7 @@ mod tests {
         );
         assert_eq!(reserved_topic("consumer_offsets"), None);
         assert_eq!(reserved_topic("__cluster_metadata2"), None);
+        assert_eq!(reserved_topic("._consumer.offsets"), Some(OFFSETS_TOPIC));
+        assert_eq!(reserved_topic("orders"), None);
     }
 }
