@@ -115,7 +115,11 @@ impl Broker {
                 .await
             {
                 Ok(()) => {
-                    self.reconcile().await?;
+                    // A partition that cannot be opened does not stop the broker: the others
+                    // are hosted, and every metadata change tries it again.
+                    if let Err(error) = self.reconcile().await {
+                        tracing::error!(%error, "some partitions could not be hosted");
+                    }
                     // Groups of led partitions answer COORDINATOR_LOAD_IN_PROGRESS until
                     // `start` has replayed them.
                     self.groups.host_led_partitions();
