@@ -161,6 +161,11 @@ def cluster():
 def replicated_topic(cluster: Cluster, prefix: str) -> str:
     topic = f"{prefix}-{uuid.uuid4().hex[:8]}"
     admin = AdminClient({"bootstrap.servers": cluster.bootstrap})  # alive until the result
+    # A broker killed by the previous test listens as soon as it restarts, but counts as live
+    # (and can take a replica) only once it has registered again.
+    for _ in deadline_loop("three live brokers", 30):
+        if len(admin.list_topics(timeout=10).brokers) == 3:
+            break
     futures = admin.create_topics(
         [NewTopic(topic, num_partitions=1, replication_factor=3,
                   config={"min.insync.replicas": "2"})],
