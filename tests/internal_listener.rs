@@ -68,6 +68,21 @@ fn partition(response: &FetchResponse) -> (i16, usize) {
     (p.error_code, p.records.as_ref().map_or(0, |r| r.len()))
 }
 
+/// CPU time (user + system) this process has used so far.
+fn process_cpu() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").expect("stat");
+    // The fields after the command name (which ends with ')'): utime and stime are the 12th
+    // and 13th, in clock ticks (100 per second on Linux).
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let ticks: Vec<u64> = after
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .map(|f| f.parse().expect("ticks"))
+        .collect();
+    Duration::from_millis((ticks[0] + ticks[1]) * 10)
+}
+
 /// Reads until the peer closes or `within` passes; returns the bytes and whether it closed.
 fn read_until_closed(stream: &mut std::net::TcpStream, within: Duration) -> (Vec<u8>, bool) {
     stream
@@ -189,13 +204,20 @@ async fn idle_connections_close_and_oversized_internal_frames_are_refused() {
     parked
         .set_read_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");
-    let mut long_poll = fetch(12, -1).with_max_wait_ms(1500).with_min_bytes(1 << 20);
+    let mut long_poll = fetch(12, -1).with_max_wait_ms(3000).with_min_bytes(1 << 20);
     long_poll.topics[0].partitions[0].fetch_offset = 3;
     let started = Instant::now();
+    let cpu_before = process_cpu();
     let response: FetchResponse =
         tokio::task::block_in_place(|| raw_request_on(&mut parked, ApiKey::Fetch, 12, &long_poll));
+    let cpu = process_cpu() - cpu_before;
     assert_eq!(partition(&response).0, 0);
-    assert!(started.elapsed() >= Duration::from_millis(1400));
+    assert!(started.elapsed() >= Duration::from_millis(2900));
+    // Waiting out the idle timer while a request is in flight costs nothing: no spinning.
+    assert!(
+        cpu < Duration::from_millis(1500),
+        "the process used {cpu:?} of CPU during a 3 s long poll"
+    );
 
     // Then nothing moves on it, nor on a fresh client connection or an authenticated quorum
     // connection: all three are closed.

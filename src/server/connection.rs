@@ -141,6 +141,8 @@ async fn read_requests(
         Principal::Broker => broker.config.internal_frame_max_bytes(),
     };
     let idle = broker.config.connections_max_idle();
+    // When the idle timer next looks (never before the connection's last activity + idle).
+    let mut idle_check = activity.last() + idle;
     let mut buf = BytesMut::with_capacity(READ_CHUNK_BYTES);
     loop {
         // Split off every complete frame already buffered.
@@ -175,14 +177,16 @@ async fn read_requests(
         let read = tokio::select! {
             read = socket.read_buf(&mut buf) => read,
             _ = shutdown.changed() => return Ok(()),
-            _ = tokio::time::sleep_until(activity.last() + idle) => {
+            _ = tokio::time::sleep_until(idle_check.max(activity.last() + idle)) => {
                 // Idle only with nothing in flight (a long poll is activity) and nothing moved
-                // since the deadline was set.
-                let quiet = activity.last() + idle <= tokio::time::Instant::now();
+                // for the whole period; otherwise look again one period from now.
+                let now = tokio::time::Instant::now();
+                let quiet = activity.last() + idle <= now;
                 if quiet && activity.in_flight.load(Ordering::Acquire) == 0 {
                     tracing::debug!(peer = %connection.peer, ?idle, "closing an idle connection (connections.max.idle.ms)");
                     return Ok(());
                 }
+                idle_check = now + idle;
                 continue;
             }
         };
