@@ -29,6 +29,8 @@
 //!    ratio of the medians and of each pair (issue 4's target is at least 50%).
 //!    `--warm-memory SIZE` writes and frees SIZE of memory before every producer run, for VMs
 //!    that charge for first touches of memory they took back (docs/BENCHMARKS.md).
+//! 7. The idempotent producer (`idempotence`): idempotent against plain produce at acks=all
+//!    in the same run, and the memory cost of 1,000 producers' state in 100 partitions.
 //!
 //! Client and servers share the machine's cores, so every figure includes that contention. The
 //! report names the machine, the date and the load average, and, per phase, how many cores
@@ -55,6 +57,9 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{DeliveryResult, Message};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
+
+#[path = "gregor_bench/idempotence.rs"]
+mod idempotence;
 
 /// Partitions of every bench topic.
 const PARTITIONS: i32 = 8;
@@ -119,8 +124,8 @@ const USAGE: &str = "usage: cargo bench --bench gregor_bench -- [--quick] [--mar
   --paced-seconds    seconds of each paced (per-request cost) phase (default 3)
   --fetch-wait-ms N  fetch.wait.max.ms of the latency consumer (default 1)
   --no-ceiling       skip the no-op server
-  --phases LIST      comma-separated subset of produce,consume,paced,latency,groups (default
-                     all; consume reads what produce wrote)
+  --phases LIST      comma-separated subset of produce,consume,paced,latency,groups,idempotent
+                     (default all; consume reads what produce wrote)
   --brokers N        run gregor as an N-broker cluster (one process, gregor dev --brokers N)
                      with default.replication.factor=N (default 1)
   --acks A           the producers' acks: 1 or all (default 1)
@@ -284,15 +289,17 @@ enum Phase {
     Paced,
     Latency,
     Groups,
+    Idempotent,
 }
 
 impl Phase {
-    const ALL: [Phase; 5] = [
+    const ALL: [Phase; 6] = [
         Phase::Produce,
         Phase::Consume,
         Phase::Paced,
         Phase::Latency,
         Phase::Groups,
+        Phase::Idempotent,
     ];
 
     fn parse(name: &str) -> Result<Phase, String> {
@@ -302,6 +309,7 @@ impl Phase {
             "paced" => Ok(Phase::Paced),
             "latency" => Ok(Phase::Latency),
             "groups" => Ok(Phase::Groups),
+            "idempotent" => Ok(Phase::Idempotent),
             other => Err(format!("unknown phase {other:?}")),
         }
     }
@@ -411,6 +419,8 @@ struct Report {
     paced: Vec<PacedRun>,
     latency: Option<LatencyRun>,
     groups: Option<GroupsRun>,
+    idempotence: Vec<idempotence::IdempotenceRuns>,
+    producer_state: Option<idempotence::StateCost>,
     gregor_peak_rss_kb: Option<u64>,
     one_broker_peak_rss_kb: Option<u64>,
     noop_peak_rss_kb: Option<u64>,
@@ -571,6 +581,29 @@ fn run(options: &Options) -> BenchResult<()> {
         None
     };
 
+    // 7: the idempotent producer.
+    let (idempotence, producer_state) = if options.runs(Phase::Idempotent) {
+        idempotence::create(&gregor)?;
+        let sizes: Vec<(usize, u64)> = sizes
+            .iter()
+            .map(|&(size, count, _)| (size, count))
+            .collect();
+        let runs = idempotence::throughput(&gregor, options.rounds, &sizes)?;
+        let cost = idempotence::state_cost(&gregor)?;
+        eprintln!(
+            "producer state: {} producers x {} partitions in {:.1} s, RSS {} -> {} KiB ({:.0} B per producer per partition)",
+            cost.producers,
+            cost.partitions,
+            cost.elapsed.as_secs_f64(),
+            cost.rss_before_kb,
+            cost.rss_after_kb,
+            cost.bytes_per_entry()
+        );
+        (runs, Some(cost))
+    } else {
+        (Vec::new(), None)
+    };
+
     // 4: peak memory, then a clean stop.
     let gregor_peak_rss_kb = gregor.peak_rss_kb();
     let one_broker_peak_rss_kb = one_broker.as_ref().and_then(Server::peak_rss_kb);
@@ -595,6 +628,8 @@ fn run(options: &Options) -> BenchResult<()> {
         paced,
         latency,
         groups,
+        idempotence,
+        producer_state,
         gregor_peak_rss_kb,
         one_broker_peak_rss_kb,
         noop_peak_rss_kb,
@@ -844,12 +879,17 @@ fn free_port() -> BenchResult<u16> {
 }
 
 fn create_topics(server: &Server, topics: &[&str]) -> BenchResult<()> {
+    create_topics_with(server, topics, PARTITIONS)
+}
+
+/// [`create_topics`] with `partitions` partitions each.
+fn create_topics_with(server: &Server, topics: &[&str], partitions: i32) -> BenchResult<()> {
     let admin: AdminClient<DefaultClientContext> = client_config(&server.bootstrap)
         .create()
         .map_err(|e| format!("admin client: {e}"))?;
     let new_topics: Vec<NewTopic<'_>> = topics
         .iter()
-        .map(|t| NewTopic::new(t, PARTITIONS, TopicReplication::Fixed(server.replication)))
+        .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(server.replication)))
         .collect();
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
     // A cluster answers as soon as one broker listens; until every broker has registered,
@@ -981,9 +1021,17 @@ impl ProducerContext for Deliveries {
     }
 }
 
-fn throughput_producer(server: &Server) -> BenchResult<BaseProducer<Deliveries>> {
+fn throughput_producer(
+    server: &Server,
+    acks: &str,
+    idempotent: bool,
+) -> BenchResult<BaseProducer<Deliveries>> {
     client_config(&server.bootstrap)
-        .set("acks", server.acks)
+        .set("acks", acks)
+        .set(
+            "enable.idempotence",
+            if idempotent { "true" } else { "false" },
+        )
         .set("linger.ms", "5")
         .set("batch.size", "1000000")
         .set("compression.type", "none")
@@ -1003,7 +1051,19 @@ fn produce_phase(
     value_bytes: usize,
     count: u64,
 ) -> BenchResult<ProduceRun> {
-    let producer = throughput_producer(server)?;
+    produce_phase_with(server, topic, value_bytes, count, server.acks, false)
+}
+
+/// [`produce_phase`] with the producer's `acks` and `enable.idempotence` given.
+fn produce_phase_with(
+    server: &Server,
+    topic: &str,
+    value_bytes: usize,
+    count: u64,
+    acks: &str,
+    idempotent: bool,
+) -> BenchResult<ProduceRun> {
+    let producer = throughput_producer(server, acks, idempotent)?;
     let value: Vec<u8> = (0..value_bytes).map(|i| (i % 251) as u8).collect();
     for partition in 0..PARTITIONS {
         send_blocking(&producer, topic, partition, &value)?;
@@ -1842,6 +1902,16 @@ impl Report {
             }
         }
         out.extend(self.versus_one_broker_targets(summaries));
+        for runs in &self.idempotence {
+            out.push((
+                format!(
+                    "idempotent produce {} ≥ 95% of plain produce (acks=all, same run)",
+                    size_label(runs.value_bytes)
+                ),
+                runs.ratio() >= idempotence::TARGET_IDEMPOTENT_RATIO,
+                format!("{:.1}%", runs.ratio() * 100.0),
+            ));
+        }
         if let Some(s) = summaries
             .iter()
             .find(|s| s.server == GREGOR && s.size == 100)
@@ -2121,12 +2191,66 @@ impl Report {
                 let _ = writeln!(out, "  {what:<58} {value}");
             }
         }
+        for line in self.idempotence_lines() {
+            let _ = writeln!(out, "{line}");
+        }
         let _ = writeln!(out, "\ntargets:");
         for (label, met, detail) in self.targets(&summaries) {
             let verdict = if met { "met" } else { "MISSED" };
             let _ = writeln!(out, "  {verdict:<6} {label}: {detail}");
         }
         out
+    }
+
+    /// The idempotent phase's lines (plain text; markdown list items with a "- " prefix).
+    fn idempotence_lines(&self) -> Vec<String> {
+        let mut lines = Vec::new();
+        if !self.idempotence.is_empty() {
+            lines.push(
+                "\nidempotent against plain produce, acks=all, same topic, alternating:"
+                    .to_string(),
+            );
+            for runs in &self.idempotence {
+                let rates = |runs: &[ProduceRun]| {
+                    runs.iter()
+                        .map(|r| thousands(r.records_per_second()))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                };
+                let cpu = |runs: &[ProduceRun]| {
+                    median(
+                        &mut runs
+                            .iter()
+                            .map(ProduceRun::server_cpu_per_record_us)
+                            .collect::<Vec<_>>(),
+                    )
+                };
+                lines.push(format!(
+                    "  {:<6} plain {} rec/s ({:.3} µs/rec), idempotent {} rec/s ({:.3} µs/rec): ratio {:.1}% [rounds: plain {} | idempotent {}]",
+                    size_label(runs.value_bytes),
+                    thousands(runs.plain_rate()),
+                    cpu(&runs.plain),
+                    thousands(runs.idempotent_rate()),
+                    cpu(&runs.idempotent),
+                    runs.ratio() * 100.0,
+                    rates(&runs.plain),
+                    rates(&runs.idempotent),
+                ));
+            }
+        }
+        if let Some(cost) = &self.producer_state {
+            lines.push(format!(
+                "\nproducer state: {} idempotent producers x {} partitions ({} entries) in {:.1} s: RSS {} -> {} ({:.0} bytes per producer per partition)",
+                cost.producers,
+                cost.partitions,
+                cost.producers * cost.partitions as usize,
+                cost.elapsed.as_secs_f64(),
+                megabytes(Some(cost.rss_before_kb)),
+                megabytes(Some(cost.rss_after_kb)),
+                cost.bytes_per_entry()
+            ));
+        }
+        lines
     }
 
     fn one_broker_rss_text(&self) -> String {
@@ -2162,6 +2286,9 @@ impl Report {
             for row in rows {
                 let _ = writeln!(out, "| {} |", row.join(" | "));
             }
+        }
+        for line in self.idempotence_lines() {
+            let _ = writeln!(out, "{line}");
         }
         let _ = writeln!(
             out,

@@ -16,6 +16,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::cluster::producer_ids::ProducerIds;
 use crate::cluster::quorum::network::{
     serve_connection, Limits, RpcHandler, MAGIC as QUORUM_MAGIC,
 };
@@ -69,6 +70,8 @@ pub struct Broker {
     pub replicas: Arc<ReplicaManager>,
     /// The group coordinator.
     pub groups: GroupService,
+    /// Producer ids for idempotent producers (InitProducerId).
+    pub producer_ids: Arc<ProducerIds>,
     /// Follower-side replication tasks.
     fetchers: ReplicaFetchers,
     /// Serialises creating `__consumer_offsets`.
@@ -96,6 +99,7 @@ impl Broker {
             controller,
             replicas,
             groups,
+            producer_ids: Arc::new(ProducerIds::new()),
             fetchers: ReplicaFetchers::default(),
             offsets_topic_lock: tokio::sync::Mutex::new(()),
             shutdown,
@@ -595,7 +599,8 @@ impl RunningBroker {
 }
 
 /// Periodic log duties: time-based rolls, retention and checkpoints every
-/// `log.retention.check.interval.ms`; the high-watermark checkpoint every
+/// `log.retention.check.interval.ms`; idle producers' state expires every
+/// `producer.id.expiration.check.interval.ms`; the high-watermark checkpoint every
 /// `replica.high.watermark.checkpoint.interval.ms`; `flush.ms` flushes as often as the smallest `flush.ms`
 /// asks (at most every 10 ms, at least every second).
 async fn run_duties(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
@@ -603,6 +608,8 @@ async fn run_duties(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
     let mut next_check = tokio::time::Instant::now() + check_every;
     let checkpoint_every = broker.config.high_watermark_checkpoint_interval();
     let mut next_checkpoint = tokio::time::Instant::now() + checkpoint_every;
+    let expire_every = broker.config.producer_id_expiration_check_interval();
+    let mut next_expiry = tokio::time::Instant::now() + expire_every;
     loop {
         let flush_ms = broker.replicas.min_flush_ms().clamp(10, 1000);
         let tick = Duration::from_millis(u64::try_from(flush_ms).unwrap_or(1000));
@@ -625,6 +632,11 @@ async fn run_duties(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
                 tracing::warn!(error = %e, "writing the high-watermark checkpoint failed");
             }
             next_checkpoint = tokio::time::Instant::now() + checkpoint_every;
+        }
+        if tokio::time::Instant::now() >= next_expiry {
+            let expiration_ms = broker.config.producer_id_expiration_ms();
+            broker.replicas.expire_producers(now_ms(), expiration_ms);
+            next_expiry = tokio::time::Instant::now() + expire_every;
         }
     }
 }

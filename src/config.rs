@@ -360,6 +360,30 @@ pub const BROKER_CONFIGS: &[ConfigDef] = &[
         "How long the committed offsets of an empty group are kept.",
     ),
     long(
+        "producer.id.expiration.ms",
+        "86400000",
+        1,
+        "How long a partition keeps an idempotent producer's state after its last batch's timestamp.",
+    ),
+    long(
+        "producer.id.expiration.check.interval.ms",
+        "600000",
+        1,
+        "How often expired producer state is removed.",
+    ),
+    long(
+        "producer.state.max.producers",
+        "10000",
+        1,
+        "Idempotent producers whose state each partition keeps (about 200 bytes each); beyond it the least recently written is forgotten.",
+    ),
+    long(
+        "producer.id.block.size",
+        "1000",
+        1,
+        "Producer ids a broker takes from the controller at a time.",
+    ),
+    long(
         "offsets.retention.check.interval.ms",
         "600000",
         1,
@@ -808,6 +832,20 @@ impl BrokerConfig {
     pub fn topics_max(&self) -> usize {
         clamp_usize(self.long("topics.max"))
     }
+    /// `producer.id.expiration.ms`.
+    pub fn producer_id_expiration_ms(&self) -> i64 {
+        self.long("producer.id.expiration.ms")
+    }
+    /// `producer.id.expiration.check.interval.ms`.
+    pub fn producer_id_expiration_check_interval(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(
+            u64::try_from(self.long("producer.id.expiration.check.interval.ms")).unwrap_or(600_000),
+        )
+    }
+    /// `producer.id.block.size`.
+    pub fn producer_id_block_size(&self) -> i32 {
+        clamp_i32(self.long("producer.id.block.size")).max(1)
+    }
     /// `partitions.per.topic.max`.
     pub fn partitions_per_topic_max(&self) -> i32 {
         clamp_i32(self.long("partitions.per.topic.max"))
@@ -896,6 +934,7 @@ impl BrokerConfig {
             min_compaction_lag_ms: long("min.compaction.lag.ms"),
             max_compaction_lag_ms: long("max.compaction.lag.ms"),
             min_cleanable_dirty_ratio,
+            producer_state_max_producers: clamp_usize(self.long("producer.state.max.producers")),
         }
     }
 

@@ -3,7 +3,10 @@
 //! first the leader of a partition, then the active controller (the metadata quorum's
 //! leader), then a follower, each restarted and back in the ISR before the next. A checker
 //! then reads every partition and compares it with every acknowledged record: none may be
-//! lost or changed, and each partition's order is kept.
+//! lost or changed, and each partition's order is kept. A second test kills the leader of a
+//! partition twice under an idempotent producer: every record then appears exactly once, in
+//! send order. The two run one after the other (six broker processes at once would measure
+//! the machine, not gregor).
 
 mod common;
 
@@ -13,7 +16,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{check_acknowledged, free_port, keep_producing, Acked, ProcessBroker};
+use common::{
+    check_acknowledged, check_exactly_once, free_port, keep_producing, keep_producing_idempotent,
+    Acked, ProcessBroker,
+};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
@@ -21,6 +27,9 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 
 const TOPIC: &str = "chaos";
 const PARTITIONS: i32 = 3;
+
+/// One test of this file at a time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 struct ProcessCluster {
     root: tempfile::TempDir,
@@ -175,6 +184,18 @@ fn kill_and_restart(cluster: &mut ProcessCluster, node: i32, acked: &Acked, what
     wait_acked(acked, 50, &format!("acks=all with {what} {node} back"));
 }
 
+/// Listening is not registered: waits until Metadata lists all three brokers.
+fn wait_registered(bootstrap: &str) {
+    wait_for("three registered brokers", Duration::from_secs(30), || {
+        let client: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", bootstrap)
+            .create()
+            .ok()?;
+        let metadata = client.fetch_metadata(None, Duration::from_secs(5)).ok()?;
+        (metadata.brokers().len() == 3).then_some(())
+    });
+}
+
 async fn create_topic(bootstrap: &str) {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
@@ -194,25 +215,24 @@ async fn create_topic(bootstrap: &str) {
     }
 }
 
+/// Three registered brokers and the test topic (RF=3) with every replica in sync.
+async fn start_with_topic() -> (ProcessCluster, String) {
+    let cluster = ProcessCluster::start();
+    let bootstrap = cluster.bootstrap();
+    wait_registered(&bootstrap);
+    create_topic(&bootstrap).await;
+    wait_full_isr(&bootstrap, "the topic's replicas in sync");
+    (cluster, bootstrap)
+}
+
 fn assert_dir(path: &Path) {
     assert!(path.is_dir(), "{} missing", path.display());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill9_of_leader_then_controller_then_follower_loses_no_acknowledged_record() {
-    let mut cluster = ProcessCluster::start();
-    let bootstrap = cluster.bootstrap();
-    // Listening is not registered: wait until Metadata lists all three brokers.
-    wait_for("three registered brokers", Duration::from_secs(30), || {
-        let client: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &bootstrap)
-            .create()
-            .ok()?;
-        let metadata = client.fetch_metadata(None, Duration::from_secs(5)).ok()?;
-        (metadata.brokers().len() == 3).then_some(())
-    });
-    create_topic(&bootstrap).await;
-    wait_full_isr(&bootstrap, "the topic's replicas in sync");
+    let _serial = SERIAL.lock().await;
+    let (mut cluster, bootstrap) = start_with_topic().await;
     for node in 1..=3 {
         assert_dir(&cluster.root.path().join(format!("broker-{node}/{TOPIC}-0")));
     }
@@ -281,6 +301,39 @@ async fn kill9_of_leader_then_controller_then_follower_loses_no_acknowledged_rec
     let total = acked.lock().expect("lock").len();
     eprintln!("acknowledged {total} records; {failures} sends failed (not acknowledged)");
     check_acknowledged(&bootstrap, TOPIC, PARTITIONS, &acked);
+    let panics = cluster.panics();
+    assert!(panics.is_empty(), "{panics:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_of_the_leader_twice_under_an_idempotent_producer_leaves_each_record_exactly_once() {
+    let _serial = SERIAL.lock().await;
+    let (mut cluster, bootstrap) = start_with_topic().await;
+
+    let acked: Acked = Default::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = keep_producing_idempotent(
+        bootstrap.clone(),
+        TOPIC,
+        PARTITIONS,
+        acked.clone(),
+        stop.clone(),
+    );
+    wait_acked(&acked, 300, "the first acknowledgements");
+    for round in 1..=2 {
+        let leader = partitions(&bootstrap)[&0].0;
+        kill_and_restart(
+            &mut cluster,
+            leader,
+            &acked,
+            &format!("partition leader (kill {round})"),
+        );
+    }
+    wait_acked(&acked, 300, "acknowledgements after the kills");
+    stop.store(true, Ordering::Relaxed);
+    let failures = writer.await.expect("writer");
+    let found = check_exactly_once(&bootstrap, TOPIC, PARTITIONS, &acked);
+    eprintln!("{failures} sends failed (not acknowledged); {found:?}");
     let panics = cluster.panics();
     assert!(panics.is_empty(), "{panics:?}");
 }

@@ -408,6 +408,20 @@ scenario_bulk() {
     expect_same "bulk tail" "$S/tail.exp" "$S/tail.txt"
 }
 
+scenario_idempotent_produce() {
+    # kcat's librdkafka (2.0.2) with enable.idempotence=true: InitProducerId, producer ids and
+    # sequences on every batch; 20,000 records on 3 partitions, each read back once, in order.
+    seq 1 20000 >"$S/in.txt"
+    kc -P -t idem -X enable.idempotence=true -X acks=all -l "$S/in.txt"
+    for p in 0 1 2; do kc -C -t idem -p "$p" -o beginning -e -f '%s\n'; done | sort -n >"$S/out.txt"
+    cmp "$S/in.txt" "$S/out.txt"
+    # Each partition in produce order (the default partitioner spreads unkeyed records).
+    for p in 0 1 2; do
+        kc -C -t idem -p "$p" -o beginning -e -f '%s\n' >"$S/p$p.txt"
+        sort -n "$S/p$p.txt" | cmp - "$S/p$p.txt"
+    done
+}
+
 scenario_restart_persistence() {
     # Data written before a SIGTERM stop is all there after a restart on the
     # same data dir, and offsets continue.
@@ -523,6 +537,7 @@ ALL_SCENARIOS=(
     message_too_large
     fetch_max_bytes_smaller_than_batch
     bulk
+    idempotent_produce
     restart_persistence
     group_balanced
     group_resume

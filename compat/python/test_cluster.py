@@ -3,10 +3,11 @@
 The module starts three `gregor broker --voters ...` processes on free 127.0.0.1 ports
 (fast failure detection: 200 ms heartbeats, 1.5 s session timeout). Each client library
 (confluent-kafka, kafka-python, aiokafka) creates a replicated topic (RF=3,
-min.insync.replicas=2), produces at acks=all, and while it produces the partition's leader
-is killed with SIGKILL and later restarted. Every record the client saw acknowledged must
-then be read back by the same library at its offset, in order; the cluster must be whole
-again (all three brokers in the ISR) before the next test.
+min.insync.replicas=2), produces at acks=all with idempotence on (five requests in flight),
+and while it produces the partition's leader is killed with SIGKILL and later restarted.
+Every record the client saw acknowledged must then be read back by the same library at its
+offset, in order, and no record may be there twice; the cluster must be whole again (all
+three brokers in the ISR) before the next test.
 """
 
 from __future__ import annotations
@@ -201,6 +202,10 @@ def check(acked: dict[int, str], read: dict[int, str]) -> None:
     # Order kept: values were sent in increasing order, so acknowledged offsets carry them so.
     ordered = [acked[o] for o in sorted(acked)]
     assert ordered == sorted(ordered), "acknowledged records out of order"
+    # Idempotent producers: a retried batch is never written twice.
+    values = list(read.values())
+    duplicated = len(values) - len(set(values))
+    assert duplicated == 0, f"{duplicated} records read twice"
 
 
 # ------------------------------------------------------------------ DescribeCluster
@@ -236,7 +241,7 @@ def test_confluent_acks_all_survives_a_leader_kill(cluster):
     topic = replicated_topic(cluster, "cluster-confluent")
     p = Producer({"bootstrap.servers": cluster.bootstrap, "acks": "all", "linger.ms": 5,
                   "message.timeout.ms": 60000, "retry.backoff.ms": 100,
-                  "max.in.flight.requests.per.connection": 1})
+                  "enable.idempotence": True})
     acked: dict[int, str] = {}
     failed = []
 
@@ -278,8 +283,7 @@ def test_kafka_python_acks_all_survives_a_leader_kill(cluster):
 
     topic = replicated_topic(cluster, "cluster-kafka-python")
     p = KafkaProducer(bootstrap_servers=cluster.bootstrap, acks="all", linger_ms=5,
-                      enable_idempotence=False, retries=1_000_000, retry_backoff_ms=100,
-                      request_timeout_ms=15_000, max_in_flight_requests_per_connection=1)
+                      retries=1_000_000, retry_backoff_ms=100, request_timeout_ms=15_000)
     acked: dict[int, str] = {}
     victim = None
     i = 0
@@ -323,7 +327,7 @@ def test_aiokafka_acks_all_survives_a_leader_kill(cluster):
 
     async def scenario():
         p = AIOKafkaProducer(bootstrap_servers=cluster.bootstrap, acks="all", linger_ms=5,
-                             enable_idempotence=False, retry_backoff_ms=100,
+                             enable_idempotence=True, retry_backoff_ms=100,
                              request_timeout_ms=15_000)
         await p.start()
         acked: dict[int, str] = {}

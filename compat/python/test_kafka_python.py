@@ -3,9 +3,9 @@
 No `api_version` is configured: kafka-python probes the broker with ApiVersions and uses
 the advertised version ranges. Consumers use group_id=None and assign() only.
 
-Producers set enable_idempotence=False: kafka-python 3.x turns idempotence on by default
-(KIP-679), which needs InitProducerId, not implemented by gregor yet (see
-test_default_idempotent_producer and FINDINGS.md).
+Producers keep kafka-python 3.x's default, idempotence on (KIP-679: InitProducerId, producer
+ids and sequences on every batch); only the tests of acks=0/1 turn it off, as idempotence
+needs acks=all.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import ConfigResource, ConfigResourceType
 from kafka.errors import (
-    IncompatibleBrokerVersion,
     InvalidPartitionsError,
     InvalidReplicationFactorError,
     InvalidTopicError,
@@ -38,7 +37,7 @@ def admin(g) -> KafkaAdminClient:
 
 
 def producer(g, **extra) -> KafkaProducer:
-    conf = dict(bootstrap_servers=g.bootstrap, linger_ms=5, enable_idempotence=False,
+    conf = dict(bootstrap_servers=g.bootstrap, linger_ms=5,
                 request_timeout_ms=TIMEOUT_MS, max_block_ms=TIMEOUT_MS)
     conf.update(extra)
     return KafkaProducer(**conf)
@@ -256,16 +255,14 @@ def test_auto_create_on_produce(gregor, topic_name):
     assert p.partitions_for(topic_name) == {0}
 
 
-@pytest.mark.xfail(strict=True, raises=IncompatibleBrokerVersion, reason=(
-    "gregor does not implement InitProducerId yet (not advertised in ApiVersions); "
-    "kafka-python 3.x's default producer is idempotent and fails every send with "
-    "IncompatibleBrokerVersion instead of falling back"))
 def test_default_idempotent_producer(gregor, topic_name):
-    """kafka-python 3.x's default producer (enable_idempotence=True) against gregor."""
+    """kafka-python 3.x's default producer (enable_idempotence=True) against gregor: the
+    README's first send works (it raised IncompatibleBrokerVersion before InitProducerId)."""
     create_topic(gregor, topic_name)
     p = KafkaProducer(bootstrap_servers=gregor.bootstrap, request_timeout_ms=5000,
                       max_block_ms=10_000)
     try:
+        assert p.config["enable_idempotence"]
         md = p.send(topic_name, value=b"idem", partition=0).get(timeout=20)
         assert md.offset == 0
     finally:
@@ -339,7 +336,8 @@ def test_acks(gregor, topic_name, acks):
     create_topic(gregor, topic_name)
     now = int(time.time() * 1000)
     recs = [Rec(f"k{i}".encode(), f"v{i}".encode(), (), now) for i in range(20)]
-    p = producer(gregor, acks=acks)
+    # Idempotence needs acks=all: the acks=0/1 cases are about the non-idempotent path.
+    p = producer(gregor, acks=acks, enable_idempotence=(acks == -1))
     mds = produce_all(p, topic_name, recs[:10]) + produce_all(p, topic_name, recs[10:])
     if acks != 0:
         assert [md.offset for md in mds] == list(range(20))

@@ -4,6 +4,7 @@ use kafka_protocol::ResponseError;
 
 use crate::cluster::ControllerError;
 use crate::group::GroupError;
+use crate::log::producer_state::SequenceError;
 use crate::log::LogError;
 use crate::replica::ReplicaError;
 
@@ -16,6 +17,15 @@ pub fn log_error_code(e: &LogError) -> i16 {
         LogError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange.code(),
         LogError::NonMonotonicOffset { .. } => ResponseError::UnknownServerError.code(),
         LogError::InvalidRecord { .. } => ResponseError::InvalidRecord.code(),
+        LogError::Sequence(SequenceError::StaleEpoch { .. }) => {
+            ResponseError::InvalidProducerEpoch.code()
+        }
+        LogError::Sequence(SequenceError::OutOfOrder { .. }) => {
+            ResponseError::OutOfOrderSequenceNumber.code()
+        }
+        LogError::Sequence(SequenceError::InvalidSequence { .. }) => {
+            ResponseError::InvalidRecord.code()
+        }
         LogError::Io(_) => ResponseError::KafkaStorageError.code(),
     }
 }

@@ -4,8 +4,10 @@
 //! `abs(java_string_hash(g)) % offsets.topic.num.partitions` (Kafka's mapping). The first
 //! request creates `__consumer_offsets` if it does not exist, as Kafka does. v4+ batches keys
 //! (`coordinator_keys`, one answer each); earlier versions ask for one key. Key type 0 is a
-//! group; key type 1 (a transactional id) answers `COORDINATOR_NOT_AVAILABLE` until the
-//! transaction coordinator exists; any other type is `INVALID_REQUEST`.
+//! group; key type 1 (a transactional id) answers `TRANSACTIONAL_ID_AUTHORIZATION_FAILED` with a
+//! message saying why until the transaction coordinator exists (clients fail at once on it, where
+//! `COORDINATOR_NOT_AVAILABLE` made them retry until their timeout); any other type is
+//! `INVALID_REQUEST`.
 
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
 use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, FindCoordinatorResponse};
@@ -60,10 +62,13 @@ async fn find(ctx: &RequestContext, key_type: i8, key: StrBytes) -> Coordinator 
     match key_type {
         KEY_TYPE_GROUP => {}
         KEY_TYPE_TRANSACTION => {
+            // The one error every client fails on at once (see `init_producer_id`); retrying
+            // COORDINATOR_NOT_AVAILABLE would hang `init_transactions()` until its timeout.
             return fail(
-                ResponseError::CoordinatorNotAvailable,
-                "transactions are not supported by this broker yet".to_string(),
-            )
+                ResponseError::TransactionalIdAuthorizationFailed,
+                "transactions are not supported by this broker yet (no transaction coordinator)"
+                    .to_string(),
+            );
         }
         other => {
             return fail(

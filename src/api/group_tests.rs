@@ -119,19 +119,27 @@ async fn find_coordinator_creates_the_internal_topic_and_answers_every_version()
     assert!(topic.internal);
     assert_eq!(topic.partitions.len(), 5);
 
-    // A transactional id has no coordinator yet; an unknown key type is a bad request.
+    // A transactional id has no coordinator yet (an error clients fail on at once, with the
+    // reason); an unknown key type is a bad request.
     let r = find(&broker, 4, 1, &["tx"]).await;
     assert_eq!(
         r.coordinators[0].error_code,
-        ResponseError::CoordinatorNotAvailable.code()
+        ResponseError::TransactionalIdAuthorizationFailed.code()
     );
+    assert!(r.coordinators[0]
+        .error_message
+        .as_ref()
+        .is_some_and(|m| m.contains("transactions are not supported")));
     let r = find(&broker, 4, 9, &["x"]).await;
     assert_eq!(
         r.coordinators[0].error_code,
         ResponseError::InvalidRequest.code()
     );
     let r = find(&broker, 2, 1, &["tx"]).await;
-    assert_eq!(r.error_code, ResponseError::CoordinatorNotAvailable.code());
+    assert_eq!(
+        r.error_code,
+        ResponseError::TransactionalIdAuthorizationFailed.code()
+    );
     assert_eq!(r.node_id.0, -1);
 
     // Nor delete it.

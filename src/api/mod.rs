@@ -26,6 +26,7 @@ pub mod find_coordinator;
 #[cfg(test)]
 mod group_tests;
 pub mod heartbeat;
+pub mod init_producer_id;
 pub mod join_group;
 pub mod leave_group;
 pub mod list_groups;
@@ -75,6 +76,7 @@ pub const SUPPORTED: &[(ApiKey, VersionRange)] = &[
     (ApiKey::ApiVersions, api_versions::VERSIONS),
     (ApiKey::CreateTopics, create_topics::VERSIONS),
     (ApiKey::DeleteTopics, delete_topics::VERSIONS),
+    (ApiKey::InitProducerId, init_producer_id::VERSIONS),
     (ApiKey::DescribeConfigs, describe_configs::VERSIONS),
     (ApiKey::DeleteGroups, delete_groups::VERSIONS),
     (ApiKey::OffsetDelete, offset_delete::VERSIONS),
@@ -194,6 +196,9 @@ pub async fn handle(ctx: RequestContext, body: RequestKind) -> Reply {
             describe_cluster::handle(&ctx, req),
         )),
         RequestKind::OffsetDelete(req) => offset_delete::handle(ctx, req),
+        RequestKind::InitProducerId(req) => Reply::Ready(ResponseKind::InitProducerId(
+            init_producer_id::handle(&ctx, req).await,
+        )),
         other => {
             // The decoder only lets SUPPORTED APIs through, so this is a table/dispatch
             // mismatch: a bug, reported and answered by closing the connection.
@@ -249,6 +254,7 @@ mod tests {
                 ApiKey::DescribeCluster => {
                     both::<DescribeClusterRequest, DescribeClusterResponse>()
                 }
+                ApiKey::InitProducerId => both::<InitProducerIdRequest, InitProducerIdResponse>(),
                 other => panic!("{other:?} has no range check"),
             };
             assert!(

@@ -10,6 +10,12 @@
 //! `min.insync.replicas`. acks=0 gets no
 //! response at all, as in Kafka.
 //!
+//! Idempotent producers' batches are checked against the partition's producer state (see
+//! `log::producer_state`): a retry of a batch the log holds is answered with the original
+//! offsets (and, as Kafka does, its stored timestamp in `log_append_time_ms`) and still waits for
+//! acks=all like the original; a stale epoch is INVALID_PRODUCER_EPOCH, a sequence gap
+//! OUT_OF_ORDER_SEQUENCE_NUMBER, the same at every Produce version (as Kafka).
+//!
 //! Control batches and transactional batches are INVALID_RECORD: only the broker writes
 //! transaction markers, and transactions need a coordinator gregor does not have yet.
 //!
@@ -145,8 +151,9 @@ pub fn handle(ctx: RequestContext, req: ProduceRequest) -> Reply {
                 Ok(info) => {
                     let mut response = partition_response(version, index, 0, None)
                         .with_base_offset(info.base_offset);
-                    response.log_append_time_ms = if partition.log().config().message_timestamp_type
-                        == TimestampType::LogAppendTime
+                    response.log_append_time_ms = if info.duplicate
+                        || partition.log().config().message_timestamp_type
+                            == TimestampType::LogAppendTime
                     {
                         info.log_append_time_ms
                     } else {

@@ -470,6 +470,22 @@ impl Controller {
         }
     }
 
+    /// Asks for a block of `count` producer ids for this broker (KIP-730); returns (first id,
+    /// count). Every block is committed to the metadata log, so none is granted twice.
+    pub async fn allocate_producer_ids(&self, count: i32) -> Result<(i64, i32), ControllerError> {
+        let command = MetadataCommand::AllocateProducerIds {
+            node_id: self.config.node_id(),
+            count,
+        };
+        match self.quorum.propose(command).await?.applied {
+            Applied::ProducerIds { first, count } => Ok((first, count)),
+            Applied::Rejected(why) => Err(why.into()),
+            Applied::Done => Err(ControllerError::Storage(
+                "the controller granted no producer ids".to_string(),
+            )),
+        }
+    }
+
     /// Fences (`fenced`) or unfences a broker: a fenced broker leads nothing and leaves the
     /// ISRs it is not the last member of; partitions it led move within their ISR.
     pub async fn set_fenced(&self, node_id: i32, fenced: bool) -> Result<(), ControllerError> {

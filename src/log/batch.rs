@@ -1137,10 +1137,46 @@ pub(crate) mod testing {
                 }
             })
             .collect();
+        encode(&records, compression)
+    }
+
+    /// One uncompressed batch of an idempotent producer: `count` records from sequence
+    /// `base_sequence`, all at `timestamp`.
+    pub(crate) fn idempotent_batch(
+        producer_id: i64,
+        producer_epoch: i16,
+        base_sequence: i32,
+        count: usize,
+        timestamp: i64,
+    ) -> Bytes {
+        let records: Vec<Record> = (0..count)
+            .map(|index| Record {
+                transactional: false,
+                control: false,
+                delete_horizon: false,
+                partition_leader_epoch: 0,
+                producer_id,
+                producer_epoch,
+                timestamp_type: TimestampType::Creation,
+                offset: index as i64,
+                sequence: base_sequence + index as i32,
+                timestamp,
+                key: Some(Bytes::from(format!(
+                    "key-{producer_id}-{base_sequence}-{index}"
+                ))),
+                value: Some(Bytes::from_static(b"value")),
+                headers: IndexMap::new(),
+            })
+            .collect();
+        encode(&records, Compression::None)
+    }
+
+    /// `records` as v2 batches (one when their `offset - sequence` is constant).
+    fn encode(records: &[Record], compression: Compression) -> Bytes {
         let mut buf = BytesMut::new();
         RecordBatchEncoder::encode(
             &mut buf,
-            &records,
+            records,
             &RecordEncodeOptions {
                 version: 2,
                 compression,

@@ -56,6 +56,10 @@ pub enum LogError {
         /// Indexes (in the batch) of the refused records.
         record_indexes: Vec<usize>,
     },
+    /// An idempotent producer's batch the producer state refuses: INVALID_PRODUCER_EPOCH,
+    /// OUT_OF_ORDER_SEQUENCE_NUMBER or INVALID_RECORD by kind.
+    #[error(transparent)]
+    Sequence(#[from] super::producer_state::SequenceError),
     /// A disk error. Maps to `KAFKA_STORAGE_ERROR`.
     #[error("log I/O error: {0}")]
     Io(#[from] io::Error),

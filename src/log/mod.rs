@@ -1,7 +1,8 @@
 //! The segment log: Kafka's on-disk layout for one partition, and the manager of a data dir.
 //!
 //! Layout (identical to Apache Kafka's):
-//! `<data-dir>/<topic>-<partition>/<20-digit base offset>.log | .index | .timeindex`.
+//! `<data-dir>/<topic>-<partition>/<20-digit base offset>.log | .index | .timeindex`, plus
+//! `<20-digit offset>.snapshot` producer-state snapshots.
 //!
 //! Layers, bottom up (no layer reaches past the one below it):
 //! - [`batch`]: a zero-copy view of a v2 (magic 2) record batch header; validation
@@ -15,6 +16,8 @@
 //! - [`file_slice`]: a read as a byte range of a `.log` file, sent with `sendfile(2)`.
 //! - [`partition_log`]: the ordered segments of one partition; offsets, roll, retention,
 //!   recovery, flush. Knows nothing of replication or the wire.
+//! - [`producer_state`]: idempotent producers' epochs and last five batches per partition
+//!   (duplicate and sequence checks), rebuilt from the log and kept in `.snapshot` files.
 //! - [`leader_epoch`]: the leader epoch cache (`leader-epoch-checkpoint`): which epoch began at
 //!   which offset, for replication's truncation (not yet maintained by appends).
 //! - [`cleaner`]: log compaction (`cleanup.policy=compact`), Kafka's log cleaner for one
@@ -34,6 +37,7 @@ pub mod leader_epoch;
 pub mod manager;
 pub mod offset_index;
 pub mod partition_log;
+pub mod producer_state;
 pub mod segment;
 pub mod time_index;
 

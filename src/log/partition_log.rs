@@ -25,6 +25,13 @@
 //!   advances the recovery point (unless a truncation intervened).
 //! - After an I/O error on the write path the log goes offline: later writes fail with
 //!   [`LogError::Io`] (Kafka takes the log directory offline); reads keep working.
+//! - The producer state ([`super::producer_state`]) always describes the log up to its end:
+//!   checked and applied under the append lock by leader appends, applied by replicated ones,
+//!   rebuilt after a truncation and at open from the newest `<offset>.snapshot` at or below the
+//!   log end plus the batch headers after it. A snapshot is written at every roll (at the new
+//!   segment's base) and at a clean close (at the log end); snapshots above the log end are
+//!   deleted, and below the log start only the newest one is kept (it still holds producers
+//!   whose batches retention deleted, as Kafka keeps them since KIP-360).
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -40,6 +47,9 @@ use super::batch::{self, NO_TIMESTAMP};
 use super::cleaner::{self, Cleanable, CompactionSettings, CompactionStats};
 use super::file_slice::FileSlice;
 use super::leader_epoch::LeaderEpochCache;
+use super::producer_state::{
+    ProducerBatch, ProducerStateManager, SequenceError, Verdict, SNAPSHOT_FILE_SUFFIX,
+};
 use super::segment::{
     self, lock, read_lock, sync_dir, write_lock, AppendBatch, Segment, INDEX_FILE_SUFFIX,
     LOG_FILE_SUFFIX, SEGMENT_BYTES_MAX, TIME_INDEX_FILE_SUFFIX,
@@ -124,6 +134,8 @@ pub struct LogConfig {
     pub max_compaction_lag_ms: i64,
     /// `min.cleanable.dirty.ratio`: clean only when the dirty share of the log is above this.
     pub min_cleanable_dirty_ratio: f64,
+    /// `producer.state.max.producers`: idempotent producers whose state the partition keeps.
+    pub producer_state_max_producers: usize,
 }
 
 impl LogConfig {
@@ -156,6 +168,7 @@ impl Default for LogConfig {
             min_compaction_lag_ms: 0,
             max_compaction_lag_ms: i64::MAX,
             min_cleanable_dirty_ratio: 0.5,
+            producer_state_max_producers: 10_000,
         }
     }
 }
@@ -184,6 +197,10 @@ pub struct AppendInfo {
     /// This append rolled a new segment: the caller flushes the old one (Kafka flushes on roll,
     /// in the background, so a roll never waits for an fsync).
     pub rolled: bool,
+    /// The batch was a retry of one the log already holds (same producer, epoch and
+    /// sequences): nothing was written; the offsets are the original batch's, and
+    /// `log_append_time_ms` its stored timestamp (as Kafka answers duplicates).
+    pub duplicate: bool,
 }
 
 /// State only the append path touches (under `append_lock`).
@@ -228,6 +245,8 @@ pub struct PartitionLog {
     /// Which leader epoch began where (`leader-epoch-checkpoint`), kept by every append and
     /// truncation.
     epochs: Mutex<LeaderEpochCache>,
+    /// Idempotent producers' state; changed only under `append_lock` (expiry aside).
+    producers: Mutex<ProducerStateManager>,
 }
 
 impl PartitionLog {
@@ -361,6 +380,7 @@ impl PartitionLog {
             recovery_point,
             "opened partition log"
         );
+        let producers_max = config.producer_state_max_producers;
         let log = PartitionLog {
             dir,
             config: RwLock::new(config),
@@ -382,12 +402,139 @@ impl PartitionLog {
             cleaner_lock: Mutex::new(()),
             cleaner_abort: AtomicBool::new(false),
             epochs: Mutex::new(LeaderEpochCache::new()),
+            producers: Mutex::new(ProducerStateManager::new(producers_max)),
         };
         if created || cut_from.is_some() {
             sync_dir(&log.dir)?;
         }
         log.load_epochs()?;
+        log.load_producer_state()?;
         Ok(log)
+    }
+
+    /// The snapshot files in the directory: (offset, path), in offset order.
+    fn producer_snapshots(&self) -> Result<Vec<(i64, PathBuf)>, LogError> {
+        let mut snapshots = Vec::new();
+        for entry in fs::read_dir(&self.dir)? {
+            let entry = entry?;
+            let Ok(name) = entry.file_name().into_string() else {
+                continue;
+            };
+            if let Some(offset) = segment::parse_base_offset(&name, SNAPSHOT_FILE_SUFFIX) {
+                snapshots.push((offset, entry.path()));
+            }
+        }
+        snapshots.sort_unstable_by_key(|(offset, _)| *offset);
+        Ok(snapshots)
+    }
+
+    /// Rebuilds the producer state for the log as it is (open, truncation): deletes snapshots
+    /// above the log end, loads the newest readable one at or below it, and replays the batch
+    /// headers from there (or from the log start) to the log end. Under the append lock, or
+    /// before the log is shared.
+    fn load_producer_state(&self) -> Result<(), LogError> {
+        let log_end = self.log_end_offset();
+        let producers_max = self.config().producer_state_max_producers;
+        let mut loaded: Option<(i64, ProducerStateManager)> = None;
+        for (offset, path) in self.producer_snapshots()?.into_iter().rev() {
+            if offset > log_end {
+                remove_if_present(&path)?;
+                continue;
+            }
+            if loaded.is_some() {
+                continue;
+            }
+            match fs::read(&path)
+                .ok()
+                .and_then(|bytes| ProducerStateManager::decode_snapshot(&bytes, producers_max))
+            {
+                Some(state) => loaded = Some((offset, state)),
+                None => {
+                    warn!(path = %path.display(), "unreadable producer snapshot; ignoring it");
+                    remove_if_present(&path)?;
+                }
+            }
+        }
+        let (from, mut state) =
+            loaded.unwrap_or_else(|| (i64::MIN, ProducerStateManager::new(producers_max)));
+        let from = from.max(self.log_start_offset());
+        let mut replayed = 0u64;
+        if from < log_end {
+            for segment in self.segments_snapshot() {
+                if segment.next_offset() <= from {
+                    continue;
+                }
+                segment.scan_batch_locations_from(from, |location| {
+                    if let Some(batch) = ProducerBatch::from_location(location) {
+                        state.apply(&batch);
+                        replayed += 1;
+                    }
+                })?;
+            }
+        }
+        debug!(
+            dir = %self.dir.display(),
+            from,
+            log_end,
+            replayed,
+            producers = state.len(),
+            "loaded producer state"
+        );
+        *lock(&self.producers) = state;
+        Ok(())
+    }
+
+    /// Writes the producer state as `<log end>.snapshot` (at a roll or a clean close; under the
+    /// append lock). Written to a temporary name and renamed, not fsynced: a damaged or missing
+    /// snapshot only costs a longer replay.
+    fn write_producer_snapshot(&self) -> Result<(), LogError> {
+        let offset = self.log_end_offset();
+        let bytes = lock(&self.producers).encode_snapshot();
+        let path = self.dir.join(format!(
+            "{}{SNAPSHOT_FILE_SUFFIX}",
+            segment::file_stem(offset)
+        ));
+        let temporary = path.with_extension("snapshot.tmp");
+        fs::write(&temporary, &bytes)?;
+        fs::rename(&temporary, &path)?;
+        Ok(())
+    }
+
+    /// Deletes the snapshots below the newest one at or below the log start (after retention
+    /// or DeleteRecords moved the start).
+    fn prune_producer_snapshots(&self) -> Result<(), LogError> {
+        let log_start = self.log_start_offset();
+        let snapshots = self.producer_snapshots()?;
+        let keep_from = snapshots
+            .iter()
+            .rev()
+            .find(|(offset, _)| *offset <= log_start)
+            .map_or(i64::MIN, |(offset, _)| *offset);
+        for (offset, path) in snapshots {
+            if offset < keep_from {
+                remove_if_present(&path)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// How many idempotent producers the partition keeps state for.
+    pub fn producer_count(&self) -> usize {
+        lock(&self.producers).len()
+    }
+
+    /// The producer state's view of one producer: (epoch, last batch's first and last offset).
+    pub fn producer_last_batch(&self, producer_id: i64) -> Option<(i16, i64, i64)> {
+        let producers = lock(&self.producers);
+        let entry = producers.entry(producer_id)?;
+        let last = entry.batches().last()?;
+        Some((entry.epoch, last.first_offset, last.last_offset))
+    }
+
+    /// Forgets producers idle for `expiration_ms` (`producer.id.expiration.ms`); returns how
+    /// many.
+    pub fn expire_producers(&self, now_ms: i64, expiration_ms: i64) -> usize {
+        lock(&self.producers).expire(now_ms, expiration_ms)
     }
 
     /// Loads the leader epoch checkpoint, drops what a recovery cut off, and rebuilds it from
@@ -469,6 +616,7 @@ impl PartitionLog {
     /// Replaces the settings (a topic config change); `segment.index.bytes` applies to
     /// segments created from now on.
     pub fn set_config(&self, config: LogConfig) {
+        lock(&self.producers).set_producers_max(config.producer_state_max_producers);
         *write_lock(&self.config) = config;
     }
 
@@ -570,6 +718,25 @@ impl PartitionLog {
             .collect();
         let mut state = lock(&self.append_lock);
         self.check_writable(&state)?;
+        if let Some(duplicate) = self.check_producers(&batches)? {
+            let meta = duplicate.batch;
+            let recovery_point = self.recovery_point();
+            let unflushed = u64::try_from(self.log_end_offset() - recovery_point).unwrap_or(0);
+            return Ok(AppendInfo {
+                base_offset: meta.first_offset,
+                last_offset: meta.last_offset,
+                log_append_time_ms: meta.timestamp_ms,
+                max_timestamp_ms: meta.timestamp_ms,
+                record_count: 0,
+                size_bytes: 0,
+                log_start_offset: self.log_start_offset(),
+                leader_epoch,
+                flush_needed: recovery_point <= meta.last_offset
+                    && unflushed >= config.flush_messages,
+                rolled: false,
+                duplicate: true,
+            });
+        }
         let mut next_offset = self.log_end_offset();
         for write in &mut writes {
             let last_offset_delta = write.last_offset() - write.base_offset();
@@ -581,11 +748,55 @@ impl PartitionLog {
         }
         self.note_epoch(leader_epoch, self.log_end_offset())?;
         let mut info = self.append_locked(&mut state, &config, &writes, now_ms)?;
+        {
+            let mut producers = lock(&self.producers);
+            for (batch, write) in batches.iter().zip(&writes) {
+                if let Some(applied) = ProducerBatch::from_header(&batch.header()) {
+                    producers.apply(&applied.at(
+                        write.base_offset(),
+                        write.last_offset(),
+                        write.max_timestamp_ms(),
+                    ));
+                }
+            }
+        }
         if log_append_time {
             info.log_append_time_ms = now_ms;
         }
         info.leader_epoch = leader_epoch;
         Ok(info)
+    }
+
+    /// The leader's producer checks (see [`super::producer_state`]) of a client's batches:
+    /// `Some` when the (only) batch is a retry of one the log holds. Under the append lock.
+    fn check_producers(&self, batches: &[batch::Batch]) -> Result<Option<ProducerBatch>, LogError> {
+        let producers = lock(&self.producers);
+        for batch in batches {
+            let Some(incoming) = ProducerBatch::from_header(&batch.header()) else {
+                continue;
+            };
+            match producers.check(&incoming)? {
+                Verdict::Append => {}
+                Verdict::Duplicate(original) if batches.len() == 1 => {
+                    return Ok(Some(ProducerBatch {
+                        batch: original,
+                        ..incoming
+                    }));
+                }
+                // Clients send one batch per partition; a duplicate among several is
+                // refused whole rather than half written.
+                Verdict::Duplicate(original) => {
+                    return Err(SequenceError::OutOfOrder {
+                        producer_id: incoming.producer_id,
+                        epoch: incoming.epoch,
+                        first_sequence: incoming.batch.first_sequence,
+                        last_sequence: original.last_sequence,
+                    }
+                    .into())
+                }
+            }
+        }
+        Ok(None)
     }
 
     /// A compacted log refuses records without a key (Kafka's "Compacted topic cannot accept
@@ -645,6 +856,14 @@ impl PartitionLog {
             .max()
             .unwrap_or(NO_TIMESTAMP);
         let mut info = self.append_locked(&mut state, &config, &writes, now_ms.max(0))?;
+        {
+            let mut producers = lock(&self.producers);
+            for batch in &batches {
+                if let Some(applied) = ProducerBatch::from_header(&batch.header()) {
+                    producers.apply(&applied);
+                }
+            }
+        }
         info.leader_epoch = last_epoch;
         Ok(info)
     }
@@ -719,6 +938,7 @@ impl PartitionLog {
             flush_needed: unflushed >= config.flush_messages,
             rolled,
             leader_epoch: -1,
+            duplicate: false,
         })
     }
 
@@ -747,6 +967,10 @@ impl PartitionLog {
         };
         write_lock(&self.segments).insert(base_offset, Arc::clone(&segment));
         self.dir_sync_needed.store(true, Ordering::Release);
+        if let Err(error) = self.write_producer_snapshot() {
+            // The log is intact; a restart replays from an older snapshot.
+            warn!(dir = %self.dir.display(), %error, "writing the producer snapshot failed");
+        }
         debug!(dir = %self.dir.display(), base_offset, reason, "rolled new segment");
         Ok(segment)
     }
@@ -1042,6 +1266,7 @@ impl PartitionLog {
             );
         }
         self.dir_sync_needed.store(true, Ordering::Release);
+        self.prune_producer_snapshots()?;
         Ok(())
     }
 
@@ -1118,7 +1343,12 @@ impl PartitionLog {
         }
         if fully {
             self.first_dirty_offset.store(-1, Ordering::Release);
+            // Snapshots described a log that is gone.
+            for (_, path) in self.producer_snapshots()? {
+                remove_if_present(&path)?;
+            }
         }
+        self.load_producer_state()?;
         sync_dir(&self.dir)?;
         debug!(
             dir = %self.dir.display(),
@@ -1221,6 +1451,9 @@ impl PartitionLog {
                 ))));
             }
             self.active_segment()?.on_become_inactive()?;
+            if let Err(error) = self.write_producer_snapshot() {
+                warn!(dir = %self.dir.display(), %error, "writing the producer snapshot failed");
+            }
             state.closed = true;
         }
         self.flush()?;
@@ -1417,10 +1650,19 @@ fn should_roll(
     None
 }
 
+/// Removes a file; one already gone is fine.
+fn remove_if_present(path: &Path) -> Result<(), LogError> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(error) => Err(error.into()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::log::batch::testing::{batch, batch_with};
+    use crate::log::batch::testing::{batch, batch_with, idempotent_batch};
     use crate::log::batch::{batches, validate, BatchHeader};
     use bytes::BytesMut;
     use kafka_protocol::records::Compression;
@@ -1464,6 +1706,159 @@ mod tests {
 
     fn open(dir: &Path, config: LogConfig, recovery_point: i64) -> PartitionLog {
         PartitionLog::open(dir.to_path_buf(), config, recovery_point).expect("open")
+    }
+
+    fn snapshot_offsets(log: &PartitionLog) -> Vec<i64> {
+        log.producer_snapshots()
+            .expect("list")
+            .into_iter()
+            .map(|(offset, _)| offset)
+            .collect()
+    }
+
+    fn is_sequence_error(result: &Result<AppendInfo, LogError>, code: &str) -> bool {
+        matches!(result, Err(LogError::Sequence(e)) if format!("{e:?}").starts_with(code))
+    }
+
+    #[test]
+    fn idempotent_retries_are_acknowledged_with_the_original_offsets_and_gaps_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = open(dir.path(), LogConfig::default(), 0);
+        log.append(batch(0, 2, 50), 1000, 0).expect("plain");
+        let first = log
+            .append(idempotent_batch(7, 0, 0, 3, 100), 1000, 0)
+            .expect("append");
+        let second = log
+            .append(idempotent_batch(7, 0, 3, 2, 200), 1000, 0)
+            .expect("append");
+        assert_eq!((first.base_offset, second.base_offset), (2, 5));
+        let size = log.size_bytes();
+        // Both kept batches are recognised when retried; nothing is written.
+        for (retry, original) in [
+            (idempotent_batch(7, 0, 0, 3, 100), first),
+            (idempotent_batch(7, 0, 3, 2, 200), second),
+        ] {
+            let again = log.append(retry, 2000, 1).expect("duplicate");
+            assert!(again.duplicate);
+            assert_eq!(
+                (again.base_offset, again.last_offset),
+                (original.base_offset, original.last_offset)
+            );
+            assert_eq!(again.log_append_time_ms, original.max_timestamp_ms);
+            assert_eq!(again.leader_epoch, 1);
+        }
+        assert_eq!((log.log_end_offset(), log.size_bytes()), (7, size));
+        // A gap, a stale epoch and a new epoch not starting at 0 are refused.
+        assert!(is_sequence_error(
+            &log.append(idempotent_batch(7, 0, 6, 1, 300), 1000, 0),
+            "OutOfOrder"
+        ));
+        log.append(idempotent_batch(7, 1, 0, 1, 300), 1000, 0)
+            .expect("new epoch");
+        assert!(is_sequence_error(
+            &log.append(idempotent_batch(7, 0, 5, 1, 300), 1000, 0),
+            "StaleEpoch"
+        ));
+        assert!(is_sequence_error(
+            &log.append(idempotent_batch(7, 2, 3, 1, 300), 1000, 0),
+            "OutOfOrder"
+        ));
+        assert_eq!(log.log_end_offset(), 8);
+        // A producer the partition never saw may start anywhere (KIP-360).
+        log.append(idempotent_batch(8, 0, 40, 1, 300), 1000, 0)
+            .expect("unknown producer");
+    }
+
+    #[test]
+    fn producer_state_is_rebuilt_from_snapshots_or_the_log_at_open() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = small_config();
+        let mut originals = Vec::new();
+        {
+            let log = open(dir.path(), config.clone(), 0);
+            for round in 0..6 {
+                for producer in 0..3i64 {
+                    let info = log
+                        .append(idempotent_batch(producer, 0, round * 2, 2, 100), 1000, 0)
+                        .expect("append");
+                    originals.push((producer, round * 2, info.base_offset));
+                }
+            }
+            assert!(log.segment_count() > 2, "the test needs rolls");
+            // A snapshot at every roll, at the new segment's base.
+            let bases = log.segment_base_offsets();
+            assert_eq!(snapshot_offsets(&log), bases[1..].to_vec());
+            log.close().expect("close");
+            // And one at the log end on a clean close.
+            assert_eq!(snapshot_offsets(&log).last(), Some(&log.log_end_offset()));
+        }
+        let retry_last = |log: &PartitionLog| {
+            for &(producer, sequence, offset) in &originals[originals.len() - 3..] {
+                let info = log
+                    .append(idempotent_batch(producer, 0, sequence, 2, 100), 1000, 0)
+                    .expect("retry");
+                assert!(info.duplicate, "producer {producer} retry not recognised");
+                assert_eq!(info.base_offset, offset);
+            }
+        };
+        // Clean restart: from the close's snapshot.
+        retry_last(&open(dir.path(), config.clone(), i64::MAX));
+        // Every snapshot deleted, unclean restart: rebuilt from the batches.
+        for entry in fs::read_dir(dir.path()).expect("dir") {
+            let path = entry.expect("entry").path();
+            if path.extension().is_some_and(|e| e == "snapshot") {
+                fs::remove_file(path).expect("remove");
+            }
+        }
+        let log = open(dir.path(), config.clone(), 0);
+        assert_eq!(log.producer_count(), 3);
+        retry_last(&log);
+        // A damaged snapshot is ignored (an older one or the log takes over).
+        log.roll().expect("roll");
+        log.close().expect("close");
+        let newest = log.producer_snapshots().expect("list").pop().expect("one");
+        fs::write(&newest.1, b"garbage").expect("damage");
+        retry_last(&open(dir.path(), config, 0));
+    }
+
+    #[test]
+    fn truncation_and_replication_keep_the_producer_state_in_step_with_the_log() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let follower_dir = tempfile::tempdir().expect("tempdir");
+        let log = open(dir.path(), small_config(), 0);
+        let a = log
+            .append(idempotent_batch(3, 0, 0, 3, 100), 1000, 0)
+            .expect("a");
+        let b = log
+            .append(idempotent_batch(3, 0, 3, 3, 100), 1000, 0)
+            .expect("b");
+        // A follower appending what the leader stored deduplicates the leader's retries.
+        let follower = open(follower_dir.path(), small_config(), 0);
+        follower
+            .append_replicated(log.read(0, MAX, i64::MAX, false).expect("read"))
+            .expect("replicate");
+        let again = follower
+            .append(idempotent_batch(3, 0, 3, 3, 100), 1000, 1)
+            .expect("retry on the new leader");
+        assert!(again.duplicate);
+        assert_eq!(again.base_offset, b.base_offset);
+        // Truncating b away: its retry is new again, a's is still a duplicate.
+        log.truncate_to(b.base_offset).expect("truncate");
+        assert!(
+            log.append(idempotent_batch(3, 0, 0, 3, 100), 1000, 0)
+                .expect("a")
+                .duplicate
+        );
+        let rewritten = log
+            .append(idempotent_batch(3, 0, 3, 3, 100), 1000, 0)
+            .expect("b");
+        assert!(!rewritten.duplicate);
+        assert_eq!(rewritten.base_offset, a.last_offset + 1);
+        // Truncating everything forgets the producer.
+        log.truncate_fully_and_start_at(100)
+            .expect("truncate fully");
+        assert_eq!(log.producer_count(), 0);
+        assert!(snapshot_offsets(&log).is_empty());
     }
 
     #[test]

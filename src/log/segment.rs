@@ -251,6 +251,10 @@ pub struct BatchLocation {
     pub max_timestamp_ms: i64,
     /// The batch's producer id (`-1` without one).
     pub producer_id: i64,
+    /// The batch's producer epoch.
+    pub producer_epoch: i16,
+    /// The batch's first sequence.
+    pub base_sequence: i32,
     /// Whether it is a control batch (transaction markers).
     pub is_control: bool,
 }
@@ -264,6 +268,8 @@ impl BatchLocation {
             last_offset: header.last_offset(),
             max_timestamp_ms: header.max_timestamp_ms(),
             producer_id: header.producer_id(),
+            producer_epoch: header.producer_epoch(),
+            base_sequence: header.base_sequence(),
             is_control: header.is_control(),
         }
     }
@@ -1216,6 +1222,23 @@ impl Segment {
         mut visit: impl FnMut(&BatchLocation),
     ) -> Result<(), LogError> {
         self.scan_from(0, self.size_bytes(), |location| {
+            visit(location);
+            false
+        })?;
+        Ok(())
+    }
+
+    /// Calls `visit` with the location of every batch whose last offset is `>= offset`, in
+    /// order (headers only).
+    pub fn scan_batch_locations_from(
+        &self,
+        offset: i64,
+        mut visit: impl FnMut(&BatchLocation),
+    ) -> Result<(), LogError> {
+        let Some(first) = self.find_batch(offset)? else {
+            return Ok(());
+        };
+        self.scan_from(first.position, self.size_bytes(), |location| {
             visit(location);
             false
         })?;

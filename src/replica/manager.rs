@@ -317,6 +317,18 @@ impl ReplicaManager {
         }
     }
 
+    /// Forgets, in every hosted partition, the idempotent producers whose last batch is
+    /// `expiration_ms` old (`producer.id.expiration.ms`).
+    pub fn expire_producers(&self, now_ms: i64, expiration_ms: i64) {
+        let mut expired = 0;
+        for partition in self.all_partitions() {
+            expired += partition.log().expire_producers(now_ms, expiration_ms);
+        }
+        if expired > 0 {
+            tracing::debug!(expired, "expired idle producers' state");
+        }
+    }
+
     /// Runs the log cleaner once (see the module doc): every hosted partition whose
     /// `cleanup.policy` includes `compact` and whose dirty ratio qualifies (or that is past
     /// `max.compaction.lag.ms`) is compacted below its high watermark, dirtiest first, until

@@ -334,6 +334,10 @@ impl Partition {
             }
         };
         drop(role);
+        if info.duplicate {
+            // Nothing was written.
+            return Ok(info);
+        }
         let runtime = tokio::runtime::Handle::try_current();
         if let (true, false, Ok(runtime)) = (info.rolled, info.flush_needed, runtime) {
             // Flush on roll, in the background: the previous segment is complete.

@@ -380,7 +380,7 @@ impl AckLog {
 pub type Acked = std::sync::Arc<std::sync::Mutex<AckLog>>;
 
 /// Produces with acks=all until `stop`, one record at a time round-robin over `partitions`,
-/// recording every acknowledgement.
+/// recording every acknowledgement; returns the number of failed sends.
 pub fn keep_producing(
     bootstrap: String,
     topic: &'static str,
@@ -388,45 +388,7 @@ pub fn keep_producing(
     acked: Acked,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
 ) -> tokio::task::JoinHandle<usize> {
-    tokio::spawn(async move {
-        let p = producer(
-            &bootstrap,
-            &[
-                ("acks", "all"),
-                ("message.timeout.ms", "60000"),
-                ("retry.backoff.ms", "100"),
-            ],
-        );
-        let mut failures = 0;
-        let mut i = 0u64;
-        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-            let value = format!("r{i:06}");
-            let partition = (i % partitions as u64) as i32;
-            match p
-                .send(
-                    FutureRecord::to(topic)
-                        .partition(partition)
-                        .key(&value)
-                        .payload(&value),
-                    Duration::from_secs(60),
-                )
-                .await
-            {
-                Ok(delivery) => {
-                    acked
-                        .lock()
-                        .expect("lock")
-                        .insert((delivery.partition, delivery.offset), value);
-                }
-                Err((e, _)) => {
-                    failures += 1;
-                    eprintln!("produce failed (not acknowledged, so not checked): {e}");
-                }
-            }
-            i += 1;
-        }
-        failures
-    })
+    produce_until(bootstrap, topic, partitions, acked, stop, false, 1)
 }
 
 /// Every acknowledged record is in the log at its offset, as a consumer reads it afterwards,
@@ -475,6 +437,179 @@ pub fn check_acknowledged(bootstrap: &str, topic: &str, partitions: i32, acked: 
     }
 }
 
+/// Produces with an idempotent producer (acks=all, up to five requests in flight per
+/// connection) until `stop`, in waves of 30 concurrent sends round-robin over `partitions`.
+/// Records every acknowledgement; returns the number of failed sends.
+pub fn keep_producing_idempotent(
+    bootstrap: String,
+    topic: &'static str,
+    partitions: i32,
+    acked: Acked,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> tokio::task::JoinHandle<usize> {
+    produce_until(bootstrap, topic, partitions, acked, stop, true, 30)
+}
+
+/// Produces at acks=all (idempotent or not) until `stop`, in waves of `wave` concurrent sends
+/// round-robin over `partitions`; each partition's values carry an increasing sequence
+/// ("p<partition>-<n>"). Records every acknowledgement; returns the number of failed sends.
+fn produce_until(
+    bootstrap: String,
+    topic: &'static str,
+    partitions: i32,
+    acked: Acked,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    idempotent: bool,
+    wave: u64,
+) -> tokio::task::JoinHandle<usize> {
+    tokio::spawn(async move {
+        let p = producer(
+            &bootstrap,
+            &[
+                (
+                    "enable.idempotence",
+                    if idempotent { "true" } else { "false" },
+                ),
+                ("acks", "all"),
+                (
+                    "message.timeout.ms",
+                    if idempotent { "120000" } else { "60000" },
+                ),
+                ("retry.backoff.ms", "100"),
+            ],
+        );
+        let mut failures = 0;
+        let mut i = 0u64;
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            let sends: Vec<_> = (i..i + wave)
+                .map(|n| {
+                    let partition = (n % partitions as u64) as i32;
+                    let value = format!("p{partition}-{:07}", n / partitions as u64);
+                    let p = p.clone();
+                    async move {
+                        let sent = p
+                            .send(
+                                FutureRecord::to(topic)
+                                    .partition(partition)
+                                    .key(&value)
+                                    .payload(&value),
+                                Duration::from_secs(120),
+                            )
+                            .await;
+                        (value, sent)
+                    }
+                })
+                .collect();
+            for (value, sent) in futures::future::join_all(sends).await {
+                match sent {
+                    Ok(delivery) => {
+                        acked
+                            .lock()
+                            .expect("lock")
+                            .insert((delivery.partition, delivery.offset), value);
+                    }
+                    Err((e, _)) => {
+                        failures += 1;
+                        eprintln!("produce failed (not acknowledged, so not checked): {e}");
+                    }
+                }
+            }
+            i += wave;
+        }
+        failures
+    })
+}
+
+/// What a checker found, per partition, reading everything back.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ExactlyOnce {
+    pub acknowledged: usize,
+    pub read: usize,
+    pub lost: usize,
+    pub duplicated: usize,
+    pub reordered: usize,
+}
+
+/// Reads every partition to its high watermark and compares it with the acknowledgements of
+/// [`keep_producing_idempotent`]: acknowledged records missing or not at their offset (lost),
+/// values read more than once (duplicated), values out of send order (reordered). Panics
+/// with the counts unless all three are zero.
+pub fn check_exactly_once(
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+    acked: &Acked,
+) -> ExactlyOnce {
+    let log = acked.lock().expect("lock").clone();
+    let consumer = assigned_consumer(bootstrap, topic, partitions);
+    let mut ends = BTreeMap::new();
+    for p in 0..partitions {
+        let (_, high) = consumer
+            .fetch_watermarks(topic, p, Duration::from_secs(10))
+            .expect("watermarks");
+        ends.insert(p, high);
+    }
+    let mut read: BTreeMap<i32, Vec<(i64, String)>> = BTreeMap::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let done = |read: &BTreeMap<i32, Vec<(i64, String)>>| {
+        ends.iter().all(|(p, end)| {
+            *end == 0
+                || read
+                    .get(p)
+                    .and_then(|r| r.last())
+                    .is_some_and(|(o, _)| o + 1 >= *end)
+        })
+    };
+    while !done(&read) {
+        assert!(
+            Instant::now() < deadline,
+            "could not read every partition to its end"
+        );
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+            let value = String::from_utf8(m.payload().unwrap_or_default().to_vec()).expect("utf8");
+            read.entry(m.partition())
+                .or_default()
+                .push((m.offset(), value));
+        }
+    }
+    let mut found = ExactlyOnce {
+        acknowledged: log.len(),
+        read: read.values().map(Vec::len).sum(),
+        lost: log.overwritten.len(),
+        ..ExactlyOnce::default()
+    };
+    let at: BTreeMap<(i32, i64), &String> = read
+        .iter()
+        .flat_map(|(p, records)| records.iter().map(move |(o, v)| ((*p, *o), v)))
+        .collect();
+    for (key, value) in &log.by_offset {
+        if at.get(key) != Some(&value) {
+            found.lost += 1;
+        }
+    }
+    for records in read.values() {
+        let mut seen = std::collections::BTreeSet::new();
+        let mut last = None;
+        for (_, value) in records {
+            if !seen.insert(value.clone()) {
+                found.duplicated += 1;
+            }
+            let sequence: Option<u64> = value.rsplit('-').next().and_then(|n| n.parse().ok());
+            if sequence.is_some() && last.is_some() && sequence <= last {
+                found.reordered += 1;
+            }
+            last = last.max(sequence);
+        }
+    }
+    eprintln!("exactly-once check of {topic}: {found:?}");
+    assert_eq!(
+        (found.lost, found.duplicated, found.reordered),
+        (0, 0, 0),
+        "{found:?}"
+    );
+    found
+}
+
 /// A size-limited tmpfs mounted at a directory (a filesystem that fills: ENOSPC), unmounted
 /// on drop. Mounting needs root, which the test machines have.
 pub struct TmpfsMount {
@@ -521,6 +656,22 @@ impl Drop for TmpfsMount {
     }
 }
 
+/// `records` as uncompressed v2 batches (one when their `offset - sequence` is constant).
+pub fn encode_uncompressed(records: &[kafka_protocol::records::Record]) -> bytes::Bytes {
+    use kafka_protocol::records::{Compression, RecordBatchEncoder, RecordEncodeOptions};
+    let mut buf = bytes::BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        records,
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
+    )
+    .expect("encode");
+    buf.freeze()
+}
+
 /// One uncompressed v2 batch of `records` (key, value), timestamps 1,700,000,000,000 ms,
 /// marked as control records and/or transactional (producer id 4, epoch 0) if asked.
 pub fn record_batch(
@@ -528,10 +679,8 @@ pub fn record_batch(
     control: bool,
     transactional: bool,
 ) -> bytes::Bytes {
-    use bytes::{Bytes, BytesMut};
-    use kafka_protocol::records::{
-        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-    };
+    use bytes::Bytes;
+    use kafka_protocol::records::{Record, TimestampType};
     let records: Vec<Record> = records
         .iter()
         .enumerate()
@@ -551,17 +700,39 @@ pub fn record_batch(
             delete_horizon: false,
         })
         .collect();
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        &records,
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        },
-    )
-    .expect("encode");
-    buf.freeze()
+    encode_uncompressed(&records)
+}
+
+/// One uncompressed v2 batch of an idempotent producer: `values` from sequence
+/// `base_sequence`, each keyed by its value.
+pub fn idempotent_record_batch(
+    producer_id: i64,
+    producer_epoch: i16,
+    base_sequence: i32,
+    values: &[&str],
+) -> bytes::Bytes {
+    use bytes::Bytes;
+    use kafka_protocol::records::{Record, TimestampType};
+    let records: Vec<Record> = values
+        .iter()
+        .enumerate()
+        .map(|(i, value)| Record {
+            transactional: false,
+            control: false,
+            partition_leader_epoch: 0,
+            producer_id,
+            producer_epoch,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            sequence: base_sequence + i as i32,
+            timestamp: 1_700_000_000_000,
+            key: Some(Bytes::copy_from_slice(value.as_bytes())),
+            value: Some(Bytes::copy_from_slice(value.as_bytes())),
+            headers: Default::default(),
+            delete_horizon: false,
+        })
+        .collect();
+    encode_uncompressed(&records)
 }
 
 /// Produce v9 to `topic` of `partitions` (index, records) with `acks`, on a new connection.
@@ -570,6 +741,18 @@ pub fn produce_raw(
     topic: &str,
     partitions: Vec<(i32, bytes::Bytes)>,
     acks: i16,
+) -> kafka_protocol::messages::ProduceResponse {
+    produce_raw_at(port, topic, partitions, acks, 9)
+}
+
+/// Produce at `version` (3 to 12: by topic name) to `topic` of `partitions` (index, records)
+/// with `acks`, on a new connection.
+pub fn produce_raw_at(
+    port: u16,
+    topic: &str,
+    partitions: Vec<(i32, bytes::Bytes)>,
+    acks: i16,
+    version: i16,
 ) -> kafka_protocol::messages::ProduceResponse {
     use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
     use kafka_protocol::messages::{ApiKey, ProduceRequest, TopicName};
@@ -589,5 +772,5 @@ pub fn produce_raw(
                     })
                     .collect(),
             )]);
-    raw_request(port, ApiKey::Produce, 9, &request)
+    raw_request(port, ApiKey::Produce, version, &request)
 }

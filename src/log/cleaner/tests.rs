@@ -825,6 +825,7 @@ fn a_swap_leaves_no_temporary_files_and_survives_reopen() {
     assert!(names(dir.path()).iter().all(|name| name.ends_with(".log")
         || name.ends_with(".index")
         || name.ends_with(".timeindex")
+        || name.ends_with(".snapshot")
         || name == "leader-epoch-checkpoint"));
     let recovery_point = log.recovery_point();
     drop(log);

@@ -1,0 +1,641 @@
+//! Producer state of one partition (Kafka's `ProducerStateManager`): for each idempotent
+//! producer that wrote to the partition, its epoch and the metadata of its last
+//! [`BATCHES_KEPT_PER_PRODUCER`] batches, so the leader can acknowledge a retried batch with its
+//! original offset instead of writing it twice, and refuse a sequence gap or a fenced epoch.
+//!
+//! The state is a function of the log: every append (leader or follower) applies the batches it
+//! wrote, so a follower that becomes leader deduplicates the old leader's retries; a truncation
+//! rebuilds it from the newest snapshot below the new end plus the batches after it; recovery
+//! does the same at open. Nothing here does I/O except reading and writing snapshot files
+//! (`PartitionLog` owns when).
+//!
+//! # Rules (Kafka's `ProducerAppendInfo`, checked on leader appends only)
+//! - A batch whose epoch is below the producer's is refused (INVALID_PRODUCER_EPOCH).
+//! - Same epoch, same first and last sequence as one of the kept batches: a duplicate, answered
+//!   with that batch's offsets and timestamp; nothing is written.
+//! - Same epoch otherwise: the first sequence must follow the last one kept (sequences wrap from
+//!   `i32::MAX` to 0), else OUT_OF_ORDER_SEQUENCE_NUMBER.
+//! - A higher epoch must start at sequence 0 (the client bumped its epoch, KIP-360).
+//! - A producer the partition does not know (new, expired, or evicted) may start at any
+//!   sequence, as in Kafka since KIP-360.
+//!
+//! # Bounds
+//! An entry is a fixed ring of five 32-byte batch records plus its epoch and last timestamp
+//! (176 bytes, about 200 with the map's own overhead), allocated nothing else. A partition keeps
+//! at most `producers_max` producers; beyond that the one whose last batch is oldest in the log
+//! is evicted (its next batch is then accepted as from an unknown producer). Entries expire
+//! `producer.id.expiration.ms` after their last batch's timestamp (KIP-854).
+//!
+//! # Snapshot file format (`<20-digit offset>.snapshot`, gregor's own)
+//! The state as of the log up to (not including) the offset in the file name:
+//! ```text
+//! u16 version (1) | u32 CRC-32C of everything after it | u32 producer count
+//! per producer: i64 producer id | i16 epoch | i64 last timestamp | u8 batch count (<= 5)
+//!   per batch, oldest first: i32 first sequence | i32 last sequence | i64 first offset
+//!                            | i64 last offset | i64 timestamp
+//! ```
+//! Big-endian. A file that fails its CRC or its lengths is ignored (the state is then rebuilt
+//! from an older snapshot or the log), so snapshots need no fsync.
+
+use std::collections::HashMap;
+
+use super::batch::BatchHeader;
+use super::segment::BatchLocation;
+
+/// Batches remembered per producer (Kafka's `NUM_BATCHES_TO_RETAIN`, the client's
+/// `max.in.flight.requests.per.connection` limit for idempotence).
+pub const BATCHES_KEPT_PER_PRODUCER: usize = 5;
+
+/// Suffix of producer snapshot files.
+pub const SNAPSHOT_FILE_SUFFIX: &str = ".snapshot";
+
+/// Snapshot format version.
+const SNAPSHOT_VERSION: u16 = 1;
+
+/// Bytes of one batch record in a snapshot.
+const SNAPSHOT_BATCH_BYTES: usize = 4 + 4 + 8 + 8 + 8;
+/// Bytes of one producer's fixed part in a snapshot.
+const SNAPSHOT_PRODUCER_BYTES: usize = 8 + 2 + 8 + 1;
+
+/// Kafka's `DefaultRecordBatch.incrementSequence`: sequences wrap from `i32::MAX` to 0.
+pub fn increment_sequence(sequence: i32, increment: i32) -> i32 {
+    if sequence > i32::MAX - increment {
+        increment - (i32::MAX - sequence) - 1
+    } else {
+        sequence + increment
+    }
+}
+
+/// Whether `next` is the sequence right after `last`.
+fn in_sequence(last: i32, next: i32) -> bool {
+    i64::from(next) == i64::from(last) + 1 || (next == 0 && last == i32::MAX)
+}
+
+/// What the log remembers of one batch of a producer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct BatchMetadata {
+    /// Sequence of the first record.
+    pub first_sequence: i32,
+    /// Sequence of the last record.
+    pub last_sequence: i32,
+    /// Offset of the first record.
+    pub first_offset: i64,
+    /// Offset of the last record.
+    pub last_offset: i64,
+    /// The batch's max timestamp (the append time under LogAppendTime).
+    pub timestamp_ms: i64,
+}
+
+/// The producer fields of a batch header, once it has offsets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProducerBatch {
+    /// Producer id (`>= 0`).
+    pub producer_id: i64,
+    /// Producer epoch.
+    pub epoch: i16,
+    /// The batch's sequences, offsets and timestamp.
+    pub batch: BatchMetadata,
+}
+
+impl ProducerBatch {
+    /// The producer fields of a data batch that has a producer id; `None` for batches without
+    /// one and for control batches (transaction markers carry no sequence).
+    pub fn from_header(header: &BatchHeader<'_>) -> Option<ProducerBatch> {
+        if header.producer_id() < 0 || header.is_control() {
+            return None;
+        }
+        let first_sequence = header.base_sequence();
+        Some(ProducerBatch {
+            producer_id: header.producer_id(),
+            epoch: header.producer_epoch(),
+            batch: BatchMetadata {
+                first_sequence,
+                last_sequence: increment_sequence(
+                    first_sequence.max(0),
+                    header.last_offset_delta().max(0),
+                ),
+                first_offset: header.base_offset(),
+                last_offset: header.last_offset(),
+                timestamp_ms: header.max_timestamp_ms(),
+            },
+        })
+    }
+
+    /// The same from a stored batch's location (replay at open and after a truncation).
+    pub fn from_location(location: &BatchLocation) -> Option<ProducerBatch> {
+        if location.producer_id < 0 || location.is_control {
+            return None;
+        }
+        let delta = i32::try_from(location.last_offset - location.base_offset).unwrap_or(0);
+        Some(ProducerBatch {
+            producer_id: location.producer_id,
+            epoch: location.producer_epoch,
+            batch: BatchMetadata {
+                first_sequence: location.base_sequence,
+                last_sequence: increment_sequence(location.base_sequence.max(0), delta.max(0)),
+                first_offset: location.base_offset,
+                last_offset: location.last_offset,
+                timestamp_ms: location.max_timestamp_ms,
+            },
+        })
+    }
+
+    /// The same batch at other offsets and timestamp (after the leader assigned them).
+    pub fn at(mut self, first_offset: i64, last_offset: i64, timestamp_ms: i64) -> ProducerBatch {
+        self.batch.first_offset = first_offset;
+        self.batch.last_offset = last_offset;
+        self.batch.timestamp_ms = timestamp_ms;
+        self
+    }
+}
+
+/// Why the leader refuses a producer's batch.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SequenceError {
+    /// The batch's epoch is older than the producer's (a zombie). INVALID_PRODUCER_EPOCH.
+    #[error("producer {producer_id}'s epoch {epoch} is older than the current epoch {current}")]
+    StaleEpoch {
+        /// Producer id.
+        producer_id: i64,
+        /// The batch's epoch.
+        epoch: i16,
+        /// The partition's epoch for the producer.
+        current: i16,
+    },
+    /// The batch does not continue the producer's sequence. OUT_OF_ORDER_SEQUENCE_NUMBER.
+    #[error(
+        "out of order sequence number for producer {producer_id} at epoch {epoch}: \
+         {first_sequence} (incoming batch first sequence), {last_sequence} (current end sequence)"
+    )]
+    OutOfOrder {
+        /// Producer id.
+        producer_id: i64,
+        /// The batch's epoch.
+        epoch: i16,
+        /// The batch's first sequence.
+        first_sequence: i32,
+        /// The last sequence the partition holds for the producer (-1: none at this epoch).
+        last_sequence: i32,
+    },
+    /// A batch with a producer id and a negative sequence (Kafka's LogValidator:
+    /// "Invalid sequence number"). INVALID_RECORD.
+    #[error(
+        "invalid sequence number {first_sequence} in record batch with producerId {producer_id}"
+    )]
+    InvalidSequence {
+        /// Producer id.
+        producer_id: i64,
+        /// The batch's first sequence.
+        first_sequence: i32,
+    },
+}
+
+/// The leader's verdict on a producer's batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Write it.
+    Append,
+    /// Already in the log: answer with this batch's offsets, write nothing.
+    Duplicate(BatchMetadata),
+}
+
+/// One producer's state in one partition.
+#[derive(Debug, Clone, Copy)]
+pub struct ProducerEntry {
+    /// The producer's current epoch here.
+    pub epoch: i16,
+    /// Timestamp of its last batch (expiry counts from it).
+    pub last_timestamp_ms: i64,
+    /// Ring of the last batches, `start` the oldest.
+    batches: [BatchMetadata; BATCHES_KEPT_PER_PRODUCER],
+    start: u8,
+    len: u8,
+}
+
+impl PartialEq for ProducerEntry {
+    fn eq(&self, other: &ProducerEntry) -> bool {
+        self.epoch == other.epoch
+            && self.last_timestamp_ms == other.last_timestamp_ms
+            && self.batches().eq(other.batches())
+    }
+}
+
+impl Eq for ProducerEntry {}
+
+impl ProducerEntry {
+    fn new(epoch: i16) -> ProducerEntry {
+        ProducerEntry {
+            epoch,
+            last_timestamp_ms: -1,
+            batches: [BatchMetadata::default(); BATCHES_KEPT_PER_PRODUCER],
+            start: 0,
+            len: 0,
+        }
+    }
+
+    /// The kept batches, oldest first.
+    pub fn batches(&self) -> impl Iterator<Item = &BatchMetadata> + '_ {
+        (0..usize::from(self.len))
+            .map(move |i| &self.batches[(usize::from(self.start) + i) % BATCHES_KEPT_PER_PRODUCER])
+    }
+
+    fn last(&self) -> Option<&BatchMetadata> {
+        self.batches().last()
+    }
+
+    fn push(&mut self, batch: BatchMetadata) {
+        if usize::from(self.len) == BATCHES_KEPT_PER_PRODUCER {
+            self.batches[usize::from(self.start)] = batch;
+            self.start = ((usize::from(self.start) + 1) % BATCHES_KEPT_PER_PRODUCER) as u8;
+        } else {
+            let at = (usize::from(self.start) + usize::from(self.len)) % BATCHES_KEPT_PER_PRODUCER;
+            self.batches[at] = batch;
+            self.len += 1;
+        }
+    }
+
+    fn clear_batches(&mut self) {
+        self.start = 0;
+        self.len = 0;
+    }
+}
+
+/// The producer state of one partition. See the module documentation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProducerStateManager {
+    producers: HashMap<i64, ProducerEntry>,
+    producers_max: usize,
+}
+
+impl ProducerStateManager {
+    /// Empty state keeping at most `producers_max` producers (at least one).
+    pub fn new(producers_max: usize) -> ProducerStateManager {
+        ProducerStateManager {
+            producers: HashMap::new(),
+            producers_max: producers_max.max(1),
+        }
+    }
+
+    /// Changes the bound (evicting at the next apply if over it).
+    pub fn set_producers_max(&mut self, producers_max: usize) {
+        self.producers_max = producers_max.max(1);
+    }
+
+    /// Producers known.
+    pub fn len(&self) -> usize {
+        self.producers.len()
+    }
+
+    /// Whether no producer is known.
+    pub fn is_empty(&self) -> bool {
+        self.producers.is_empty()
+    }
+
+    /// One producer's state.
+    pub fn entry(&self, producer_id: i64) -> Option<&ProducerEntry> {
+        self.producers.get(&producer_id)
+    }
+
+    /// Forgets every producer.
+    pub fn clear(&mut self) {
+        self.producers.clear();
+    }
+
+    /// The leader's check of a client's batch (see the module documentation).
+    pub fn check(&self, incoming: &ProducerBatch) -> Result<Verdict, SequenceError> {
+        let first_sequence = incoming.batch.first_sequence;
+        if first_sequence < 0 {
+            return Err(SequenceError::InvalidSequence {
+                producer_id: incoming.producer_id,
+                first_sequence,
+            });
+        }
+        let Some(entry) = self.producers.get(&incoming.producer_id) else {
+            return Ok(Verdict::Append);
+        };
+        if incoming.epoch < entry.epoch {
+            return Err(SequenceError::StaleEpoch {
+                producer_id: incoming.producer_id,
+                epoch: incoming.epoch,
+                current: entry.epoch,
+            });
+        }
+        if incoming.epoch > entry.epoch {
+            if first_sequence != 0 {
+                return Err(SequenceError::OutOfOrder {
+                    producer_id: incoming.producer_id,
+                    epoch: incoming.epoch,
+                    first_sequence,
+                    last_sequence: -1,
+                });
+            }
+            return Ok(Verdict::Append);
+        }
+        if let Some(duplicate) = entry.batches().find(|kept| {
+            kept.first_sequence == first_sequence
+                && kept.last_sequence == incoming.batch.last_sequence
+        }) {
+            return Ok(Verdict::Duplicate(*duplicate));
+        }
+        match entry.last() {
+            Some(last) if !in_sequence(last.last_sequence, first_sequence) => {
+                Err(SequenceError::OutOfOrder {
+                    producer_id: incoming.producer_id,
+                    epoch: incoming.epoch,
+                    first_sequence,
+                    last_sequence: last.last_sequence,
+                })
+            }
+            _ => Ok(Verdict::Append),
+        }
+    }
+
+    /// Records a batch the log now holds (leader after writing it, follower, replay).
+    pub fn apply(&mut self, applied: &ProducerBatch) {
+        let entry = self
+            .producers
+            .entry(applied.producer_id)
+            .or_insert_with(|| ProducerEntry::new(applied.epoch));
+        if applied.epoch != entry.epoch {
+            // A new epoch starts a new sequence (Kafka drops the old epoch's batches).
+            entry.epoch = applied.epoch;
+            entry.clear_batches();
+        }
+        entry.push(applied.batch);
+        entry.last_timestamp_ms = entry.last_timestamp_ms.max(applied.batch.timestamp_ms);
+        if self.producers.len() > self.producers_max {
+            self.evict_oldest(applied.producer_id);
+        }
+    }
+
+    /// Evicts the producer whose last batch is oldest in the log (never `keep`).
+    fn evict_oldest(&mut self, keep: i64) {
+        let victim = self
+            .producers
+            .iter()
+            .filter(|(&id, _)| id != keep)
+            .min_by_key(|(_, entry)| entry.last().map_or(i64::MIN, |b| b.last_offset))
+            .map(|(&id, _)| id);
+        if let Some(victim) = victim {
+            self.producers.remove(&victim);
+            tracing::debug!(
+                producer_id = victim,
+                "producer state evicted: the partition keeps at most producer.state.max.producers"
+            );
+        }
+    }
+
+    /// Forgets producers whose last batch is `expiration_ms` or more older than `now_ms`
+    /// (`producer.id.expiration.ms`); returns how many.
+    pub fn expire(&mut self, now_ms: i64, expiration_ms: i64) -> usize {
+        let before = self.producers.len();
+        self.producers
+            .retain(|_, entry| now_ms.saturating_sub(entry.last_timestamp_ms) < expiration_ms);
+        before - self.producers.len()
+    }
+
+    /// The snapshot file's bytes (see the module documentation).
+    pub fn encode_snapshot(&self) -> Vec<u8> {
+        let mut body = Vec::with_capacity(
+            4 + self.producers.len()
+                * (SNAPSHOT_PRODUCER_BYTES + BATCHES_KEPT_PER_PRODUCER * SNAPSHOT_BATCH_BYTES),
+        );
+        body.extend_from_slice(&(self.producers.len() as u32).to_be_bytes());
+        let mut ids: Vec<&i64> = self.producers.keys().collect();
+        ids.sort_unstable();
+        for id in ids {
+            let Some(entry) = self.producers.get(id) else {
+                continue;
+            };
+            body.extend_from_slice(&id.to_be_bytes());
+            body.extend_from_slice(&entry.epoch.to_be_bytes());
+            body.extend_from_slice(&entry.last_timestamp_ms.to_be_bytes());
+            body.push(entry.len);
+            for batch in entry.batches() {
+                body.extend_from_slice(&batch.first_sequence.to_be_bytes());
+                body.extend_from_slice(&batch.last_sequence.to_be_bytes());
+                body.extend_from_slice(&batch.first_offset.to_be_bytes());
+                body.extend_from_slice(&batch.last_offset.to_be_bytes());
+                body.extend_from_slice(&batch.timestamp_ms.to_be_bytes());
+            }
+        }
+        let mut out = Vec::with_capacity(6 + body.len());
+        out.extend_from_slice(&SNAPSHOT_VERSION.to_be_bytes());
+        out.extend_from_slice(&crc32c::crc32c(&body).to_be_bytes());
+        out.extend_from_slice(&body);
+        out
+    }
+
+    /// Reads a snapshot file's bytes; `None` when they fail the version, CRC or length checks.
+    pub fn decode_snapshot(bytes: &[u8], producers_max: usize) -> Option<ProducerStateManager> {
+        let mut reader = Reader { bytes, at: 0 };
+        if reader.u16()? != SNAPSHOT_VERSION {
+            return None;
+        }
+        let crc = reader.u32()?;
+        if crc32c::crc32c(reader.rest()) != crc {
+            return None;
+        }
+        let count = reader.u32()? as usize;
+        // Every producer takes at least its fixed part: a count beyond that is corrupt and must
+        // not size an allocation.
+        if count > reader.rest().len() / SNAPSHOT_PRODUCER_BYTES {
+            return None;
+        }
+        let mut state = ProducerStateManager::new(producers_max);
+        state.producers.reserve(count);
+        for _ in 0..count {
+            let id = reader.i64()?;
+            let mut entry = ProducerEntry::new(reader.i16()?);
+            entry.last_timestamp_ms = reader.i64()?;
+            let batches = reader.u8()?;
+            if usize::from(batches) > BATCHES_KEPT_PER_PRODUCER {
+                return None;
+            }
+            for _ in 0..batches {
+                entry.push(BatchMetadata {
+                    first_sequence: reader.i32()?,
+                    last_sequence: reader.i32()?,
+                    first_offset: reader.i64()?,
+                    last_offset: reader.i64()?,
+                    timestamp_ms: reader.i64()?,
+                });
+            }
+            state.producers.insert(id, entry);
+        }
+        if !reader.rest().is_empty() {
+            return None;
+        }
+        Some(state)
+    }
+}
+
+/// A bounds-checked big-endian reader.
+struct Reader<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl Reader<'_> {
+    fn take<const N: usize>(&mut self) -> Option<[u8; N]> {
+        let end = self.at.checked_add(N)?;
+        let taken: [u8; N] = self.bytes.get(self.at..end)?.try_into().ok()?;
+        self.at = end;
+        Some(taken)
+    }
+    fn rest(&self) -> &[u8] {
+        self.bytes.get(self.at..).unwrap_or_default()
+    }
+    fn u8(&mut self) -> Option<u8> {
+        self.take::<1>().map(|b| b[0])
+    }
+    fn u16(&mut self) -> Option<u16> {
+        self.take().map(u16::from_be_bytes)
+    }
+    fn u32(&mut self) -> Option<u32> {
+        self.take().map(u32::from_be_bytes)
+    }
+    fn i16(&mut self) -> Option<i16> {
+        self.take().map(i16::from_be_bytes)
+    }
+    fn i32(&mut self) -> Option<i32> {
+        self.take().map(i32::from_be_bytes)
+    }
+    fn i64(&mut self) -> Option<i64> {
+        self.take().map(i64::from_be_bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(producer_id: i64, epoch: i16, first: i32, count: i32, offset: i64) -> ProducerBatch {
+        ProducerBatch {
+            producer_id,
+            epoch,
+            batch: BatchMetadata {
+                first_sequence: first,
+                last_sequence: increment_sequence(first, count - 1),
+                first_offset: offset,
+                last_offset: offset + i64::from(count) - 1,
+                timestamp_ms: 1000 + offset,
+            },
+        }
+    }
+
+    #[test]
+    fn sequences_wrap_as_kafkas_do() {
+        assert_eq!(increment_sequence(5, 3), 8);
+        assert_eq!(increment_sequence(i32::MAX, 1), 0);
+        assert_eq!(increment_sequence(i32::MAX - 1, 3), 1);
+        assert!(in_sequence(i32::MAX, 0));
+        assert!(!in_sequence(i32::MAX, 1));
+        assert!(in_sequence(-1, 0));
+    }
+
+    #[test]
+    fn duplicates_gaps_and_epochs() {
+        let mut state = ProducerStateManager::new(100);
+        // Unknown producer: any sequence (KIP-360).
+        assert_eq!(state.check(&batch(7, 0, 42, 2, 0)), Ok(Verdict::Append));
+        state.apply(&batch(7, 0, 0, 3, 0));
+        state.apply(&batch(7, 0, 3, 2, 10));
+        // A retry of either kept batch is a duplicate with its original offsets.
+        let first = batch(7, 0, 0, 3, 99);
+        assert_eq!(
+            state.check(&first),
+            Ok(Verdict::Duplicate(batch(7, 0, 0, 3, 0).batch))
+        );
+        // The next sequence is accepted; a gap and a partial overlap are not.
+        assert_eq!(state.check(&batch(7, 0, 5, 1, 99)), Ok(Verdict::Append));
+        assert!(matches!(
+            state.check(&batch(7, 0, 6, 1, 99)),
+            Err(SequenceError::OutOfOrder {
+                last_sequence: 4,
+                ..
+            })
+        ));
+        assert!(matches!(
+            state.check(&batch(7, 0, 1, 2, 99)),
+            Err(SequenceError::OutOfOrder { .. })
+        ));
+        // An older epoch is fenced; a newer one must start at 0.
+        state.apply(&batch(7, 2, 0, 1, 20));
+        assert!(matches!(
+            state.check(&batch(7, 1, 1, 1, 99)),
+            Err(SequenceError::StaleEpoch { current: 2, .. })
+        ));
+        assert!(matches!(
+            state.check(&batch(7, 3, 1, 1, 99)),
+            Err(SequenceError::OutOfOrder { .. })
+        ));
+        assert_eq!(state.check(&batch(7, 3, 0, 1, 99)), Ok(Verdict::Append));
+        // The new epoch dropped the old epoch's batches.
+        assert_eq!(state.entry(7).map(|e| e.batches().count()), Some(1));
+        assert!(matches!(
+            state.check(&batch(7, 2, -1, 1, 99)),
+            Err(SequenceError::InvalidSequence { .. })
+        ));
+    }
+
+    #[test]
+    fn only_the_last_five_batches_are_kept_and_sequences_wrap() {
+        let mut state = ProducerStateManager::new(100);
+        let mut sequence = i32::MAX - 3;
+        for i in 0..7 {
+            state.apply(&batch(1, 0, sequence, 2, i * 2));
+            sequence = increment_sequence(sequence, 2);
+        }
+        let kept: Vec<i64> = state
+            .entry(1)
+            .map(|e| e.batches().map(|b| b.first_offset).collect())
+            .unwrap_or_default();
+        assert_eq!(kept, vec![4, 6, 8, 10, 12]);
+        // Batch 0 (offsets 0-1) is no longer kept: a retry of it is out of order.
+        assert!(matches!(
+            state.check(&batch(1, 0, i32::MAX - 3, 2, 99)),
+            Err(SequenceError::OutOfOrder { .. })
+        ));
+        // The sequence went through the wrap: the next one continues it.
+        assert_eq!(
+            state.check(&batch(1, 0, sequence, 1, 99)),
+            Ok(Verdict::Append)
+        );
+    }
+
+    #[test]
+    fn bounded_eviction_and_expiry() {
+        let mut state = ProducerStateManager::new(3);
+        for id in 0..5 {
+            state.apply(&batch(id, 0, 0, 1, id * 10));
+        }
+        assert_eq!(state.len(), 3);
+        assert!(state.entry(0).is_none() && state.entry(1).is_none());
+        // Timestamps are 1000 + offset: 1020, 1030, 1040.
+        assert_eq!(state.expire(1035 + 100, 100), 2);
+        assert_eq!(state.len(), 1);
+        assert!(state.entry(4).is_some());
+    }
+
+    #[test]
+    fn snapshots_round_trip_and_reject_damage() {
+        let mut state = ProducerStateManager::new(100);
+        for id in 0..4 {
+            for b in 0..(id + 3) {
+                state.apply(&batch(id, id as i16, b as i32, 1, id * 100 + b));
+            }
+        }
+        let bytes = state.encode_snapshot();
+        assert_eq!(
+            ProducerStateManager::decode_snapshot(&bytes, 100).as_ref(),
+            Some(&state)
+        );
+        for cut in [0, 1, 5, bytes.len() - 1] {
+            assert!(ProducerStateManager::decode_snapshot(&bytes[..cut], 100).is_none());
+        }
+        let mut flipped = bytes.clone();
+        flipped[20] ^= 1;
+        assert!(ProducerStateManager::decode_snapshot(&flipped, 100).is_none());
+    }
+}
