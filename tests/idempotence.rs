@@ -70,6 +70,12 @@ async fn retries_gaps_and_stale_epochs_get_kafkas_answers_at_every_produce_versi
             ResponseError::TransactionalIdAuthorizationFailed.code(),
             "v{version}"
         );
+        let r = init_producer_id(port, version, Some(""));
+        assert_eq!(
+            r.error_code,
+            ResponseError::InvalidRequest.code(),
+            "v{version}"
+        );
     }
     let mut unique = ids.clone();
     unique.sort_unstable();

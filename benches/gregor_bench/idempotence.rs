@@ -163,7 +163,9 @@ pub(super) fn state_cost(server: &Server) -> BenchResult<StateCost> {
             &mut stream,
             ApiKey::InitProducerId,
             4,
-            &InitProducerIdRequest::default().with_transaction_timeout_ms(60_000),
+            &InitProducerIdRequest::default()
+                .with_transactional_id(None)
+                .with_transaction_timeout_ms(60_000),
         )?;
         if init.error_code != 0 {
             return Err(format!("InitProducerId: error {}", init.error_code));

@@ -7,7 +7,7 @@
 //! idempotent epochs itself). While no block can be had from the controller the answer is
 //! COORDINATOR_LOAD_IN_PROGRESS, which clients retry (as Kafka answers).
 //!
-//! With a transactional id the answer is TRANSACTIONAL_ID_AUTHORIZATION_FAILED until the
+//! An empty transactional id is INVALID_REQUEST (as Kafka). With a transactional id the answer is TRANSACTIONAL_ID_AUTHORIZATION_FAILED until the
 //! transaction coordinator exists: the one error that every client (Java, librdkafka,
 //! kafka-python, aiokafka) treats as fatal at once, so `init_transactions()` fails fast instead
 //! of retrying until its timeout. FindCoordinator answers transactional ids the same way.
@@ -29,6 +29,15 @@ pub async fn handle(ctx: &RequestContext, req: InitProducerIdRequest) -> InitPro
             .with_producer_id(ProducerId(-1))
             .with_producer_epoch(-1)
     };
+    if req
+        .transactional_id
+        .as_ref()
+        .is_some_and(|id| id.is_empty())
+    {
+        // As Kafka's coordinator: an empty transactional id is neither idempotent-only (null)
+        // nor a usable transactional id.
+        return refused(ResponseError::InvalidRequest);
+    }
     if let Some(transactional_id) = &req.transactional_id {
         tracing::debug!(transactional_id = %transactional_id.as_str(), "transactional InitProducerId refused: no transaction coordinator yet");
         return refused(ResponseError::TransactionalIdAuthorizationFailed);
