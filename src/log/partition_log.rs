@@ -422,6 +422,9 @@ impl PartitionLog {
             };
             if let Some(offset) = segment::parse_base_offset(&name, SNAPSHOT_FILE_SUFFIX) {
                 snapshots.push((offset, entry.path()));
+            } else if name.ends_with(SNAPSHOT_TEMPORARY_SUFFIX) {
+                // A snapshot write a crash interrupted.
+                remove_if_present(&entry.path())?;
             }
         }
         snapshots.sort_unstable_by_key(|(offset, _)| *offset);
@@ -494,7 +497,10 @@ impl PartitionLog {
             "{}{SNAPSHOT_FILE_SUFFIX}",
             segment::file_stem(offset)
         ));
-        let temporary = path.with_extension("snapshot.tmp");
+        let temporary = self.dir.join(format!(
+            "{}{SNAPSHOT_TEMPORARY_SUFFIX}",
+            segment::file_stem(offset)
+        ));
         fs::write(&temporary, &bytes)?;
         fs::rename(&temporary, &path)?;
         Ok(())
@@ -1650,6 +1656,9 @@ fn should_roll(
     None
 }
 
+/// Suffix of a producer snapshot being written (renamed to `.snapshot` when complete).
+const SNAPSHOT_TEMPORARY_SUFFIX: &str = ".snapshot.tmp";
+
 /// Removes a file; one already gone is fine.
 fn remove_if_present(path: &Path) -> Result<(), LogError> {
     match fs::remove_file(path) {
@@ -1813,6 +1822,12 @@ mod tests {
         let log = open(dir.path(), config.clone(), 0);
         assert_eq!(log.producer_count(), 3);
         retry_last(&log);
+        // A write a crash interrupted leaves a temporary file: removed at open.
+        let leftover = dir.path().join("00000000000000000001.snapshot.tmp");
+        fs::write(&leftover, b"half").expect("leftover");
+        drop(log);
+        let log = open(dir.path(), config.clone(), 0);
+        assert!(!leftover.exists());
         // A damaged snapshot is ignored (an older one or the log takes over).
         log.roll().expect("roll");
         log.close().expect("close");
