@@ -137,7 +137,7 @@ const USAGE: &str = "usage: cargo bench --bench gregor_bench -- [--quick] [--mar
                      before every producer run, touch and free SIZE (e.g. 4G) of memory, so the
                      run's page cache starts in memory the machine has backed (see
                      docs/BENCHMARKS.md: a VM that gives freed memory back to its host);
-                     only with --phases produce";
+                     only with --phases produce and/or idempotent";
 
 #[derive(Debug, Clone)]
 struct Options {
@@ -588,7 +588,7 @@ fn run(options: &Options) -> BenchResult<()> {
             .iter()
             .map(|&(size, count, _)| (size, count))
             .collect();
-        let runs = idempotence::throughput(&gregor, options.rounds, &sizes)?;
+        let runs = idempotence::throughput(&gregor, options.rounds, &sizes, options.warm_memory)?;
         let cost = idempotence::state_cost(&gregor)?;
         eprintln!(
             "producer state: {} producers x {} partitions in {:.1} s, RSS {} -> {} KiB ({:.0} B per producer per partition)",
@@ -2225,14 +2225,36 @@ impl Report {
                             .collect::<Vec<_>>(),
                     )
                 };
+                let client = |runs: &[ProduceRun]| {
+                    median(
+                        &mut runs
+                            .iter()
+                            .map(ProduceRun::client_cpu_per_record_us)
+                            .collect::<Vec<_>>(),
+                    )
+                };
+                let pairs: Vec<String> = runs
+                    .plain
+                    .iter()
+                    .zip(&runs.idempotent)
+                    .map(|(p, i)| {
+                        format!(
+                            "{:.0}%",
+                            i.records_per_second() / p.records_per_second() * 100.0
+                        )
+                    })
+                    .collect();
                 lines.push(format!(
-                    "  {:<6} plain {} rec/s ({:.3} µs/rec), idempotent {} rec/s ({:.3} µs/rec): ratio {:.1}% [rounds: plain {} | idempotent {}]",
+                    "  {:<6} plain {} rec/s (broker {:.3}, client {:.3} µs/rec), idempotent {} rec/s (broker {:.3}, client {:.3} µs/rec): ratio of medians {:.1}%, per round {} [rounds: plain {} | idempotent {}]",
                     size_label(runs.value_bytes),
                     thousands(runs.plain_rate()),
                     cpu(&runs.plain),
+                    client(&runs.plain),
                     thousands(runs.idempotent_rate()),
                     cpu(&runs.idempotent),
+                    client(&runs.idempotent),
                     runs.ratio() * 100.0,
+                    pairs.join(" "),
                     rates(&runs.plain),
                     rates(&runs.idempotent),
                 ));

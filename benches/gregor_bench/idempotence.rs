@@ -100,6 +100,7 @@ pub(super) fn throughput(
     server: &Server,
     rounds: usize,
     sizes: &[(usize, u64)],
+    warm_memory: Option<u64>,
 ) -> BenchResult<Vec<IdempotenceRuns>> {
     let mut results: Vec<IdempotenceRuns> = sizes
         .iter()
@@ -123,12 +124,16 @@ pub(super) fn throughput(
             };
             for idempotent in order {
                 super::write_back_page_cache();
+                if let Some(bytes) = warm_memory {
+                    super::warm_memory(bytes);
+                }
                 let run = produce_phase_with(server, topic, size, count, "all", idempotent)?;
                 eprintln!(
-                    "round {round}: produce {size:>4} B acks=all {:<12} {:>10.0} rec/s server {:.3} µs/rec",
+                    "round {round}: produce {size:>4} B acks=all {:<12} {:>10.0} rec/s server {:.3} µs/rec client {:.3} µs/rec",
                     if idempotent { "idempotent" } else { "plain" },
                     run.records_per_second(),
                     run.server_cpu_per_record_us(),
+                    run.client_cpu_per_record_us(),
                 );
                 if idempotent {
                     runs.idempotent.push(run);

@@ -21,7 +21,9 @@
 //!
 //! # Bounds
 //! An entry is a fixed ring of five 32-byte batch records plus its epoch and last timestamp
-//! (176 bytes, about 200 with the map's own overhead), allocated nothing else. A partition keeps
+//! (176 bytes; 184 with its key), allocated nothing else; with the hash map's spare capacity
+//! the bench measured 320–420 bytes of resident memory per producer per partition (1,000
+//! producers in each of 100 partitions). A partition keeps
 //! at most `producers_max` producers; beyond that the one whose last batch is oldest in the log
 //! is evicted (its next batch is then accepted as from an unknown producer). Entries expire
 //! `producer.id.expiration.ms` after their last batch's timestamp (KIP-854).
