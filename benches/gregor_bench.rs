@@ -2217,22 +2217,13 @@ impl Report {
                         .collect::<Vec<_>>()
                         .join(" ")
                 };
-                let cpu = |runs: &[ProduceRun]| {
-                    median(
-                        &mut runs
-                            .iter()
-                            .map(ProduceRun::server_cpu_per_record_us)
-                            .collect::<Vec<_>>(),
-                    )
+                let median_of = |runs: &[ProduceRun], f: fn(&ProduceRun) -> f64| {
+                    median(&mut runs.iter().map(f).collect::<Vec<_>>())
                 };
-                let client = |runs: &[ProduceRun]| {
-                    median(
-                        &mut runs
-                            .iter()
-                            .map(ProduceRun::client_cpu_per_record_us)
-                            .collect::<Vec<_>>(),
-                    )
-                };
+                let cpu =
+                    |runs: &[ProduceRun]| median_of(runs, ProduceRun::server_cpu_per_record_us);
+                let client =
+                    |runs: &[ProduceRun]| median_of(runs, ProduceRun::client_cpu_per_record_us);
                 let pairs: Vec<String> = runs
                     .plain
                     .iter()

@@ -67,7 +67,6 @@ use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
 use std::fs;
 use std::hash::BuildHasher;
-use std::io;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
@@ -719,11 +718,7 @@ fn group_segments_by_size(
 fn remove_leftovers(dir: &Path, base_offset: i64) -> Result<(), LogError> {
     for suffix in [CLEANED_FILE_SUFFIX, SWAP_FILE_SUFFIX] {
         for kind in SEGMENT_FILE_SUFFIXES {
-            match fs::remove_file(segment::file_path(dir, base_offset, kind, suffix)) {
-                Ok(()) => {}
-                Err(error) if error.kind() == io::ErrorKind::NotFound => {}
-                Err(error) => return Err(error.into()),
-            }
+            segment::remove_if_present(&segment::file_path(dir, base_offset, kind, suffix))?;
         }
     }
     Ok(())

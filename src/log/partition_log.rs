@@ -51,8 +51,8 @@ use super::producer_state::{
     ProducerBatch, ProducerStateManager, SequenceError, Verdict, SNAPSHOT_FILE_SUFFIX,
 };
 use super::segment::{
-    self, lock, read_lock, sync_dir, write_lock, AppendBatch, Segment, INDEX_FILE_SUFFIX,
-    LOG_FILE_SUFFIX, SEGMENT_BYTES_MAX, TIME_INDEX_FILE_SUFFIX,
+    self, lock, read_lock, remove_if_present, sync_dir, write_lock, AppendBatch, Segment,
+    INDEX_FILE_SUFFIX, LOG_FILE_SUFFIX, SEGMENT_BYTES_MAX, TIME_INDEX_FILE_SUFFIX,
 };
 use super::LogError;
 
@@ -352,12 +352,7 @@ impl PartitionLog {
             for &base in &log_bases[from..] {
                 warn!(dir = %dir.display(), base, "deleting segment after a recovery truncation");
                 for suffix in [LOG_FILE_SUFFIX, INDEX_FILE_SUFFIX, TIME_INDEX_FILE_SUFFIX] {
-                    let path = dir.join(format!("{}{suffix}", segment::file_stem(base)));
-                    match fs::remove_file(&path) {
-                        Ok(()) => {}
-                        Err(error) if error.kind() == io::ErrorKind::NotFound => {}
-                        Err(error) => return Err(error.into()),
-                    }
+                    remove_if_present(&dir.join(format!("{}{suffix}", segment::file_stem(base))))?;
                 }
             }
         }
@@ -724,7 +719,14 @@ impl PartitionLog {
             .collect();
         let mut state = lock(&self.append_lock);
         self.check_writable(&state)?;
-        if let Some(duplicate) = self.check_producers(&batches)? {
+        // Plain producers' batches (the common case) never touch the producer state.
+        let idempotent = batches.iter().any(|b| b.header().producer_id() >= 0);
+        let duplicate = if idempotent {
+            self.check_producers(&batches)?
+        } else {
+            None
+        };
+        if let Some(duplicate) = duplicate {
             let meta = duplicate.batch;
             let recovery_point = self.recovery_point();
             let unflushed = u64::try_from(self.log_end_offset() - recovery_point).unwrap_or(0);
@@ -754,7 +756,7 @@ impl PartitionLog {
         }
         self.note_epoch(leader_epoch, self.log_end_offset())?;
         let mut info = self.append_locked(&mut state, &config, &writes, now_ms)?;
-        {
+        if idempotent {
             let mut producers = lock(&self.producers);
             for (batch, write) in batches.iter().zip(&writes) {
                 if let Some(applied) = ProducerBatch::from_header(&batch.header()) {
@@ -862,7 +864,7 @@ impl PartitionLog {
             .max()
             .unwrap_or(NO_TIMESTAMP);
         let mut info = self.append_locked(&mut state, &config, &writes, now_ms.max(0))?;
-        {
+        if batches.iter().any(|b| b.header().producer_id() >= 0) {
             let mut producers = lock(&self.producers);
             for batch in &batches {
                 if let Some(applied) = ProducerBatch::from_header(&batch.header()) {
@@ -1658,15 +1660,6 @@ fn should_roll(
 
 /// Suffix of a producer snapshot being written (renamed to `.snapshot` when complete).
 const SNAPSHOT_TEMPORARY_SUFFIX: &str = ".snapshot.tmp";
-
-/// Removes a file; one already gone is fine.
-fn remove_if_present(path: &Path) -> Result<(), LogError> {
-    match fs::remove_file(path) {
-        Ok(()) => Ok(()),
-        Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(error) => Err(error.into()),
-    }
-}
 
 #[cfg(test)]
 mod tests {

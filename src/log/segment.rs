@@ -96,6 +96,15 @@ pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// Removes a file; one already gone is fine.
+pub fn remove_if_present(path: &Path) -> Result<(), LogError> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(error) => Err(error.into()),
+    }
+}
+
 /// The file name stem of a segment: its base offset padded to 20 digits.
 pub fn file_stem(base_offset: i64) -> String {
     format!("{base_offset:020}")
@@ -1469,11 +1478,7 @@ impl Segment {
     pub fn delete_files(&self) -> Result<(), LogError> {
         let suffix = lock(&self.file_suffix);
         for kind in SEGMENT_FILE_SUFFIXES {
-            match fs::remove_file(file_path(&self.dir, self.base_offset, kind, &suffix)) {
-                Ok(()) => {}
-                Err(error) if error.kind() == io::ErrorKind::NotFound => {}
-                Err(error) => return Err(error.into()),
-            }
+            remove_if_present(&file_path(&self.dir, self.base_offset, kind, &suffix))?;
         }
         Ok(())
     }
