@@ -418,7 +418,10 @@ async fn serve_internal(listener: TcpListener, broker: Arc<Broker>) {
 }
 
 /// Broker liveness (Kafka's BrokerHeartbeat and session timeout): every
-/// `broker.heartbeat.interval.ms` this broker heartbeats the active controller. On the active
+/// `broker.heartbeat.interval.ms` this broker heartbeats the active controller (the active
+/// controller confirms its leadership with a quorum instead). A broker out of contact for
+/// `broker.session.timeout.ms` has been fenced and replaced as leader on the other side, so
+/// it stops acting as leader until contact is back ([`ReplicaManager::set_cut_off`]). On the active
 /// controller, a registered broker not heard from for `broker.session.timeout.ms` (counted from
 /// when this broker became the controller, at the earliest) is fenced, a fenced broker that
 /// heartbeats again is unfenced, and every `leader.imbalance.check.interval.seconds` partitions
@@ -431,13 +434,50 @@ async fn run_liveness(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) 
     let mut leading_since: Option<tokio::time::Instant> = None;
     let rebalance_every = Duration::from_secs(broker.config.leader_imbalance_check_interval_s());
     let mut last_rebalance = tokio::time::Instant::now();
+    let mut last_contact = tokio::time::Instant::now();
+    // A broker that is its own quorum is never cut off from it.
+    let clustered = broker
+        .config
+        .quorum_voters()
+        .is_ok_and(|voters| !voters.is_empty());
     loop {
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
             _ = shutdown.changed() => return,
         }
-        if let Err(error) = quorum.heartbeat().await {
-            tracing::debug!(%error, "heartbeat not delivered");
+        // In contact: the active controller took our heartbeat, or, as the active
+        // controller, a quorum of voters confirmed we still lead.
+        let contact = if quorum.leader() == Some(me) {
+            tokio::time::timeout(session, quorum.confirm_leadership())
+                .await
+                .map_err(|_| "no quorum answered".to_string())
+                .and_then(|r| r.map_err(|e| e.to_string()))
+        } else {
+            quorum.heartbeat().await.map_err(|e| e.to_string())
+        };
+        match contact {
+            Ok(()) => {
+                last_contact = tokio::time::Instant::now();
+                if broker.replicas.is_cut_off() {
+                    tracing::warn!("in contact with the controller quorum again");
+                    broker.replicas.set_cut_off(false);
+                }
+            }
+            Err(error) => {
+                tracing::debug!(%error, "heartbeat not delivered");
+                if clustered && last_contact.elapsed() > session {
+                    if !broker.replicas.is_cut_off() {
+                        tracing::warn!(
+                            silent_ms = last_contact.elapsed().as_millis() as u64,
+                            "no contact with the controller quorum for longer than \
+                             broker.session.timeout.ms: partitions whose followers stopped \
+                             fetching are led by nobody here until it is back"
+                        );
+                    }
+                    // Again every round: followers fall silent after the cut, not with it.
+                    broker.replicas.set_cut_off(true);
+                }
+            }
         }
         if quorum.leader() != Some(me) {
             if leading_since.take().is_some() {

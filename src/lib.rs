@@ -21,6 +21,8 @@
 //!   appends and replay, and requests waiting for a rebalance.
 //! - [`log`]: Kafka's segment log on local disk; knows nothing of replication or the wire.
 //! - [`broker`]: wires the pieces into one running broker with a clean shutdown.
+//! - [`probe`]: `gregor health`, the ApiVersions probe a `FROM scratch` image's health check
+//!   runs.
 
 #![deny(unsafe_code)]
 
@@ -31,6 +33,7 @@ pub mod config;
 pub mod coordinator;
 pub mod group;
 pub mod log;
+pub mod probe;
 pub mod protocol;
 pub mod replica;
 pub mod server;

@@ -1,4 +1,5 @@
-//! The `gregor` command: `gregor broker` runs one broker, `gregor dev` a local cluster.
+//! The `gregor` command: `gregor broker` runs one broker, `gregor dev` a local cluster,
+//! `gregor health` asks a broker whether it serves (the container image's health check).
 //!
 //! Settings come from, in increasing precedence: defaults, `--config FILE` (TOML, Kafka key
 //! names), `GREGOR_<KEY>` environment variables (`GREGOR_LOG_SEGMENT_BYTES`), then flags.
@@ -32,6 +33,18 @@ enum Command {
     Dev(DevArgs),
     /// Print a fresh random cluster.secret (64 hex digits) for the brokers of a new cluster.
     Secret,
+    /// Ask a broker for ApiVersions: exit 0 when it answers, 1 when not (a container health
+    /// check: the image has no shell).
+    Health(HealthArgs),
+}
+
+#[derive(Debug, Args)]
+struct HealthArgs {
+    /// host:port to ask; default: the port of GREGOR_LISTEN (or 9092) on 127.0.0.1.
+    address: Option<String>,
+    /// How long to wait for the answer.
+    #[arg(long, default_value_t = 3000)]
+    timeout_ms: u64,
 }
 
 #[derive(Debug, Args)]
@@ -105,6 +118,7 @@ fn main() -> ExitCode {
             Command::Secret => gregor::server::peer_auth::generate_secret()
                 .map(|secret| println!("{secret}"))
                 .map_err(|e| e.to_string()),
+            Command::Health(args) => health(args).await,
         }
     });
     match result {
@@ -151,6 +165,13 @@ async fn run_broker(args: BrokerArgs) -> Result<(), String> {
             .map_err(|e| format!("--advertised port '{port}': {e}"))?;
     } else if config.listen.ip().is_unspecified() {
         config.advertised_host = "localhost".to_string();
+        tracing::warn!(
+            listen = %config.listen,
+            "listening on every address but advertising localhost:{} to clients; set \
+             --advertised or GREGOR_ADVERTISED to the host:port clients reach (a container's \
+             mapped port, for instance)",
+            config.advertised_port
+        );
     }
     let running = broker::start(config).await.map_err(|e| e.to_string())?;
     wait_for_signal().await;
@@ -238,6 +259,19 @@ async fn run_dev(args: DevArgs) -> Result<(), String> {
     for b in running {
         b.shutdown().await.map_err(|e| e.to_string())?;
     }
+    Ok(())
+}
+
+async fn health(args: HealthArgs) -> Result<(), String> {
+    let address = args.address.unwrap_or_else(|| {
+        gregor::probe::local_address(
+            &std::env::var("GREGOR_LISTEN").unwrap_or_else(|_| "0.0.0.0:9092".to_string()),
+        )
+    });
+    let healthy = gregor::probe::probe(&address, std::time::Duration::from_millis(args.timeout_ms))
+        .await
+        .map_err(|e| format!("unhealthy: {e}"))?;
+    println!("{address}: serving ({} APIs)", healthy.apis);
     Ok(())
 }
 

@@ -14,8 +14,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use common::faults::{self, create_rf3_topic, field, wait_acked, wait_for, wait_registered};
 use common::{
     check_acknowledged, check_exactly_once, free_port, keep_producing, keep_producing_idempotent,
     Acked, ProcessBroker,
@@ -23,7 +24,6 @@ use common::{
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 
 const TOPIC: &str = "chaos";
 const PARTITIONS: i32 = 3;
@@ -118,54 +118,12 @@ impl ProcessCluster {
     }
 }
 
-fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
-    let rest = &line[line.find(key)? + key.len()..];
-    Some(rest.split_whitespace().next().unwrap_or(rest))
-}
-
-/// Leader and ISR of each partition as a broker answers Metadata.
 fn partitions(bootstrap: &str) -> BTreeMap<i32, (i32, Vec<i32>)> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .create()
-        .expect("client");
-    let Ok(metadata) = consumer.fetch_metadata(Some(TOPIC), Duration::from_secs(5)) else {
-        return BTreeMap::new();
-    };
-    metadata
-        .topics()
-        .iter()
-        .flat_map(|t| t.partitions())
-        .map(|p| (p.id(), (p.leader(), p.isr().to_vec())))
-        .collect()
+    faults::partitions(bootstrap, TOPIC)
 }
 
-fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(value) = check() {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-/// Waits until `more` records beyond those acknowledged now are acknowledged.
-fn wait_acked(acked: &Acked, more: usize, what: &str) {
-    let target = acked.lock().expect("lock").len() + more;
-    wait_for(what, Duration::from_secs(60), || {
-        (acked.lock().expect("lock").len() >= target).then_some(())
-    });
-}
-
-/// Waits until every partition has a leader and all three brokers in its ISR.
 fn wait_full_isr(bootstrap: &str, what: &str) {
-    wait_for(what, Duration::from_secs(60), || {
-        let p = partitions(bootstrap);
-        (p.len() == PARTITIONS as usize && p.values().all(|(l, isr)| *l >= 0 && isr.len() == 3))
-            .then_some(())
-    });
+    faults::wait_full_isr(bootstrap, TOPIC, PARTITIONS, 3, what);
 }
 
 fn kill_and_restart(cluster: &mut ProcessCluster, node: i32, acked: &Acked, what: &str) {
@@ -184,43 +142,12 @@ fn kill_and_restart(cluster: &mut ProcessCluster, node: i32, acked: &Acked, what
     wait_acked(acked, 50, &format!("acks=all with {what} {node} back"));
 }
 
-/// Listening is not registered: waits until Metadata lists all three brokers.
-fn wait_registered(bootstrap: &str) {
-    wait_for("three registered brokers", Duration::from_secs(30), || {
-        let client: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", bootstrap)
-            .create()
-            .ok()?;
-        let metadata = client.fetch_metadata(None, Duration::from_secs(5)).ok()?;
-        (metadata.brokers().len() == 3).then_some(())
-    });
-}
-
-async fn create_topic(bootstrap: &str) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .create()
-        .expect("admin");
-    let topic = NewTopic::new(TOPIC, PARTITIONS, TopicReplication::Fixed(3))
-        .set("min.insync.replicas", "2");
-    let results = admin
-        .create_topics(
-            &[topic],
-            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
-        )
-        .await
-        .expect("create topics");
-    for r in results {
-        r.expect("topic created");
-    }
-}
-
 /// Three registered brokers and the test topic (RF=3) with every replica in sync.
 async fn start_with_topic() -> (ProcessCluster, String) {
     let cluster = ProcessCluster::start();
     let bootstrap = cluster.bootstrap();
-    wait_registered(&bootstrap);
-    create_topic(&bootstrap).await;
+    wait_registered(&bootstrap, 3);
+    create_rf3_topic(&bootstrap, TOPIC, PARTITIONS).await;
     wait_full_isr(&bootstrap, "the topic's replicas in sync");
     (cluster, bootstrap)
 }

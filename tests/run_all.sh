@@ -37,6 +37,9 @@ cargo build --release --bin gregor 2>&1 | tail -n 3
 [ "${PIPESTATUS[0]}" -eq 0 ] || exit 1
 cargo test --no-run 2>&1 | tail -n 3
 [ "${PIPESTATUS[0]}" -eq 0 ] || exit 1
+# The container suite's image: a static, stripped binary in a FROM-scratch image (gregor:dev).
+bash docker/build.sh 2>&1 | tail -n 3
+[ "${PIPESTATUS[0]}" -eq 0 ] || { echo "docker/build.sh failed"; exit 1; }
 export GREGOR_BIN=$ROOT/target/release/gregor
 
 # librdkafka's own suite runs against a three-broker cluster (gregor dev --brokers 3 on
@@ -51,8 +54,9 @@ declare -A suites=(
   [kcat]="bash compat/kcat/run.sh"
   [python]="bash compat/python/run.sh"
   [librdkafka]="bash compat/librdkafka/run.sh"
+  [containers]="bash tests/run_containers.sh"
 )
-order=(rust kcat python librdkafka)
+order=(rust kcat python librdkafka containers)
 
 step "suites: ${order[*]}"
 declare -A pids
@@ -71,11 +75,12 @@ run_suite() {
 # The Rust tests and the compat suites use ephemeral or distinct ports: run two at a time.
 passed=0; failed=0; failed_names=()
 run_pair() {
-  local a=$1 b=${2:-}
+  local a=$1 b=${2:-} c=${3:-}
   run_suite "$a" & local pa=$!
-  local pb=
+  local pb= pc=
   if [ -n "$b" ]; then run_suite "$b" & pb=$!; fi
-  for pair in "$a:$pa" ${b:+"$b:$pb"}; do
+  if [ -n "$c" ]; then run_suite "$c" & pc=$!; fi
+  for pair in "$a:$pa" ${b:+"$b:$pb"} ${c:+"$c:$pc"}; do
     local name=${pair%%:*} pid=${pair#*:}
     if wait "$pid"; then
       passed=$((passed + 1)); echo "suite $name: PASS ($(cat "$LOGS/$name.seconds" 2>/dev/null)s)"
@@ -86,7 +91,9 @@ run_pair() {
   done
 }
 run_pair rust kcat
-run_pair python librdkafka
+# The container suite mostly waits on timeouts (its brokers idle between faults): it runs
+# beside the other two.
+run_pair python librdkafka containers
 
 step "summary"
 # Individual test counts per suite, from each runner's own closing lines.
@@ -94,7 +101,7 @@ count() { grep -oE "$2" "$LOGS/$1.log" 2>/dev/null | grep -oE '^[0-9]+' | awk '{
 tests_passed=0; tests_failed=0
 for name in "${order[@]}"; do
   case $name in
-    rust) p=$(count rust '[0-9]+ passed;'); f=$(count rust '[0-9]+ failed;') ;;
+    rust|containers) p=$(count "$name" '[0-9]+ passed;'); f=$(count "$name" '[0-9]+ failed;') ;;
     python) p=$(count python '[0-9]+ passed'); f=$(count python '[0-9]+ failed') ;;
     *) p=$(count "$name" '^[0-9]+ passed'); f=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$LOGS/$name.log" 2>/dev/null | tail -1 | grep -oE '[0-9]+ failed' | grep -oE '^[0-9]+'); f=${f:-0} ;;
   esac

@@ -104,6 +104,26 @@ pub async fn handle(ctx: &RequestContext, req: MetadataRequest) -> MetadataRespo
             entry
         })
         .collect();
+    if broker.replicas.is_cut_off() {
+        // Cut off from the controller quorum, the leaderships its followers left have moved
+        // elsewhere (it cannot know where): no client is sent back to it for them.
+        let me = BrokerId(broker.config.node_id());
+        for topic in &mut topics {
+            let name = topic.name.as_ref().map(|n| n.as_str().to_string());
+            for partition in topic.partitions.iter_mut().filter(|p| p.leader_id == me) {
+                let deposed = name.as_ref().is_some_and(|name| {
+                    broker
+                        .replicas
+                        .leader_partition(name, partition.partition_index)
+                        .is_err()
+                });
+                if deposed {
+                    partition.leader_id = BrokerId(-1);
+                    partition.error_code = ResponseError::LeaderNotAvailable.code();
+                }
+            }
+        }
+    }
     let mut response = MetadataResponse::default()
         .with_brokers(brokers)
         .with_topics(topics);

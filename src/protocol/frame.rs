@@ -24,6 +24,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::ops::Range;
+use std::sync::OnceLock;
 
 use bytes::buf::UninitSlice;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -39,11 +40,15 @@ const REFERENCE_MIN_BYTES: usize = 512;
 /// address space only.
 const PLACEHOLDER_BYTES: usize = 64 << 20;
 
-/// What placeholders point into.
-static PLACEHOLDER: [u8; PLACEHOLDER_BYTES] = [0; PLACEHOLDER_BYTES];
+/// What placeholders point into: zeroed memory allocated once and never written, so its
+/// pages are never touched (a `static` array would put 64 MiB of zeros into the binary).
+fn placeholder() -> &'static [u8] {
+    static PLACEHOLDER: OnceLock<&'static [u8]> = OnceLock::new();
+    PLACEHOLDER.get_or_init(|| Box::leak(vec![0u8; PLACEHOLDER_BYTES].into_boxed_slice()))
+}
 
 fn is_placeholder(src: &[u8]) -> bool {
-    let start = PLACEHOLDER.as_ptr() as usize;
+    let start = placeholder().as_ptr() as usize;
     let at = src.as_ptr() as usize;
     at >= start && at < start + PLACEHOLDER_BYTES
 }
@@ -73,7 +78,7 @@ impl FileRefs {
         if slice.is_empty() || end > PLACEHOLDER_BYTES {
             return None;
         }
-        let field = Bytes::from_static(&PLACEHOLDER[at..end]);
+        let field = Bytes::from_static(&placeholder()[at..end]);
         self.slices
             .insert((field.as_ptr() as usize, field.len()), slice);
         Some(field)

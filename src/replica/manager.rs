@@ -79,6 +79,9 @@ pub struct ReplicaManager {
     image: RwLock<Arc<MetadataImage>>,
     /// Serialises reconciliations (creation and deletion of logs).
     reconcile_lock: std::sync::Mutex<()>,
+    /// Set while this broker has lost contact with the controller quorum for longer than
+    /// its session: see [`ReplicaManager::set_cut_off`].
+    cut_off: std::sync::atomic::AtomicBool,
 }
 
 impl ReplicaManager {
@@ -92,7 +95,36 @@ impl ReplicaManager {
             partitions: RwLock::new(HashMap::new()),
             image: RwLock::new(Arc::new(MetadataImage::default())),
             reconcile_lock: std::sync::Mutex::new(()),
+            cut_off: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    /// A broker that has not been in contact with the controller quorum for its session
+    /// timeout has been fenced by the controller, and its partitions may have other leaders
+    /// by now, but its own metadata cannot tell it so. While `cut_off`, each partition it
+    /// leads whose ISR followers stopped fetching ([`Partition::deposed`]) acts as led by
+    /// nobody here: produce and consumer fetches get NOT_LEADER_OR_FOLLOWER (clients refresh
+    /// their metadata and find the new leader), acks=all requests waiting on its followers are
+    /// answered so at once instead of at their timeout, and Metadata shows it without a
+    /// leader. Called again every heartbeat interval while cut off (waking those waits); contact
+    /// again clears it (the metadata that arrives then says who leads).
+    pub fn set_cut_off(&self, cut_off: bool) {
+        self.cut_off
+            .store(cut_off, std::sync::atomic::Ordering::Release);
+        let lag_max_ms = cut_off.then(|| self.config.replica_lag_time_max_ms());
+        let partitions: Vec<Arc<Partition>> = self
+            .partitions
+            .read()
+            .map(|p| p.values().cloned().collect())
+            .unwrap_or_default();
+        for partition in partitions {
+            partition.set_cut_off(lag_max_ms);
+        }
+    }
+
+    /// See [`ReplicaManager::set_cut_off`].
+    pub fn is_cut_off(&self) -> bool {
+        self.cut_off.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// The partition `topic`-`partition` if this broker leads it.
@@ -109,7 +141,7 @@ impl ReplicaManager {
                     partition,
                 })?;
         match partitions.get(&(topic.to_string(), partition)) {
-            Some(p) if p.leader() == self.node_id => Ok(p.clone()),
+            Some(p) if p.leader() == self.node_id && !p.deposed(now_ms()) => Ok(p.clone()),
             Some(_) => Err(ReplicaError::NotLeader {
                 topic: topic.to_string(),
                 partition,
@@ -287,6 +319,9 @@ impl ReplicaManager {
             partition.restore_high_watermark(high_watermark);
         }
         partition.set_assignment(assignment(info, min_insync), now_ms());
+        if self.is_cut_off() {
+            partition.set_cut_off(Some(self.config.replica_lag_time_max_ms()));
+        }
         self.lock_write()?
             .insert((topic.to_string(), index), partition);
         Ok(())

@@ -189,6 +189,10 @@ pub struct Partition {
     /// Where a replicated partition's high watermark starts when the broker starts: the
     /// checkpointed one (capped to the log), else the log start.
     initial_high_watermark: AtomicI64,
+    /// While the broker is cut off from the controller quorum, the `replica.lag.time.max.ms`
+    /// after which silent ISR followers mean this copy was deposed (see
+    /// [`Partition::deposed`]); -1 while in contact.
+    cut_off_lag_ms: AtomicI64,
 }
 
 impl Partition {
@@ -232,7 +236,40 @@ impl Partition {
             group_commit,
             last_time_flush_ms: AtomicI64::new(crate::replica::manager::now_ms()),
             initial_high_watermark: AtomicI64::new(log_start_offset),
+            cut_off_lag_ms: AtomicI64::new(-1),
         }
+    }
+
+    /// `Some(replica.lag.time.max.ms)` while this copy's broker is cut off from the
+    /// controller quorum, `None` once in contact; wakes acks=all requests waiting on the
+    /// followers so they look at [`Partition::deposed`] again.
+    pub fn set_cut_off(&self, lag_max_ms: Option<i64>) {
+        self.cut_off_lag_ms
+            .store(lag_max_ms.unwrap_or(-1), Ordering::Release);
+        self.high_watermark.send_modify(|_| {});
+    }
+
+    /// Whether this leader copy has been replaced without being able to learn it: its broker
+    /// is cut off from the controller quorum and its ISR followers have not caught up for
+    /// `replica.lag.time.max.ms` (they follow a new leader now, or cannot reach this one
+    /// either). Kafka's leader would shrink the ISR here, which needs the controller; instead
+    /// it acknowledges nothing more and sends clients elsewhere (NOT_LEADER_OR_FOLLOWER). A
+    /// cut-off leader whose followers still fetch (only the controller is unreachable) keeps
+    /// leading, and one whose ISR is itself alone cannot have been replaced.
+    pub fn deposed(&self, now_ms: i64) -> bool {
+        let lag_max_ms = self.cut_off_lag_ms.load(Ordering::Acquire);
+        if lag_max_ms < 0 {
+            return false;
+        }
+        let Ok(r) = self.replication.lock() else {
+            return false;
+        };
+        r.isr.iter().filter(|m| **m != self.node_id).any(|member| {
+            let caught_up = r.followers.get(member).map_or(r.leading_since_ms, |f| {
+                f.last_caught_up_ms.max(r.leading_since_ms)
+            });
+            now_ms.saturating_sub(caught_up) > lag_max_ms
+        })
     }
 
     /// The high watermark checkpointed before this broker (re)started: where a replicated
@@ -519,7 +556,10 @@ impl Partition {
         end: i64,
         leader_epoch: i32,
     ) -> Option<Result<(), ReplicaError>> {
-        if !self.is_leader() || self.leader_epoch() != leader_epoch {
+        if !self.is_leader()
+            || self.leader_epoch() != leader_epoch
+            || self.deposed(crate::replica::manager::now_ms())
+        {
             return Some(Err(self.not_leader()));
         }
         if self.is_offline() {
@@ -1130,5 +1170,55 @@ mod tests {
             p.isr_change(40_200, 30_000).map(|c| c.isr),
             Some(vec![1, 2, 3])
         );
+    }
+
+    /// Cut off from the controller quorum, a leader whose ISR followers keep fetching keeps
+    /// leading (only the controller is away); once they have been silent past the lag limit
+    /// it is deposed: waiting acks=all requests are refused and nothing more is taken. Contact
+    /// again undoes it; a leader alone in its ISR is never deposed.
+    #[test]
+    fn a_cut_off_leader_is_deposed_once_its_followers_fall_silent() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = Arc::new(partition(dir.path(), 1, 1));
+        let assign = |isr: &'static [i32], at: i64| {
+            p.set_assignment(
+                Assignment {
+                    leader: 1,
+                    leader_epoch: 0,
+                    partition_epoch: 0,
+                    replicas: &[1, 2, 3],
+                    isr,
+                    min_insync: 2,
+                },
+                at,
+            )
+        };
+        assign(&[1, 2, 3], 0);
+        let t0 = crate::replica::manager::now_ms();
+        p.append_as_leader(batch(0, 4, 1), 1).unwrap();
+        p.record_follower_fetch(2, 4, t0);
+        p.record_follower_fetch(3, 4, t0);
+        p.append_as_leader(batch(0, 4, 1), 1).unwrap();
+        assert!(!p.deposed(t0 + 100_000), "in contact: never deposed");
+        p.set_cut_off(Some(60_000));
+        assert!(!p.deposed(t0 + 1_500), "followers fetched 1.5 s ago");
+        assert!(p.replication_outcome(8, 0).is_none(), "still waiting");
+        assert!(
+            p.deposed(t0 + 60_500),
+            "followers silent past the lag limit"
+        );
+        // Followers last heard of long ago: a waiting acks=all is refused now.
+        p.record_follower_fetch(2, 8, t0 - 120_000);
+        p.record_follower_fetch(3, 8, t0 - 120_000);
+        assert!(matches!(
+            p.replication_outcome(16, 0),
+            Some(Err(ReplicaError::NotLeader { .. }))
+        ));
+        p.set_cut_off(None);
+        assert!(!p.deposed(t0 + 100_000), "contact again");
+        // Alone in its ISR, no one else can have been made leader.
+        assign(&[1], t0);
+        p.set_cut_off(Some(2_000));
+        assert!(!p.deposed(t0 + 100_000));
     }
 }

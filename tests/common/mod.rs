@@ -5,6 +5,8 @@
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod containers;
+pub mod faults;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -236,6 +238,10 @@ pub fn producer(bootstrap: &str, extra: &[(&str, &str)]) -> FutureProducer {
     for (k, v) in extra {
         config.set(*k, *v);
     }
+    // librdkafka's own debug contexts (e.g. "eos,metadata,broker") for a failing test.
+    if let Ok(contexts) = std::env::var("GREGOR_TEST_RDKAFKA_DEBUG") {
+        config.set("debug", contexts);
+    }
     config.create().expect("producer")
 }
 
@@ -358,16 +364,31 @@ where
 pub struct AckLog {
     pub by_offset: BTreeMap<(i32, i64), String>,
     pub overwritten: Vec<((i32, i64), String, String)>,
+    /// When each acknowledgement arrived, in arrival order.
+    pub times: Vec<Instant>,
 }
 
 impl AckLog {
     /// Records an acknowledgement.
     pub fn insert(&mut self, key: (i32, i64), value: String) {
+        self.times.push(Instant::now());
         if let Some(before) = self.by_offset.insert(key, value.clone()) {
             if before != value {
                 self.overwritten.push((key, before, value));
             }
         }
+    }
+
+    /// The longest time after `since` without an acknowledgement (until the last one): how
+    /// long producers stalled after a fault at `since`.
+    pub fn longest_stall_after(&self, since: Instant) -> Duration {
+        let mut longest = Duration::ZERO;
+        let mut last = since;
+        for &t in self.times.iter().filter(|t| **t > since) {
+            longest = longest.max(t - last);
+            last = t;
+        }
+        longest
     }
 
     /// Acknowledgements received.
@@ -530,11 +551,27 @@ pub struct ExactlyOnce {
     pub reordered: usize,
 }
 
+/// [`exactly_once_counts`], panicking with the counts unless lost, duplicated and reordered
+/// are all zero.
+pub fn check_exactly_once(
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+    acked: &Acked,
+) -> ExactlyOnce {
+    let found = exactly_once_counts(bootstrap, topic, partitions, acked);
+    assert_eq!(
+        (found.lost, found.duplicated, found.reordered),
+        (0, 0, 0),
+        "{found:?}"
+    );
+    found
+}
+
 /// Reads every partition to its high watermark and compares it with the acknowledgements of
 /// [`keep_producing_idempotent`]: acknowledged records missing or not at their offset (lost),
-/// values read more than once (duplicated), values out of send order (reordered). Panics
-/// with the counts unless all three are zero.
-pub fn check_exactly_once(
+/// values read more than once (duplicated), values out of send order (reordered).
+pub fn exactly_once_counts(
     bootstrap: &str,
     topic: &str,
     partitions: i32,
@@ -602,11 +639,6 @@ pub fn check_exactly_once(
         }
     }
     eprintln!("exactly-once check of {topic}: {found:?}");
-    assert_eq!(
-        (found.lost, found.duplicated, found.reordered),
-        (0, 0, 0),
-        "{found:?}"
-    );
     found
 }
 

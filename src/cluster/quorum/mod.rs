@@ -381,6 +381,15 @@ impl Quorum {
         Ok(())
     }
 
+    /// On the leader: confirms with a quorum of voters that this voter still leads (a
+    /// leader cut from the others keeps believing it leads until it hears of a newer term).
+    pub async fn confirm_leadership(&self) -> Result<(), QuorumError> {
+        self.read_index_here()
+            .await
+            .map(|_| ())
+            .map_err(|e| QuorumError::Failed(e.to_string()))
+    }
+
     /// Tells the active controller this broker is alive (Kafka's BrokerHeartbeat). Best
     /// effort: an error means no leader is reachable right now.
     pub async fn heartbeat(&self) -> Result<(), QuorumError> {
