@@ -16,6 +16,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::cluster::decisions::{ContactChange, QuorumContact};
 use crate::cluster::producer_ids::ProducerIds;
 use crate::cluster::quorum::network::{
     serve_connection, Limits, RpcHandler, MAGIC as QUORUM_MAGIC,
@@ -434,7 +435,7 @@ async fn run_liveness(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) 
     let mut leading_since: Option<tokio::time::Instant> = None;
     let rebalance_every = Duration::from_secs(broker.config.leader_imbalance_check_interval_s());
     let mut last_rebalance = tokio::time::Instant::now();
-    let mut last_contact = tokio::time::Instant::now();
+    let mut contact = QuorumContact::new(std::time::Instant::now(), session);
     // A broker that is its own quorum is never cut off from it.
     let clustered = broker
         .config
@@ -446,38 +447,42 @@ async fn run_liveness(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) 
             _ = shutdown.changed() => return,
         }
         // In contact: the active controller took our heartbeat, or, as the active
-        // controller, a quorum of voters confirmed we still lead.
-        let contact = if quorum.leader() == Some(me) {
-            tokio::time::timeout(session, quorum.confirm_leadership())
-                .await
-                .map_err(|_| "no quorum answered".to_string())
-                .and_then(|r| r.map_err(|e| e.to_string()))
-        } else {
-            quorum.heartbeat().await.map_err(|e| e.to_string())
+        // controller, a quorum of voters confirmed we still lead. Bounded, so an unreachable
+        // old controller does not hold the loop for the whole propose timeout.
+        let round = async {
+            if quorum.leader() == Some(me) {
+                quorum.confirm_leadership().await
+            } else {
+                quorum.heartbeat().await
+            }
         };
-        match contact {
-            Ok(()) => {
-                last_contact = tokio::time::Instant::now();
-                if broker.replicas.is_cut_off() {
-                    tracing::warn!("in contact with the controller quorum again");
-                    broker.replicas.set_cut_off(false);
-                }
-            }
-            Err(error) => {
+        let delivered = match tokio::time::timeout(session / 2, round).await {
+            Ok(Ok(())) => true,
+            Ok(Err(error)) => {
                 tracing::debug!(%error, "heartbeat not delivered");
-                if clustered && last_contact.elapsed() > session {
-                    if !broker.replicas.is_cut_off() {
-                        tracing::warn!(
-                            silent_ms = last_contact.elapsed().as_millis() as u64,
-                            "no contact with the controller quorum for longer than \
-                             broker.session.timeout.ms: partitions whose followers stopped \
-                             fetching are led by nobody here until it is back"
-                        );
-                    }
-                    // Again every round: followers fall silent after the cut, not with it.
-                    broker.replicas.set_cut_off(true);
-                }
+                false
             }
+            Err(_) => {
+                tracing::debug!("heartbeat not answered in half a session");
+                false
+            }
+        };
+        match contact.observe(delivered || !clustered, std::time::Instant::now()) {
+            Some(ContactChange::CutOff { silent }) => tracing::warn!(
+                silent_ms = silent.as_millis() as u64,
+                "no contact with the controller quorum for longer than \
+                 broker.session.timeout.ms: partitions whose followers stopped fetching are led \
+                 by nobody here until it is back"
+            ),
+            Some(ContactChange::Restored) => {
+                tracing::warn!("in contact with the controller quorum again");
+                broker.replicas.set_cut_off(false);
+            }
+            None => {}
+        }
+        if contact.is_cut_off() {
+            // Every round: followers fall silent after the cut, not with it.
+            broker.replicas.set_cut_off(true);
         }
         if quorum.leader() != Some(me) {
             if leading_since.take().is_some() {

@@ -110,6 +110,13 @@ pub const BROKER_CONFIGS: &[ConfigDef] = &[
         doc: "Address the internal listener (Raft and replica traffic) binds, and where a broker that is not a voter (an observer of the quorum) is reached; empty binds this broker's own entry of controller.quorum.voters.",
     },
     ConfigDef {
+        name: "metadata.log.dir",
+        default: "",
+        kind: ConfigKind::Text,
+        sensitive: false,
+        doc: "Directory that holds the metadata quorum's log (`metadata-quorum/` below it), as Kafka's metadata.log.dir; empty keeps it in the data dir. On a filesystem of its own, a full data disk does not stop this broker's voter.",
+    },
+    ConfigDef {
         name: "cluster.secret",
         default: "",
         kind: ConfigKind::Text,
@@ -695,6 +702,16 @@ impl BrokerConfig {
             u64::try_from(self.long("connections.max.idle.ms")).unwrap_or(600_000),
         )
     }
+    /// Where the metadata quorum keeps its log: `<metadata.log.dir>/metadata-quorum`, or
+    /// `<data dir>/metadata-quorum` when `metadata.log.dir` is unset.
+    pub fn metadata_quorum_dir(&self) -> std::path::PathBuf {
+        let base = self
+            .value("metadata.log.dir")
+            .map(|(v, _)| v)
+            .filter(|v| !v.is_empty())
+            .map_or_else(|| self.data_dir.clone(), std::path::PathBuf::from);
+        base.join(crate::cluster::quorum::QUORUM_DIR)
+    }
     /// `internal.listener`, or `None` when unset.
     pub fn internal_listener(&self) -> Option<String> {
         self.value("internal.listener")
@@ -989,6 +1006,20 @@ fn flatten_toml(prefix: &str, value: &toml::Value, out: &mut Vec<(String, String
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_metadata_log_lives_in_the_data_dir_unless_metadata_log_dir_is_set() {
+        let mut config = BrokerConfig::new("127.0.0.1:9092".parse().unwrap(), "/d".into());
+        assert_eq!(
+            config.metadata_quorum_dir(),
+            std::path::PathBuf::from("/d/metadata-quorum")
+        );
+        config.set("metadata.log.dir", "/meta").unwrap();
+        assert_eq!(
+            config.metadata_quorum_dir(),
+            std::path::PathBuf::from("/meta/metadata-quorum")
+        );
+    }
 
     fn config() -> BrokerConfig {
         BrokerConfig::new("127.0.0.1:9092".parse().unwrap(), PathBuf::from("/tmp/x"))

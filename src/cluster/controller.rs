@@ -21,9 +21,7 @@ use super::metadata::{
     MetadataImage, PartitionInfo, TopicInfo,
 };
 use super::quorum::network::{TcpTransport, Transport};
-use super::quorum::{
-    Applied, MetadataCommand, Quorum, QuorumConfig, QuorumError, Rejection, QUORUM_DIR,
-};
+use super::quorum::{Applied, MetadataCommand, Quorum, QuorumConfig, QuorumError, Rejection};
 use crate::config::{self, BrokerConfig};
 use crate::server::peer_auth::ClusterSecret;
 
@@ -157,7 +155,7 @@ impl Controller {
         let mut quorum_config = QuorumConfig::new(
             node_id,
             voters,
-            config.data_dir.join(QUORUM_DIR),
+            config.metadata_quorum_dir(),
             &config.cluster_id(),
         );
         quorum_config.address = internal_addr.clone();

@@ -11,8 +11,11 @@
 //! - [`unclean_leader_changes`]: for topics with `unclean.leader.election.enable`, a
 //!   leaderless partition (no live ISR member) gets a live replica from outside the ISR as
 //!   leader and sole ISR member.
+//!
+//! And every broker's own: [`QuorumContact`], whether it has been out of contact with the
+//! controller quorum for longer than its session (so fenced and replaced on the other side).
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::metadata::{BrokerInfo, BrokerRegistration, MetadataImage, PartitionInfo, TopicInfo};
 use super::quorum::MetadataCommand;
@@ -145,6 +148,57 @@ pub fn preferred_leader_changes(image: &MetadataImage) -> Vec<(String, MetadataC
         }
     }
     changes
+}
+
+/// A broker's contact with the controller quorum, from each heartbeat round's outcome: a
+/// heartbeat the active controller took, or, on the active controller, a quorum that confirmed
+/// it still leads. Out of contact for longer than `broker.session.timeout.ms`, the controller
+/// on the other side has fenced this broker and moved its leaderships (see
+/// [`crate::replica::ReplicaManager::set_cut_off`]).
+#[derive(Debug)]
+pub struct QuorumContact {
+    last: Instant,
+    session: Duration,
+    cut_off: bool,
+}
+
+/// A change of [`QuorumContact`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContactChange {
+    /// Out of contact for `silent`, longer than the session.
+    CutOff { silent: Duration },
+    /// In contact again.
+    Restored,
+}
+
+impl QuorumContact {
+    /// In contact as of `now` (a starting broker has just reached the quorum to register).
+    pub fn new(now: Instant, session: Duration) -> QuorumContact {
+        QuorumContact {
+            last: now,
+            session,
+            cut_off: false,
+        }
+    }
+
+    /// Records one heartbeat round at `now`; the change it makes, if any.
+    pub fn observe(&mut self, delivered: bool, now: Instant) -> Option<ContactChange> {
+        if delivered {
+            self.last = now;
+            return std::mem::take(&mut self.cut_off).then_some(ContactChange::Restored);
+        }
+        let silent = now.saturating_duration_since(self.last);
+        if silent > self.session && !self.cut_off {
+            self.cut_off = true;
+            return Some(ContactChange::CutOff { silent });
+        }
+        None
+    }
+
+    /// Out of contact for longer than the session.
+    pub fn is_cut_off(&self) -> bool {
+        self.cut_off
+    }
 }
 
 #[cfg(test)]
@@ -288,5 +342,33 @@ mod tests {
         assert_eq!(applied, crate::cluster::quorum::Applied::Done);
         let p = &img.topic("risky").unwrap().partitions[0];
         assert_eq!((p.leader, p.leader_epoch, p.isr.clone()), (3, 5, vec![3]));
+    }
+
+    #[test]
+    fn contact_is_lost_after_the_session_and_back_with_the_next_delivered_heartbeat() {
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        let mut contact = QuorumContact::new(t0, Duration::from_millis(2_000));
+        assert_eq!(contact.observe(true, at(500)), None);
+        assert_eq!(contact.observe(false, at(1_500)), None);
+        assert_eq!(
+            contact.observe(false, at(2_500)),
+            None,
+            "1 s since the last"
+        );
+        assert_eq!(
+            contact.observe(false, at(2_600)),
+            Some(ContactChange::CutOff {
+                silent: Duration::from_millis(2_100)
+            })
+        );
+        assert!(contact.is_cut_off());
+        assert_eq!(contact.observe(false, at(9_000)), None, "said once");
+        assert_eq!(
+            contact.observe(true, at(9_250)),
+            Some(ContactChange::Restored)
+        );
+        assert!(!contact.is_cut_off());
+        assert_eq!(contact.observe(true, at(9_500)), None);
     }
 }

@@ -142,6 +142,9 @@ pub struct ClusterOptions {
     pub tmpfs_data: Vec<(i32, String)>,
     /// Broker settings for every broker, as GREGOR_* variables.
     pub env: Vec<(String, String)>,
+    /// Keep each broker's metadata log on a filesystem of its own (`metadata.log.dir`, a host
+    /// directory mounted at /meta), apart from its data.
+    pub separate_metadata: bool,
 }
 
 impl Default for ClusterOptions {
@@ -158,6 +161,7 @@ impl Default for ClusterOptions {
         ];
         ClusterOptions {
             tmpfs_data: Vec::new(),
+            separate_metadata: false,
             env: env
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -278,6 +282,14 @@ impl DockerCluster {
             .with_startup_timeout(Duration::from_secs(60));
         for (k, v) in &options.env {
             request = request.with_env_var(k.clone(), v.clone());
+        }
+        if options.separate_metadata {
+            let meta = self._root.path().join(format!("meta-{n}"));
+            std::fs::create_dir_all(&meta).expect("metadata dir");
+            chown(&meta, BROKER_UID);
+            request = request
+                .with_mount(Mount::bind_mount(meta.display().to_string(), "/meta"))
+                .with_env_var("GREGOR_METADATA_LOG_DIR", "/meta");
         }
         request.start().await.expect("start container")
     }
@@ -436,6 +448,17 @@ impl Drop for DockerCluster {
                 let logs = self.logs(n);
                 // openraft's retry warnings drown everything else while a peer is away.
                 let lines: Vec<&str> = logs.lines().filter(|l| !l.contains("openraft")).collect();
+                eprintln!("--- broker {n}: warnings and errors ---");
+                let mut shown = std::collections::BTreeSet::new();
+                for line in &lines {
+                    // Each kind of warning once (by its text after the level).
+                    let kind = line.split(": ").nth(1).unwrap_or(line);
+                    if (line.contains(" WARN ") || line.contains(" ERROR "))
+                        && shown.insert(kind.chars().take(60).collect::<String>())
+                    {
+                        eprintln!("{line}");
+                    }
+                }
                 eprintln!("--- broker {n}, last lines of its log (openraft's left out) ---");
                 for line in &lines[lines.len().saturating_sub(LOG_TAIL_ON_FAILURE)..] {
                     eprintln!("{line}");

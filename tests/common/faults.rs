@@ -336,11 +336,12 @@ impl GroupReader {
         }
     }
 
-    /// Waits (up to 90 s) until the group has committed `ends`, then stops; the number of
-    /// committed offsets seen going backwards.
+    /// Waits (up to 180 s: a request in flight to a broker that was cut off is given up by
+    /// librdkafka only at its socket or message timeouts) until the group has committed
+    /// `ends`, then stops; the number of committed offsets seen going backwards.
     fn finish(self, ends: &BTreeMap<i32, i64>) -> usize {
         *self.target.lock().expect("lock") = Some(ends.clone());
-        let deadline = Instant::now() + Duration::from_secs(90);
+        let deadline = Instant::now() + Duration::from_secs(180);
         while !self.thread.is_finished() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(100));
         }

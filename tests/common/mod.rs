@@ -549,6 +549,18 @@ pub struct ExactlyOnce {
     pub lost: usize,
     pub duplicated: usize,
     pub reordered: usize,
+    /// The same counts for each partition.
+    pub by_partition: BTreeMap<i32, PartitionCounts>,
+}
+
+/// One partition's share of [`ExactlyOnce`].
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct PartitionCounts {
+    pub acknowledged: usize,
+    pub read: usize,
+    pub lost: usize,
+    pub duplicated: usize,
+    pub reordered: usize,
 }
 
 /// [`exactly_once_counts`], panicking with the counts unless lost, duplicated and reordered
@@ -609,35 +621,50 @@ pub fn exactly_once_counts(
                 .push((m.offset(), value));
         }
     }
-    let mut found = ExactlyOnce {
-        acknowledged: log.len(),
-        read: read.values().map(Vec::len).sum(),
-        lost: log.overwritten.len(),
-        ..ExactlyOnce::default()
-    };
+    let mut by_partition: BTreeMap<i32, PartitionCounts> = (0..partitions)
+        .map(|p| (p, PartitionCounts::default()))
+        .collect();
+    for ((p, _), _, _) in &log.overwritten {
+        let counts = by_partition.entry(*p).or_default();
+        counts.acknowledged += 1;
+        counts.lost += 1;
+    }
     let at: BTreeMap<(i32, i64), &String> = read
         .iter()
         .flat_map(|(p, records)| records.iter().map(move |(o, v)| ((*p, *o), v)))
         .collect();
     for (key, value) in &log.by_offset {
+        let counts = by_partition.entry(key.0).or_default();
+        counts.acknowledged += 1;
         if at.get(key) != Some(&value) {
-            found.lost += 1;
+            counts.lost += 1;
         }
     }
-    for records in read.values() {
+    for (p, records) in &read {
+        let counts = by_partition.entry(*p).or_default();
+        counts.read = records.len();
         let mut seen = std::collections::BTreeSet::new();
         let mut last = None;
         for (_, value) in records {
             if !seen.insert(value.clone()) {
-                found.duplicated += 1;
+                counts.duplicated += 1;
             }
             let sequence: Option<u64> = value.rsplit('-').next().and_then(|n| n.parse().ok());
             if sequence.is_some() && last.is_some() && sequence <= last {
-                found.reordered += 1;
+                counts.reordered += 1;
             }
             last = last.max(sequence);
         }
     }
+    let sum = |f: fn(&PartitionCounts) -> usize| by_partition.values().map(f).sum();
+    let found = ExactlyOnce {
+        acknowledged: sum(|c| c.acknowledged),
+        read: sum(|c| c.read),
+        lost: sum(|c| c.lost),
+        duplicated: sum(|c| c.duplicated),
+        reordered: sum(|c| c.reordered),
+        by_partition,
+    };
     eprintln!("exactly-once check of {topic}: {found:?}");
     found
 }
