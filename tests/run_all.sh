@@ -90,10 +90,10 @@ run_pair() {
     tail -n 15 "$LOGS/$name.log" | sed "s/^/  [$name] /"
   done
 }
-run_pair rust kcat
 # The container suite mostly waits on timeouts (its brokers idle between faults): it runs
-# beside the other two.
-run_pair python librdkafka containers
+# beside the two short suites, away from librdkafka's timing-sensitive tests.
+run_pair rust kcat containers
+run_pair python librdkafka
 
 step "summary"
 # Individual test counts per suite, from each runner's own closing lines.
