@@ -80,6 +80,9 @@ pub struct Broker {
     /// Turns true when the broker starts stopping: long polls answer at once, connections stop
     /// reading, the listener stops accepting.
     shutdown: watch::Sender<bool>,
+    /// Set when the broker cannot go on (its metadata log failed); see
+    /// [`RunningBroker::failed`].
+    fatal: watch::Sender<Option<String>>,
 }
 
 impl Broker {
@@ -94,6 +97,7 @@ impl Broker {
         let controller = Controller::open(config.clone()).await?;
         let replicas = Arc::new(ReplicaManager::open(config.clone())?);
         let groups = GroupService::new(config.clone(), replicas.clone());
+        let (fatal, _) = watch::channel(None);
         let (shutdown, _) = watch::channel(false);
         Ok(Arc::new(Broker {
             config,
@@ -104,6 +108,7 @@ impl Broker {
             fetchers: ReplicaFetchers::default(),
             offsets_topic_lock: tokio::sync::Mutex::new(()),
             shutdown,
+            fatal,
         }))
     }
 
@@ -456,6 +461,17 @@ async fn run_liveness(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) 
                 quorum.heartbeat().await
             }
         };
+        if let Some(failure) = quorum.failure() {
+            // As Kafka when its metadata log directory fails: this broker cannot follow the
+            // metadata any more, so it stops rather than serve clients from a frozen view.
+            tracing::error!(
+                %failure,
+                "the metadata quorum stopped on this broker (its metadata log failed): \
+                 stopping the broker"
+            );
+            broker.fatal.send_replace(Some(failure));
+            return;
+        }
         let delivered = match tokio::time::timeout(session / 2, round).await {
             Ok(Ok(())) => true,
             Ok(Err(error)) => {
@@ -611,6 +627,20 @@ async fn follow_metadata(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool
 }
 
 impl RunningBroker {
+    /// Resolves when the broker cannot go on (its metadata log failed): the caller should
+    /// shut it down and exit with an error. Pending forever otherwise.
+    pub async fn failed(&self) -> String {
+        let mut fatal = self.broker.fatal.subscribe();
+        loop {
+            if let Some(failure) = fatal.borrow_and_update().clone() {
+                return failure;
+            }
+            if fatal.changed().await.is_err() {
+                return std::future::pending().await;
+            }
+        }
+    }
+
     /// `host:port` for a client's `bootstrap.servers`.
     pub fn bootstrap(&self) -> String {
         format!(

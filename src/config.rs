@@ -114,7 +114,7 @@ pub const BROKER_CONFIGS: &[ConfigDef] = &[
         default: "",
         kind: ConfigKind::Text,
         sensitive: false,
-        doc: "Directory that holds the metadata quorum's log (`metadata-quorum/` below it), as Kafka's metadata.log.dir; empty keeps it in the data dir. On a filesystem of its own, a full data disk does not stop this broker's voter.",
+        doc: "Directory that holds the metadata quorum's log (`metadata-quorum/` below it), as Kafka's metadata.log.dir; empty keeps it in the data dir. A failed write to the metadata log stops the broker; on a filesystem of its own, a full data disk only takes partition logs offline.",
     },
     ConfigDef {
         name: "cluster.secret",

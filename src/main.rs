@@ -174,8 +174,15 @@ async fn run_broker(args: BrokerArgs) -> Result<(), String> {
         );
     }
     let running = broker::start(config).await.map_err(|e| e.to_string())?;
-    wait_for_signal().await;
-    running.shutdown().await.map_err(|e| e.to_string())
+    let failed = tokio::select! {
+        _ = wait_for_signal() => None,
+        failure = running.failed() => Some(failure),
+    };
+    let stopped = running.shutdown().await.map_err(|e| e.to_string());
+    match failed {
+        Some(failure) => Err(format!("stopped: the metadata log failed: {failure}")),
+        None => stopped,
+    }
 }
 
 /// Voters of a dev cluster; brokers after them are observers of the metadata quorum.

@@ -142,9 +142,6 @@ pub struct ClusterOptions {
     pub tmpfs_data: Vec<(i32, String)>,
     /// Broker settings for every broker, as GREGOR_* variables.
     pub env: Vec<(String, String)>,
-    /// Keep each broker's metadata log on a filesystem of its own (`metadata.log.dir`, a host
-    /// directory mounted at /meta), apart from its data.
-    pub separate_metadata: bool,
 }
 
 impl Default for ClusterOptions {
@@ -161,7 +158,6 @@ impl Default for ClusterOptions {
         ];
         ClusterOptions {
             tmpfs_data: Vec::new(),
-            separate_metadata: false,
             env: env
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -282,14 +278,6 @@ impl DockerCluster {
             .with_startup_timeout(Duration::from_secs(60));
         for (k, v) in &options.env {
             request = request.with_env_var(k.clone(), v.clone());
-        }
-        if options.separate_metadata {
-            let meta = self._root.path().join(format!("meta-{n}"));
-            std::fs::create_dir_all(&meta).expect("metadata dir");
-            chown(&meta, BROKER_UID);
-            request = request
-                .with_mount(Mount::bind_mount(meta.display().to_string(), "/meta"))
-                .with_env_var("GREGOR_METADATA_LOG_DIR", "/meta");
         }
         request.start().await.expect("start container")
     }

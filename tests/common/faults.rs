@@ -130,8 +130,8 @@ pub struct FaultRow {
     pub reordered: usize,
     /// Sends that failed (not acknowledged, so allowed to be missing).
     pub failed_sends: usize,
-    /// Committed offsets the watcher saw go backwards.
-    pub commits_backwards: usize,
+    /// Committed offsets the watcher saw go backwards (`None`: no consumer group ran).
+    pub commits_backwards: Option<usize>,
     /// The longest time without an acknowledgement after the fault began.
     pub stall: Duration,
     pub seconds: f64,
@@ -150,7 +150,8 @@ impl FaultRow {
             self.duplicated,
             self.reordered,
             self.failed_sends,
-            self.commits_backwards,
+            self.commits_backwards
+                .map_or("no group".to_string(), |n| n.to_string()),
             self.stall.as_secs_f64(),
             self.seconds
         )
@@ -174,7 +175,7 @@ impl FaultRow {
                 self.lost,
                 self.duplicated,
                 self.reordered,
-                self.commits_backwards
+                self.commits_backwards.unwrap_or(0)
             ),
             (0, 0, 0, 0),
             "{}: lost, duplicated, reordered, commits backwards: {self:?}",
@@ -208,7 +209,8 @@ pub struct Workload {
     pub acked: Acked,
     stop: Arc<AtomicBool>,
     producer: tokio::task::JoinHandle<usize>,
-    group: GroupReader,
+    /// `None` for a fault the consumer group is left out of (see [`Workload::without_group`]).
+    group: Option<GroupReader>,
     started: Instant,
 }
 
@@ -232,9 +234,19 @@ impl Workload {
             acked,
             stop,
             producer,
-            group: GroupReader::start(bootstrap, topic, partitions, group),
+            group: Some(GroupReader::start(bootstrap, topic, partitions, group)),
             started: Instant::now(),
         }
+    }
+
+    /// Stops and drops the consumer group before the fault: for a fault under which the
+    /// group is known to stall (the row then shows no commit check; docs/RELIABILITY.md).
+    pub fn without_group(mut self) -> Workload {
+        if let Some(group) = self.group.take() {
+            group.stop.store(true, Ordering::Relaxed);
+            let _ = group.thread.join();
+        }
+        self
     }
 
     /// Waits (up to 90 s) until `more` further records are acknowledged.
@@ -260,12 +272,14 @@ impl Workload {
         .await
         .expect("checker");
         let ends = high_watermarks(&self.bootstrap, self.topic, self.partitions);
-        let commits_backwards = tokio::task::spawn_blocking({
-            let group = self.group;
-            move || group.finish(&ends)
-        })
-        .await
-        .expect("group reader");
+        let commits_backwards = match self.group {
+            Some(group) => Some(
+                tokio::task::spawn_blocking(move || group.finish(&ends))
+                    .await
+                    .expect("group reader"),
+            ),
+            None => None,
+        };
         let stall = self
             .acked
             .lock()

@@ -381,6 +381,16 @@ impl Quorum {
         Ok(())
     }
 
+    /// Why this voter's Raft stopped on its own, if it did: a failed write to the metadata
+    /// log (a full or failing disk) or a panic. `None` while it runs, and after a shutdown
+    /// this broker asked for.
+    pub fn failure(&self) -> Option<String> {
+        match &self.raft.metrics().borrow().running_state {
+            Ok(()) | Err(openraft::error::Fatal::Stopped) => None,
+            Err(fatal) => Some(fatal.to_string()),
+        }
+    }
+
     /// On the leader: confirms with a quorum of voters that this voter still leads (a
     /// leader cut from the others keeps believing it leads until it hears of a newer term).
     pub async fn confirm_leadership(&self) -> Result<(), QuorumError> {
