@@ -10,7 +10,9 @@
 //!   broker frozen longer than the session and replica lag timeouts; the leader cut from both
 //!   peers but not from clients; one broker's disk full; the whole cluster killed and
 //!   restarted; a rolling restart. Each asserts nothing acknowledged was lost, duplicated or
-//!   reordered and no committed offset went backwards, and keeps its row of the fault table
+//!   reordered and no committed offset went backwards (the cut runs without the group, and
+//!   the rolling restart reports its stall without asserting a bound yet: issue 13's open
+//!   items, docs/RELIABILITY.md), and keeps its row of the fault table
 //!   (`target/tmp/fault-table`, printed by the test command; docs/RELIABILITY.md keeps the
 //!   latest).
 //!
