@@ -144,6 +144,88 @@ impl Broker {
         }
     }
 
+    /// Kafka's controlled shutdown, while the listeners still serve: the controller fences
+    /// this broker at its request, so the partitions it leads move to other ISR members and it
+    /// leaves the ISRs (acks=all stops waiting for it); then this broker applies that here,
+    /// answering its waiting acks=all requests with NOT_LEADER_OR_FOLLOWER and handing its
+    /// groups over, so clients move on now rather than after `broker.session.timeout.ms`; then
+    /// it serves for three quorum heartbeats more while the other brokers learn of it.
+    /// Skipped when no other broker is live (nobody to hand over to, as when a whole cluster
+    /// stops); bounded by the session timeout (after which the controller would fence this
+    /// broker anyway).
+    pub async fn controlled_shutdown(&self) {
+        let me = self.config.node_id();
+        let image = self.controller.image();
+        let others_live = image
+            .registrations
+            .iter()
+            .any(|(node, r)| *node != me && !r.fenced);
+        if !others_live {
+            return;
+        }
+        let led = image
+            .topics
+            .values()
+            .flat_map(|t| &t.partitions)
+            .filter(|p| p.leader == me)
+            .count();
+        let started = tokio::time::Instant::now();
+        let deadline = started + Duration::from_millis(self.config.broker_session_timeout_ms());
+        match tokio::time::timeout_at(deadline, self.controller.controlled_shutdown()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "controlled shutdown refused; stopping without it");
+                return;
+            }
+            Err(_) => {
+                tracing::warn!(
+                    "controlled shutdown not committed within broker.session.timeout.ms; \
+                     stopping without it"
+                );
+                return;
+            }
+        }
+        // The command is committed; this broker's copy of the metadata may lag a moment.
+        // (The guard `wait_for` returns is dropped at once: held, it would block the next
+        // metadata update.)
+        let mut images = self.controller.subscribe();
+        let applied = matches!(
+            tokio::time::timeout_at(
+                deadline,
+                images.wait_for(|image| {
+                    image
+                        .registrations
+                        .get(&me)
+                        .is_some_and(|r| r.shutting_down)
+                }),
+            )
+            .await,
+            Ok(Ok(_))
+        );
+        if !applied {
+            tracing::warn!("controlled shutdown committed but not seen here in time");
+        }
+        if let Err(error) = self.reconcile().await {
+            tracing::warn!(%error, "applying the controlled shutdown here failed");
+        }
+        self.groups.host_and_load().await;
+        // The other brokers learn of the commit with the quorum leader's next append or
+        // heartbeat (a tenth of the election timeout). Until they have, their Metadata still
+        // names this broker, so it keeps serving a little longer: requests already on their
+        // way get NOT_LEADER_OR_FOLLOWER with the new leader (KIP-951) rather than a closed
+        // connection and a metadata refresh a second later.
+        let linger = Duration::from_millis(self.config.quorum_election_timeout_ms() * 3 / 10);
+        tokio::time::sleep(
+            linger.min(deadline.saturating_duration_since(tokio::time::Instant::now())),
+        )
+        .await;
+        tracing::info!(
+            partitions_led = led,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "controlled shutdown: leadership handed over"
+        );
+    }
+
     /// Makes the hosted partitions match the current metadata (on the blocking pool), and
     /// starts a replica fetcher for every new leader followed.
     async fn reconcile(&self) -> Result<(), ControllerError> {
@@ -588,10 +670,13 @@ async fn run_isr_manager(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool
             _ = shutdown.changed() => return,
         }
         let now = now_ms();
+        let image = broker.controller.image();
+        let eligible = |node: i32| image.registrations.get(&node).is_some_and(|r| !r.fenced);
         for partition in broker.replicas.all_partitions() {
-            let Some(change) = partition.isr_change(now, lag_max_ms) else {
+            let Some(change) = partition.isr_change(now, lag_max_ms, eligible) else {
                 continue;
             };
+            let based_on = change.partition_epoch;
             tracing::info!(topic = partition.topic(), partition = partition.index(), isr = ?change.isr, "asking for an ISR change");
             if let Err(error) = broker
                 .controller
@@ -604,6 +689,7 @@ async fn run_isr_manager(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool
                 .await
             {
                 tracing::debug!(topic = partition.topic(), partition = partition.index(), %error, "ISR change not made");
+                partition.isr_change_not_made(based_on, error.not_made());
             }
         }
     }
@@ -649,8 +735,13 @@ impl RunningBroker {
         )
     }
 
-    /// Stops accepting, drains connections, flushes and closes the logs.
+    /// Hands leadership over (`controlled.shutdown.enable`, see
+    /// [`Broker::controlled_shutdown`]), stops accepting, drains connections, flushes and
+    /// closes the logs.
     pub async fn shutdown(self) -> Result<(), LogError> {
+        if self.broker.config.controlled_shutdown() {
+            self.broker.controlled_shutdown().await;
+        }
         self.broker.shutdown.send_replace(true);
         self.broker.groups.shutdown();
         let _ = self.server.await;

@@ -148,6 +148,13 @@ pub const BROKER_CONFIGS: &[ConfigDef] = &[
         sensitive: false,
         doc: "Give each partition back to its preferred leader (first replica) once that broker is in the ISR again.",
     },
+    ConfigDef {
+        name: "controlled.shutdown.enable",
+        default: "true",
+        kind: ConfigKind::Boolean,
+        sensitive: false,
+        doc: "On SIGTERM a broker of a cluster first hands its partitions' leadership to other in-sync replicas and leaves the ISRs (bounded by broker.session.timeout.ms), so producers and consumers move on at once instead of after the session timeout.",
+    },
     long("leader.imbalance.check.interval.seconds", "300", 1, "How often the active controller looks for partitions away from their preferred leader."),
     ConfigDef {
         name: "unclean.leader.election.enable",
@@ -725,6 +732,10 @@ impl BrokerConfig {
     /// `auto.leader.rebalance.enable`.
     pub fn auto_leader_rebalance(&self) -> bool {
         self.boolean("auto.leader.rebalance.enable")
+    }
+    /// `controlled.shutdown.enable`.
+    pub fn controlled_shutdown(&self) -> bool {
+        self.boolean("controlled.shutdown.enable")
     }
     /// Whether a topic with these overrides allows unclean leader election
     /// (`unclean.leader.election.enable`, the topic's or the broker's).

@@ -552,8 +552,8 @@ async fn losing_a_partition_leader_moves_leadership_and_back_and_loses_no_acknow
     );
     tokio::time::sleep(Duration::from_secs(1)).await;
 
-    // The leader of partition 0 goes away: the controller fences it after the session timeout
-    // and another ISR member takes over; the producer carries on.
+    // The leader of partition 0 goes away (a clean stop: it hands partition 0 to another ISR
+    // member first; `cluster_kill.rs` kills leaders instead); the producer carries on.
     let (leaders, _) = metadata(&cluster.bootstrap(0), "durable");
     let victim = leaders[&0];
     let victim_index = usize::try_from(victim - 1).expect("index");
@@ -616,6 +616,117 @@ async fn losing_a_partition_leader_moves_leadership_and_back_and_loses_no_acknow
     );
     wait_in_sync(&cluster, "durable", 3, 3).await;
     check_acknowledged(&cluster.bootstrap(survivor), "durable", 3, &acked);
+    cluster.shutdown().await;
+}
+
+/// Kafka's controlled shutdown (`controlled.shutdown.enable`, on by default): a broker stopped
+/// cleanly hands its partitions' leadership to other ISR members and leaves their ISRs before
+/// its listener closes. The others name new leaders the moment it is down (not a session
+/// timeout later), acks=all producers barely pause, and on its restart it rejoins the ISRs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clean_stop_hands_leadership_over_before_the_broker_goes() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            "info,librdkafka=debug,rdkafka=debug,gregor::replica=debug,gregor::broker=debug",
+        )
+        .try_init();
+    let mut cluster = Cluster::start(3).await;
+    let topic = "handover";
+    create_with(
+        &cluster.bootstrap(0),
+        topic,
+        3,
+        3,
+        &[("min.insync.replicas", "2")],
+    )
+    .await
+    .expect("created");
+    wait_in_sync(&cluster, topic, 3, 3).await;
+    let acked: Acked = Default::default();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = keep_producing(
+        cluster.all_bootstrap(),
+        topic,
+        3,
+        acked.clone(),
+        stop.clone(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while acked.lock().expect("lock").len() < 30 {
+        assert!(Instant::now() < deadline, "nothing acknowledged");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let image = cluster.running(1).broker.controller.image();
+    let led: Vec<i32> = (0..3)
+        .filter(|p| image.partition(topic, *p).is_some_and(|i| i.leader == 1))
+        .collect();
+    assert!(!led.is_empty(), "broker 1 leads none of {topic}: {image:?}");
+
+    let stopped_at = Instant::now();
+    cluster.down(0).await;
+    let took = stopped_at.elapsed();
+    // Already handed over when it is gone: the survivors' metadata shows it (give their copy
+    // of the metadata log a moment to apply the commit, far less than the 1.5 s session).
+    let deadline = Instant::now() + Duration::from_millis(500);
+    loop {
+        let image = cluster.running(1).broker.controller.image();
+        let handed_over = (0..3).all(|p| {
+            image
+                .partition(topic, p)
+                .is_some_and(|i| i.leader > 1 && !i.isr.contains(&1))
+        });
+        let registration = &image.registrations[&1];
+        if handed_over && registration.shutting_down && registration.fenced {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "broker 1 stopped in {took:?} without handing over: {:?} {:?}",
+            registration,
+            (0..3)
+                .map(|p| image.partition(topic, p).cloned())
+                .collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let before = acked.lock().expect("lock").len();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while acked.lock().expect("lock").len() < before + 60 {
+        assert!(Instant::now() < deadline, "producing did not go on");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let stall = acked.lock().expect("lock").longest_stall_after(stopped_at);
+    eprintln!("broker 1 stopped in {took:?}; producers paused at most {stall:?}");
+    // Without the handover the producer would wait for the session timeout (1.5 s) and the
+    // fencing after it.
+    assert!(
+        stall < Duration::from_millis(1500),
+        "acks=all producers paused {stall:?} over a clean stop"
+    );
+
+    // Back: it registers again, catches up and rejoins every ISR.
+    cluster.up(&[0]).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let image = cluster.running(1).broker.controller.image();
+        if (0..3).all(|p| {
+            image
+                .partition(topic, p)
+                .is_some_and(|i| i.isr.contains(&1))
+        }) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "broker 1 never rejoined the ISRs"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let failures = writer.await.expect("writer");
+    assert_eq!(failures, 0, "sends failed over a clean stop");
+    wait_in_sync(&cluster, topic, 3, 3).await;
+    check_acknowledged(&cluster.bootstrap(1), topic, 3, &acked);
     cluster.shutdown().await;
 }
 

@@ -255,6 +255,18 @@ fn read_all(
                 Ok(partition) => partition,
                 Err(e) => {
                     data.error_code = replica_error_code(&e);
+                    // As Kafka checks the epoch first: a fetcher that names a newer leader
+                    // epoch than this copy's has seen metadata this broker has not applied yet
+                    // (it may be the new leader a moment from now): UNKNOWN_LEADER_EPOCH, retry
+                    // soon, rather than NOT_LEADER_OR_FOLLOWER.
+                    let newer =
+                        version >= 9
+                            && ctx.broker.replicas.hosted(name, p.partition).is_some_and(
+                                |hosted| p.current_leader_epoch > hosted.leader_epoch(),
+                            );
+                    if newer {
+                        data.error_code = ResponseError::UnknownLeaderEpoch.code();
+                    }
                     has_error = true;
                     partitions.push(data);
                     continue;

@@ -78,6 +78,29 @@ impl From<QuorumError> for ControllerError {
     }
 }
 
+/// Why an ISR change (the leader's AlterPartition) was not made.
+#[derive(Debug, thiserror::Error)]
+pub enum IsrChangeError {
+    /// Committed and refused: it will never apply.
+    #[error("refused: {0}")]
+    Refused(Rejection),
+    /// Not answered (no quorum in time, a lost reply): it may still commit.
+    #[error("not answered: {0}")]
+    Unanswered(ControllerError),
+}
+
+impl IsrChangeError {
+    /// What the leader's partition makes of it.
+    pub fn not_made(&self) -> crate::replica::IsrNotMade {
+        use crate::replica::IsrNotMade;
+        match self {
+            IsrChangeError::Refused(Rejection::StaleChange(_)) => IsrNotMade::StaleEpoch,
+            IsrChangeError::Refused(_) => IsrNotMade::Refused,
+            IsrChangeError::Unanswered(_) => IsrNotMade::Unanswered,
+        }
+    }
+}
+
 impl From<Rejection> for ControllerError {
     fn from(r: Rejection) -> Self {
         match r {
@@ -215,6 +238,7 @@ impl Controller {
             fenced: false,
             partitions_max,
             offline_replicas: Default::default(),
+            shutting_down: false,
         };
         let _guard = self.write_lock.lock().await;
         // Decide against everything committed, not this broker's possibly stale image.
@@ -434,7 +458,7 @@ impl Controller {
         partition: i32,
         partition_epoch: i32,
         isr: Vec<i32>,
-    ) -> Result<(), ControllerError> {
+    ) -> Result<(), IsrChangeError> {
         let committed = self
             .quorum
             .propose(MetadataCommand::ChangePartition {
@@ -444,9 +468,10 @@ impl Controller {
                 leader: None,
                 isr: Some(isr),
             })
-            .await?;
+            .await
+            .map_err(|e| IsrChangeError::Unanswered(e.into()))?;
         match committed.applied {
-            Applied::Rejected(why) => Err(why.into()),
+            Applied::Rejected(why) => Err(IsrChangeError::Refused(why)),
             _ => Ok(()),
         }
     }
@@ -491,6 +516,20 @@ impl Controller {
             MetadataCommand::FenceBroker { node_id }
         } else {
             MetadataCommand::UnfenceBroker { node_id }
+        };
+        match self.quorum.propose(command).await?.applied {
+            Applied::Rejected(why) => Err(why.into()),
+            _ => Ok(()),
+        }
+    }
+
+    /// Kafka's controlled shutdown of this broker: it is fenced at its own request, so the
+    /// partitions it leads move to other ISR members and it leaves every ISR it is not the last
+    /// member of, and it stays so until it registers again. Returns once committed.
+    pub async fn controlled_shutdown(&self) -> Result<(), ControllerError> {
+        let command = MetadataCommand::ControlledShutdown {
+            node_id: self.config.node_id(),
+            incarnation: self.incarnation,
         };
         match self.quorum.propose(command).await?.applied {
             Applied::Rejected(why) => Err(why.into()),

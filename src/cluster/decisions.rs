@@ -58,7 +58,8 @@ pub fn registration_commands(
 /// The fencing changes to make now, as `(node, fenced)`. `silent_for(node)` is how long ago
 /// the node's last heartbeat reached this controller (`None`: not since it became the
 /// controller, `leading_for` ago; nobody is judged on silence from before that). The
-/// controller itself (`me`) is always alive.
+/// controller itself (`me`) is always alive. A broker in controlled shutdown stays fenced
+/// whatever it sends until it registers again.
 pub fn fencing_changes(
     image: &MetadataImage,
     me: i32,
@@ -73,7 +74,11 @@ pub fn fencing_changes(
         let alive = node == me || silence <= session_timeout;
         if !registration.fenced && !alive {
             changes.push((node, true));
-        } else if registration.fenced && alive && (heard.is_some() || node == me) {
+        } else if registration.fenced
+            && !registration.shutting_down
+            && alive
+            && (heard.is_some() || node == me)
+        {
             changes.push((node, false));
         }
     }
@@ -217,6 +222,7 @@ mod tests {
                     fenced,
                     partitions_max: None,
                     offline_replicas: Default::default(),
+                    shutting_down: false,
                 },
             );
         }
@@ -242,6 +248,21 @@ mod tests {
     }
 
     #[test]
+    fn a_broker_in_controlled_shutdown_stays_fenced_while_it_heartbeats() {
+        let s = Duration::from_secs;
+        let mut img = image(&[(1, false), (2, true), (3, true)]);
+        if let Some(r) = img.registrations.get_mut(&2) {
+            r.shutting_down = true;
+        }
+        // Both heard a moment ago: only 3 (fenced for silence) comes back.
+        let heard = |node| (node != 1).then(|| s(1));
+        assert_eq!(
+            fencing_changes(&img, 1, heard, s(60), s(9)),
+            vec![(3, false)]
+        );
+    }
+
+    #[test]
     fn a_broker_back_from_an_unclean_stop_is_fenced_before_it_registers() {
         let img = image(&[(1, false), (2, false)]);
         let broker = BrokerInfo {
@@ -256,6 +277,7 @@ mod tests {
             fenced: false,
             partitions_max: None,
             offline_replicas: Default::default(),
+            shutting_down: false,
         };
         let kinds = |commands: Vec<MetadataCommand>| -> Vec<&'static str> {
             commands

@@ -96,6 +96,10 @@ pub struct BrokerRegistration {
     /// recovers the logs).
     #[serde(default)]
     pub offline_replicas: std::collections::BTreeSet<(Uuid, i32)>,
+    /// In controlled shutdown (Kafka's): fenced at its own request, it leads nothing, joins no
+    /// ISR and its heartbeats do not unfence it; registering again (a restart) clears it.
+    #[serde(default)]
+    pub shutting_down: bool,
 }
 
 impl MetadataImage {

@@ -15,5 +15,5 @@ pub mod metadata;
 pub mod producer_ids;
 pub mod quorum;
 
-pub use controller::{Controller, ControllerError, CreateTopicSpec};
+pub use controller::{Controller, ControllerError, CreateTopicSpec, IsrChangeError};
 pub use metadata::{BrokerInfo, BrokerRegistration, MetadataImage, PartitionInfo, TopicInfo};

@@ -130,6 +130,7 @@ async fn run(
     // Responses land here; once a round's batches are appended and dropped, the next round
     // reuses the same memory instead of faulting in fresh pages.
     let mut received = BytesMut::new();
+    let mut reconciled = replicas.subscribe_reconciled();
     loop {
         if *shutdown.borrow() {
             return;
@@ -195,6 +196,15 @@ async fn run(
         let outcome = tokio::select! {
             outcome = tokio::time::timeout(limit, round) => outcome,
             _ = shutdown.changed() => return,
+            () = followed_changed(&mut reconciled, &replicas, leader, &partitions) => {
+                // A partition moved to this leader (or away, or to a new epoch) during the
+                // long poll: its new leader's acks=all producers wait for this follower, so
+                // the round starts over with it now (the answer in flight is dropped with the
+                // connection; the next fetch asks again from the log end).
+                tracing::debug!(leader, "followed partitions changed; fetching again at once");
+                connection = None;
+                continue;
+            }
         };
         let response = match outcome {
             Ok(Ok(response)) => response,
@@ -212,18 +222,64 @@ async fn run(
                 continue;
             }
         };
-        let (mut healthy, flushes) = apply(leader, &partitions, response);
+        let (mut outcome, flushes) = apply(leader, &partitions, response);
         // flush.messages reached: durable before the next fetch reports these offsets held.
         for (partition, offset) in flushes {
             if let Err(e) = partition.flush_to(offset).await {
                 tracing::warn!(leader, topic = partition.topic(), partition = partition.index(), error = %e, "flushing replicated batches failed");
-                healthy = false;
+                outcome = Round::Failed;
             }
         }
-        if !healthy && pause(settings.backoff, &mut shutdown).await {
+        let wait = match outcome {
+            Round::Healthy => continue,
+            // The leader has not applied the metadata that made it leader yet; it will within
+            // a quorum heartbeat or two.
+            Round::LeaderCatchingUp => settings.backoff.min(LEADER_CATCH_UP_PAUSE),
+            Round::Failed => settings.backoff,
+        };
+        if pause(wait, &mut shutdown).await {
             return;
         }
     }
+}
+
+/// Resolves once the partitions this broker follows from `leader` (or their leader epochs)
+/// differ from `fetching`; pending while they stay the same.
+async fn followed_changed(
+    reconciled: &mut watch::Receiver<u64>,
+    replicas: &ReplicaManager,
+    leader: i32,
+    fetching: &[(Arc<Partition>, i32)],
+) {
+    loop {
+        if reconciled.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+        let now = replicas.followed_from(leader);
+        let same = now.len() == fetching.len()
+            && now.iter().all(|p| {
+                fetching
+                    .iter()
+                    .any(|(f, epoch)| Arc::ptr_eq(f, p) && *epoch == p.leader_epoch())
+            });
+        if !same {
+            return;
+        }
+    }
+}
+
+/// The pause after a round whose only errors were UNKNOWN_LEADER_EPOCH.
+const LEADER_CATCH_UP_PAUSE: Duration = Duration::from_millis(50);
+
+/// How a fetch round went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Round {
+    /// Every partition answered.
+    Healthy,
+    /// Only UNKNOWN_LEADER_EPOCH errors: the leader lags this follower's metadata.
+    LeaderCatchingUp,
+    /// Anything else: back off `replica.fetch.backoff.ms`.
+    Failed,
 }
 
 fn fetch_request(partitions: &[(Arc<Partition>, i32)], settings: &FetcherSettings) -> FetchRequest {
@@ -321,13 +377,13 @@ fn apply(
     leader: i32,
     partitions: &[(Arc<Partition>, i32)],
     response: FetchResponse,
-) -> (bool, Vec<(Arc<Partition>, i64)>) {
+) -> (Round, Vec<(Arc<Partition>, i64)>) {
     let mut flushes = Vec::new();
     if response.error_code != 0 {
         tracing::debug!(leader, code = response.error_code, "replica fetch refused");
-        return (false, flushes);
+        return (Round::Failed, flushes);
     }
-    let mut healthy = true;
+    let mut round = Round::Healthy;
     for topic in response.responses {
         for data in topic.partitions {
             let Some((partition, epoch)) = partitions.iter().find(|(p, _)| {
@@ -355,7 +411,14 @@ fn apply(
                     code = data.error_code,
                     "replica fetch error"
                 );
-                healthy = false;
+                round = match round {
+                    Round::Healthy | Round::LeaderCatchingUp
+                        if data.error_code == ResponseError::UnknownLeaderEpoch.code() =>
+                    {
+                        Round::LeaderCatchingUp
+                    }
+                    _ => Round::Failed,
+                };
                 continue;
             }
             // Kafka's encoding of "no divergence" is (-1, -1).
@@ -386,10 +449,10 @@ fn apply(
                 ),
                 Err(e) => {
                     tracing::warn!(leader, topic = partition.topic(), partition = data.partition_index, error = %e, "applying fetched batches failed");
-                    healthy = false;
+                    round = Round::Failed;
                 }
             }
         }
     }
-    (healthy, flushes)
+    (round, flushes)
 }

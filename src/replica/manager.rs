@@ -82,6 +82,9 @@ pub struct ReplicaManager {
     /// Set while this broker has lost contact with the controller quorum for longer than
     /// its session: see [`ReplicaManager::set_cut_off`].
     cut_off: std::sync::atomic::AtomicBool,
+    /// Counts reconciliations: replica fetchers watch it to pick up partitions that moved to
+    /// their leader without waiting out a long poll.
+    reconciled: tokio::sync::watch::Sender<u64>,
 }
 
 impl ReplicaManager {
@@ -96,7 +99,13 @@ impl ReplicaManager {
             image: RwLock::new(Arc::new(MetadataImage::default())),
             reconcile_lock: std::sync::Mutex::new(()),
             cut_off: std::sync::atomic::AtomicBool::new(false),
+            reconciled: tokio::sync::watch::Sender::new(0),
         })
+    }
+
+    /// A receiver that changes after every reconciliation with the metadata.
+    pub fn subscribe_reconciled(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.reconciled.subscribe()
     }
 
     /// A broker that has not been in contact with the controller quorum for its session
@@ -156,6 +165,15 @@ impl ReplicaManager {
                 partition,
             }),
         }
+    }
+
+    /// The partition `topic`-`partition` if this broker hosts a copy of it, leader or not.
+    pub fn hosted(&self, topic: &str, partition: i32) -> Option<Arc<Partition>> {
+        self.partitions
+            .read()
+            .ok()?
+            .get(&(topic.to_string(), partition))
+            .cloned()
     }
 
     fn knows_partition(&self, topic: &str, partition: i32) -> bool {
@@ -270,6 +288,7 @@ impl ReplicaManager {
                 first_error.get_or_insert(error);
             }
         }
+        self.reconciled.send_modify(|n| *n = n.wrapping_add(1));
         first_error.map_or(Ok(()), Err)
     }
 

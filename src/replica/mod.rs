@@ -23,7 +23,9 @@ pub mod partition;
 mod simulation_tests;
 
 pub use manager::ReplicaManager;
-pub use partition::{FetchedData, FetchedFromLeader, FollowerApply, FollowerFetch, Partition};
+pub use partition::{
+    FetchedData, FetchedFromLeader, FollowerApply, FollowerFetch, IsrNotMade, Partition,
+};
 
 use crate::log::LogError;
 

@@ -125,6 +125,9 @@ struct PendingIsr {
     based_on: i32,
     /// Every member any of them names.
     members: Vec<i32>,
+    /// One of them went unanswered (it may still commit): a later refusal says nothing about
+    /// it, so only a new partition epoch clears these members.
+    uncertain: bool,
 }
 
 /// What the leader knows of one follower (Kafka's replica state).
@@ -146,6 +149,17 @@ pub struct IsrChange {
     pub isr: Vec<i32>,
     /// The partition epoch it is based on.
     pub partition_epoch: i32,
+}
+
+/// Why an ISR change a leader asked for was not made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IsrNotMade {
+    /// No answer (no quorum in time, a lost reply): it may still commit.
+    Unanswered,
+    /// Refused: the partition had moved past the epoch it was based on.
+    StaleEpoch,
+    /// Refused on that epoch (an ineligible member, an invalid ISR): it will never commit.
+    Refused,
 }
 
 /// The metadata's view of a partition, as [`Partition::set_assignment`] takes it.
@@ -440,7 +454,12 @@ impl Partition {
     /// outside it whose copy reached the high watermark join it. The leader itself stays. The
     /// caller asks the controller for it: from now until the metadata answers, the members it
     /// names count for the high watermark (the maximal ISR, see [`PendingIsr`]).
-    pub fn isr_change(&self, now_ms: i64, lag_max_ms: i64) -> Option<IsrChange> {
+    pub fn isr_change(
+        &self,
+        now_ms: i64,
+        lag_max_ms: i64,
+        eligible: impl Fn(i32) -> bool,
+    ) -> Option<IsrChange> {
         if !self.is_leader() {
             return None;
         }
@@ -470,7 +489,8 @@ impl Partition {
                 f.log_end >= high_watermark
                     && now_ms.saturating_sub(f.last_caught_up_ms) <= lag_max_ms
             });
-            if !isr.contains(replica) && caught_up {
+            // As Kafka (KIP-841): a fenced broker or one in controlled shutdown may not join.
+            if !isr.contains(replica) && caught_up && eligible(*replica) {
                 isr.push(*replica);
             }
         }
@@ -499,6 +519,7 @@ impl Partition {
                 r.pending = Some(PendingIsr {
                     based_on,
                     members: isr.clone(),
+                    uncertain: false,
                 })
             }
         }
@@ -506,6 +527,32 @@ impl Partition {
             isr,
             partition_epoch: based_on,
         })
+    }
+
+    /// The ISR change based on `based_on` was not made (see [`IsrNotMade`]).
+    ///
+    /// A refusal on the epoch itself (an ineligible member, KIP-841) while no earlier change
+    /// on that epoch is unanswered ends the pending state, as Kafka resets to the committed
+    /// state after an AlterPartition error: the partition was still at that epoch when the
+    /// refusal applied, so none of this leader's changes on it committed before, and none can
+    /// after; its members stop holding the high watermark (one refused for shutting down
+    /// stops fetching soon). A stale-epoch refusal clears nothing: the epoch may have moved
+    /// on by this leader's own earlier change, which the next metadata will show.
+    pub fn isr_change_not_made(&self, based_on: i32, why: IsrNotMade) {
+        let Ok(mut r) = self.replication.lock() else {
+            return;
+        };
+        let Some(pending) = r.pending.as_mut().filter(|p| p.based_on == based_on) else {
+            return;
+        };
+        match why {
+            IsrNotMade::Unanswered => pending.uncertain = true,
+            IsrNotMade::StaleEpoch => {}
+            IsrNotMade::Refused if pending.uncertain => {}
+            IsrNotMade::Refused => r.pending = None,
+        }
+        drop(r);
+        self.maybe_advance_high_watermark();
     }
 
     /// Whether this copy's log went offline after a storage error (a failed write, fsync,
@@ -1106,7 +1153,9 @@ mod tests {
         p.record_follower_fetch(2, 4, 10);
         p.record_follower_fetch(3, 4, 10);
         assert_eq!(p.high_watermark(), 4);
-        let change = p.isr_change(20, 30_000).expect("3 caught up: an expansion");
+        let change = p
+            .isr_change(20, 30_000, |_| true)
+            .expect("3 caught up: an expansion");
         assert_eq!((change.isr, change.partition_epoch), (vec![1, 2, 3], 0));
         // The change is in flight (or committed, unheard of): 2 fetches on, 3 does not.
         p.append_as_leader(batch(0, 4, 1), 1).unwrap();
@@ -1149,8 +1198,8 @@ mod tests {
         // keeps up and stays.
         p.append_as_leader(batch(0, 4, 1), 1).unwrap();
         p.record_follower_fetch(2, 8, 39_000);
-        assert_eq!(p.isr_change(1_000, 30_000), None);
-        let change = p.isr_change(40_000, 30_000).expect("a shrink");
+        assert_eq!(p.isr_change(1_000, 30_000, |_| true), None);
+        let change = p.isr_change(40_000, 30_000, |_| true).expect("a shrink");
         assert_eq!(change.isr, vec![1, 2]);
         p.set_assignment(
             Assignment {
@@ -1167,7 +1216,7 @@ mod tests {
         // Back and caught up: it rejoins.
         p.record_follower_fetch(3, 8, 40_100);
         assert_eq!(
-            p.isr_change(40_200, 30_000).map(|c| c.isr),
+            p.isr_change(40_200, 30_000, |_| true).map(|c| c.isr),
             Some(vec![1, 2, 3])
         );
     }

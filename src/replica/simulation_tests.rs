@@ -30,12 +30,12 @@ use bytes::{Buf, Bytes};
 use uuid::Uuid;
 
 use super::partition::Assignment;
-use super::{FetchedFromLeader, FollowerApply, FollowerFetch, Partition};
+use super::{FetchedFromLeader, FollowerApply, FollowerFetch, IsrNotMade, Partition};
 use crate::cluster::decisions::{fencing_changes, preferred_leader_changes, registration_commands};
 use crate::cluster::metadata::{BrokerInfo, BrokerRegistration, PartitionInfo, TopicInfo};
 use crate::cluster::quorum::state_machine::apply_command;
 use crate::cluster::quorum::{Applied, MetadataCommand};
-use crate::cluster::MetadataImage;
+use crate::cluster::{IsrChangeError, MetadataImage};
 use crate::log::batch::testing::batch;
 use crate::log::{LogConfig, PartitionLog};
 use crate::testing::SplitMix;
@@ -72,6 +72,8 @@ struct Node {
     /// Whether this process has registered (a restarted broker hosts its partitions only once
     /// its registration, which fences its previous incarnation, is applied).
     registered: bool,
+    /// In controlled shutdown: the process stops then (it keeps fetching until it does).
+    stops_at: Option<i64>,
 }
 
 enum Message {
@@ -127,6 +129,11 @@ struct Stats {
     worst_moment_elections: u64,
     /// Restarts with an emptied data dir.
     wipes: u64,
+    /// ISR changes refused on their own epoch (a member fenced since the leader looked), whose
+    /// pending state the leader then dropped.
+    isr_refusals: u64,
+    /// Controlled shutdowns (followed by the process stopping).
+    controlled_shutdowns: u64,
 }
 
 struct Sim {
@@ -191,6 +198,7 @@ impl Sim {
                         fenced: false,
                         partitions_max: None,
                         offline_replicas: Default::default(),
+                        shutting_down: false,
                     },
                 },
             );
@@ -226,6 +234,7 @@ impl Sim {
                 fetch: None,
                 down_since: 0,
                 metadata_held_until: 0,
+                stops_at: None,
                 registered: true,
             })
             .collect();
@@ -288,6 +297,7 @@ impl Sim {
         self.nodes[i].partition = Some(partition);
         self.nodes[i].fetch = None;
         self.nodes[i].registered = false;
+        self.nodes[i].stops_at = None;
     }
 
     /// Restarted brokers register as a new incarnation once they reach the controller, with
@@ -310,6 +320,7 @@ impl Sim {
                 fenced: false,
                 partitions_max: None,
                 offline_replicas: Default::default(),
+                shutting_down: false,
             };
             // Every restart here follows a crash: never a clean stop.
             for command in registration_commands(self.image(), broker, registration, false) {
@@ -322,19 +333,21 @@ impl Sim {
 
     /// The controller applies a command and publishes the image if it changed anything.
     fn propose(&mut self, command: MetadataCommand) -> bool {
+        !matches!(self.propose_applied(command), Applied::Rejected(_))
+    }
+
+    fn propose_applied(&mut self, command: MetadataCommand) -> Applied {
         let mut image = self.image().clone();
         let before = Self::info(&image).clone();
-        match apply_command(&mut image, &command) {
-            Applied::Rejected(_) => false,
-            _ => {
-                let after = Self::info(&image).clone();
-                if after.leader_epoch != before.leader_epoch {
-                    self.stats.leader_changes += 1;
-                }
-                self.images.push(image);
-                true
+        let applied = apply_command(&mut image, &command);
+        if !matches!(applied, Applied::Rejected(_)) {
+            let after = Self::info(&image).clone();
+            if after.leader_epoch != before.leader_epoch {
+                self.stats.leader_changes += 1;
             }
+            self.images.push(image);
         }
+        applied
     }
 
     fn step(&mut self, faults: bool, produce: bool) {
@@ -360,12 +373,43 @@ impl Sim {
     fn inject_faults(&mut self) {
         let i = self.rng.below(self.nodes.len() as u64) as usize;
         let up = self.nodes.iter().filter(|n| n.partition.is_some()).count();
-        if self.nodes[i].partition.is_some() && up == self.nodes.len() && self.rng.chance_bp(40) {
-            // kill -9: the process and what it had in memory are gone, its files stay.
+        let stopping = self.nodes[i].stops_at.is_some_and(|at| at <= self.now);
+        if stopping
+            || self.nodes[i].partition.is_some() && up == self.nodes.len() && self.rng.chance_bp(40)
+        {
+            // kill -9 (or the end of a controlled shutdown): the process and what it had in
+            // memory are gone, its files stay.
             self.nodes[i].partition = None;
+            self.nodes[i].stops_at = None;
             self.nodes[i].down_since = self.now;
             self.pending.retain(|p| p.node != self.nodes[i].id);
             self.stats.crashes += 1;
+        } else if self.nodes[i].partition.is_some()
+            && self.nodes[i].registered
+            && self.nodes[i].stops_at.is_none()
+            && up == self.nodes.len()
+            && self.linked(self.nodes[i].id, CONTROLLER)
+            && if Self::info(self.image()).isr.contains(&self.nodes[i].id) {
+                self.rng.chance_bp(40)
+            } else {
+                // Most often right after a restart, while it catches up (a rolling restart
+                // going too fast): the worst moment for a leader whose metadata lags.
+                self.rng.chance_bp(400)
+            }
+        {
+            // SIGTERM: a controlled shutdown, then the process stops a little later; its
+            // follower fetches go on meanwhile, and leaders whose metadata lags ask to take it
+            // back into the ISR (refused: KIP-841).
+            let id = self.nodes[i].id;
+            if let Some(incarnation) = self.image().registrations.get(&id).map(|r| r.incarnation) {
+                if self.propose(MetadataCommand::ControlledShutdown {
+                    node_id: id,
+                    incarnation,
+                }) {
+                    self.nodes[i].stops_at = Some(self.now + 50 + self.rng.below(300) as i64);
+                    self.stats.controlled_shutdowns += 1;
+                }
+            }
         } else if self.nodes[i].partition.is_none()
             && self.now - self.nodes[i].down_since > 300
             && self.rng.chance(5)
@@ -521,7 +565,11 @@ impl Sim {
             if !self.linked(id, CONTROLLER) || !self.rng.chance(20) {
                 continue;
             }
-            if let Some(change) = p.isr_change(self.now, LAG_MS) {
+            // Eligibility as this leader's (possibly stale) metadata shows it.
+            let view = &self.images[self.nodes[i].image_version];
+            let eligible = |node: i32| view.registrations.get(&node).is_some_and(|r| !r.fenced);
+            if let Some(change) = p.isr_change(self.now, LAG_MS, eligible) {
+                let based_on = change.partition_epoch;
                 let before = Self::info(self.image()).isr.clone();
                 let added: Vec<i32> = change
                     .isr
@@ -529,13 +577,21 @@ impl Sim {
                     .copied()
                     .filter(|r| !before.contains(r))
                     .collect();
-                let committed = self.propose(MetadataCommand::ChangePartition {
+                let applied = self.propose_applied(MetadataCommand::ChangePartition {
                     topic_id: self.topic_id,
                     partition: 0,
                     expected_partition_epoch: change.partition_epoch,
                     leader: None,
                     isr: Some(change.isr),
                 });
+                let committed = !matches!(applied, Applied::Rejected(_));
+                if let Applied::Rejected(why) = applied {
+                    let why = IsrChangeError::Refused(why).not_made();
+                    if why == IsrNotMade::Refused {
+                        self.stats.isr_refusals += 1;
+                    }
+                    p.isr_change_not_made(based_on, why);
+                }
                 if committed && !added.is_empty() {
                     self.last_expansion = Some((self.now, added, id));
                     if self.rng.chance(50) {
@@ -787,6 +843,12 @@ impl Sim {
             node.metadata_held_until = 0;
         }
         for i in 0..self.nodes.len() {
+            if self.nodes[i].stops_at.take().is_some() {
+                // A controlled shutdown finishes: stopped, then started again below.
+                self.nodes[i].partition = None;
+                let id = self.nodes[i].id;
+                self.pending.retain(|p| p.node != id);
+            }
             if self.nodes[i].partition.is_none() {
                 self.start(i);
             }
@@ -906,4 +968,6 @@ fn seeded_fault_schedules_lose_no_acknowledged_record() {
     assert!(total.expansions_held >= seeds, "{total:?}");
     assert!(total.worst_moment_elections >= seeds, "{total:?}");
     assert!(total.wipes > 0, "{total:?}");
+    assert!(total.controlled_shutdowns >= seeds, "{total:?}");
+    assert!(total.isr_refusals > 0, "{total:?}");
 }

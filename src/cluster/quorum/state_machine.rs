@@ -273,6 +273,24 @@ fn apply_inner(image: &mut MetadataImage, command: &MetadataCommand) -> Result<A
             fence(image, *node_id);
             Ok(Applied::Done)
         }
+        MetadataCommand::ControlledShutdown {
+            node_id,
+            incarnation,
+        } => {
+            let registration = image
+                .registrations
+                .get_mut(node_id)
+                .ok_or(Rejection::UnknownBroker(*node_id))?;
+            if registration.incarnation != *incarnation {
+                return Err(Rejection::StaleChange(format!(
+                    "broker {node_id} registered again since it asked to shut down"
+                )));
+            }
+            registration.fenced = true;
+            registration.shutting_down = true;
+            fence(image, *node_id);
+            Ok(Applied::Done)
+        }
         MetadataCommand::UnfenceBroker { node_id } => {
             let registration = image
                 .registrations
@@ -377,9 +395,18 @@ fn apply_inner(image: &mut MetadataImage, command: &MetadataCommand) -> Result<A
             }
             if let Some(isr) = isr {
                 let joining: Vec<&i32> = isr.iter().filter(|r| !p.isr.contains(r)).collect();
-                if let Some(node) = joining.into_iter().find(|r| offline(r)) {
+                if let Some(node) = joining.iter().find(|r| offline(r)) {
                     return Err(Rejection::Invalid(format!(
                         "the replica of {name}-{partition} on broker {node} is offline"
+                    )));
+                }
+                // As Kafka's controller (KIP-841): a fenced broker, or one in controlled
+                // shutdown (whose follower fetches go on until it stops), may not join an ISR.
+                let fenced = |node: &i32| registrations.get(node).is_none_or(|r| r.fenced);
+                if let Some(node) = joining.iter().find(|node| fenced(node)) {
+                    return Err(Rejection::Invalid(format!(
+                        "broker {node} is fenced or shutting down: not eligible for the ISR of \
+                         {name}-{partition}"
                     )));
                 }
             }
@@ -538,6 +565,7 @@ mod tests {
                     fenced: true,
                     partitions_max: None,
                     offline_replicas: Default::default(),
+                    shutting_down: false,
                 },
             },
         );
@@ -670,6 +698,59 @@ mod tests {
         register(&mut image, 1);
         assert!(!image.replica_offline(1, id, 0));
         assert_eq!(image.partition("data", 1).unwrap().leader, 1);
+    }
+
+    /// Kafka's controlled shutdown: the stopping broker's leaderships move inside the ISR, it
+    /// leaves the ISRs it is not the last member of and may not rejoin one (KIP-841), a request
+    /// of an earlier incarnation changes nothing, and registering again clears it.
+    #[test]
+    fn controlled_shutdown_moves_leadership_and_keeps_the_broker_out_of_the_isr() {
+        let mut image = three_brokers();
+        let t = topic("t", &[&[1, 2, 3], &[2, 1, 3], &[1]]);
+        let id = t.id;
+        apply_command(&mut image, &MetadataCommand::CreateTopic { topic: t });
+        let incarnation = image.registrations[&1].incarnation;
+        let stale = MetadataCommand::ControlledShutdown {
+            node_id: 1,
+            incarnation: Uuid::new_v4(),
+        };
+        assert!(matches!(
+            apply_command(&mut image, &stale),
+            Applied::Rejected(Rejection::StaleChange(_))
+        ));
+        assert_eq!(image.partition("t", 0).unwrap().leader, 1);
+        let stop = MetadataCommand::ControlledShutdown {
+            node_id: 1,
+            incarnation,
+        };
+        assert_eq!(apply_command(&mut image, &stop), Applied::Done);
+        let r = &image.registrations[&1];
+        assert!(r.fenced && r.shutting_down);
+        let p0 = image.partition("t", 0).unwrap().clone();
+        assert_eq!(
+            (p0.leader, p0.leader_epoch, p0.isr.clone()),
+            (2, 1, vec![2, 3])
+        );
+        assert_eq!(image.partition("t", 1).unwrap().isr, vec![2, 3]);
+        // The only copy stays with it: nobody else could lead it.
+        assert_eq!(image.partition("t", 2).unwrap().isr, vec![1]);
+        // The leader of partition 0 sees it caught up and asks to take it back: refused.
+        let expand = MetadataCommand::ChangePartition {
+            topic_id: id,
+            partition: 0,
+            expected_partition_epoch: p0.partition_epoch,
+            leader: None,
+            isr: Some(vec![2, 3, 1]),
+        };
+        assert!(matches!(
+            apply_command(&mut image, &expand),
+            Applied::Rejected(Rejection::Invalid(_))
+        ));
+        // Restarted: a new registration, eligible again.
+        register(&mut image, 1);
+        assert!(!image.registrations[&1].shutting_down);
+        assert_eq!(apply_command(&mut image, &expand), Applied::Done);
+        assert_eq!(image.partition("t", 0).unwrap().isr, vec![2, 3, 1]);
     }
 
     #[test]

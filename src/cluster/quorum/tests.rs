@@ -195,6 +195,7 @@ fn register(node_id: i32) -> MetadataCommand {
             fenced: false,
             partitions_max: None,
             offline_replicas: Default::default(),
+            shutting_down: false,
         },
     }
 }

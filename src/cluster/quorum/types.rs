@@ -91,6 +91,16 @@ pub enum MetadataCommand {
         /// Block size.
         count: i32,
     },
+    /// A broker is stopping (Kafka's controlled shutdown): as [`MetadataCommand::FenceBroker`],
+    /// and it stays fenced and out of every ISR until it registers again, so clients and
+    /// followers move to other leaders before it closes its connections.
+    ControlledShutdown {
+        /// The broker.
+        node_id: i32,
+        /// Its registration's incarnation: a late request of an earlier process changes
+        /// nothing.
+        incarnation: Uuid,
+    },
 }
 
 /// The outcome of applying one command.
