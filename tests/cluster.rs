@@ -625,11 +625,6 @@ async fn losing_a_partition_leader_moves_leadership_and_back_and_loses_no_acknow
 /// timeout later), acks=all producers barely pause, and on its restart it rejoins the ISRs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_clean_stop_hands_leadership_over_before_the_broker_goes() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            "info,librdkafka=debug,rdkafka=debug,gregor::replica=debug,gregor::broker=debug",
-        )
-        .try_init();
     let mut cluster = Cluster::start(3).await;
     let topic = "handover";
     create_with(

@@ -328,16 +328,17 @@ impl GroupReader {
     fn start(bootstrap: &str, topic: &'static str, partitions: i32, group: &str) -> GroupReader {
         let stop = Arc::new(AtomicBool::new(false));
         let target: Arc<Mutex<Option<BTreeMap<i32, i64>>>> = Arc::new(Mutex::new(None));
-        let consumer: BaseConsumer = ClientConfig::new()
+        let mut config = ClientConfig::new();
+        config
             .set("bootstrap.servers", bootstrap)
             .set("group.id", group)
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", "earliest")
             .set("session.timeout.ms", "6000")
             .set("heartbeat.interval.ms", "500")
-            .set("fetch.wait.max.ms", "100")
-            .create()
-            .expect("group consumer");
+            .set("fetch.wait.max.ms", "100");
+        super::rdkafka_debug(&mut config);
+        let consumer: BaseConsumer = config.create().expect("group consumer");
         consumer.subscribe(&[topic]).expect("subscribe");
         let thread = std::thread::spawn({
             let (stop, target) = (stop.clone(), target.clone());

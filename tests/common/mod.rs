@@ -238,11 +238,23 @@ pub fn producer(bootstrap: &str, extra: &[(&str, &str)]) -> FutureProducer {
     for (k, v) in extra {
         config.set(*k, *v);
     }
-    // librdkafka's own debug contexts (e.g. "eos,metadata,broker") for a failing test.
+    rdkafka_debug(&mut config);
+    config.create().expect("producer")
+}
+
+/// librdkafka's own debug contexts for a failing test: `GREGOR_TEST_RDKAFKA_DEBUG` (e.g.
+/// "eos,metadata,broker,cgrp") turns them on for this client and prints its log, with the
+/// brokers' own when they run in this process (`RUST_LOG` filters, default
+/// `info,librdkafka=debug`).
+pub fn rdkafka_debug(config: &mut ClientConfig) {
     if let Ok(contexts) = std::env::var("GREGOR_TEST_RDKAFKA_DEBUG") {
         config.set("debug", contexts);
+        let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| "info,librdkafka=debug".into());
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_test_writer()
+            .try_init();
     }
-    config.create().expect("producer")
 }
 
 /// A consumer with no group: partitions assigned explicitly from the beginning.
