@@ -10,9 +10,9 @@
 //!   broker frozen longer than the session and replica lag timeouts; the leader cut from both
 //!   peers but not from clients; one broker's disk full; the whole cluster killed and
 //!   restarted; a rolling restart. Each asserts nothing acknowledged was lost, duplicated or
-//!   reordered and no committed offset went backwards (the cut runs without the group:
-//!   issue 13's open item, docs/RELIABILITY.md), the rolling restart that producers never
-//!   stalled as long as a session timeout, and each keeps its row of the fault table
+//!   reordered and no committed offset went backwards (the cut one cuts the group's
+//!   coordinator), the rolling restart that producers never stalled as long as a session
+//!   timeout, and each keeps its row of the fault table
 //!   (`target/tmp/fault-table`, printed by the test command; docs/RELIABILITY.md keeps the
 //!   latest).
 //!
@@ -266,15 +266,21 @@ async fn the_leader_frozen_longer_than_every_timeout_then_thawed() {
 async fn the_leader_cut_from_its_peers_but_not_from_clients() {
     let topic = "fault-partition";
     let (cluster, workload) = start(Default::default(), topic).await;
-    // The consumer group is left out here: in 2 of 6 runs with it, the group's consumer had
-    // not committed past the cut 180 s after the heal (docs/RELIABILITY.md, left open).
-    // GREGOR_TEST_CUT_WITH_GROUP=1 keeps it, to look into that.
-    let workload = if std::env::var_os("GREGOR_TEST_CUT_WITH_GROUP").is_some() {
-        workload
-    } else {
-        workload.without_group()
-    };
-    let victim = leader(&cluster, topic);
+    // The broker cut is the consumer group's coordinator, and the partition followed is one it
+    // leads: the group has to move to a new coordinator and go on committing past the cut.
+    let coordinator = coordinator_of(&cluster, &format!("{topic}-group"));
+    let partition = wait_for(
+        "the coordinator to lead a partition",
+        Duration::from_secs(30),
+        || {
+            faults::partitions(&cluster.bootstrap(), topic)
+                .into_iter()
+                .find(|(_, (leader, _))| *leader == coordinator)
+                .map(|(p, _)| p)
+        },
+    );
+    let victim = coordinator;
+    eprintln!("cutting broker {victim}: the group's coordinator, leader of partition {partition}");
     let fault_at = Instant::now();
     cluster.cut_from_peers(victim);
     // Before the cut leader can notice (its session has 2 s to run), it takes an acks=1
@@ -282,7 +288,7 @@ async fn the_leader_cut_from_its_peers_but_not_from_clients() {
     let port = cluster.ports[(victim - 1) as usize];
     let stale = common::record_batch(&[(None, STALE_WRITE.as_bytes())], false, false);
     let answer = tokio::task::spawn_blocking(move || {
-        common::produce_raw(port, "fault-partition", vec![(0, stale)], 1)
+        common::produce_raw(port, "fault-partition", vec![(partition, stale)], 1)
     })
     .await
     .expect("stale write");
@@ -291,7 +297,7 @@ async fn the_leader_cut_from_its_peers_but_not_from_clients() {
         "the cut leader takes an acks=1 write before its session runs out"
     );
     // The majority elects a new leader; the old one cannot gather acks=all acknowledgements.
-    wait_new_leader(&cluster, topic, 0, victim, Duration::from_secs(30));
+    wait_new_leader(&cluster, topic, partition, victim, Duration::from_secs(30));
     // The cut lasts as long as the pause does: past every timeout.
     let cut_for = fault_at.elapsed();
     if cut_for < PAUSE {
@@ -311,21 +317,44 @@ async fn the_leader_cut_from_its_peers_but_not_from_clients() {
     .await;
     // The old leader truncated what only it had: the acks=1 write is nowhere.
     assert!(
-        cluster
-            .logs(victim)
-            .lines()
-            .any(|l| l.contains("truncating a diverging follower log")
+        cluster.logs(victim).lines().any(|l| {
+            l.contains("truncating a diverging follower log")
                 && l.contains("fault-partition")
-                && l.contains("partition=0")),
-        "broker {victim} did not truncate partition 0 on rejoining"
+                && l.contains(&format!("partition={partition}"))
+        }),
+        "broker {victim} did not truncate partition {partition} on rejoining"
     );
-    let end = faults::high_watermarks(&cluster.bootstrap(), topic, PARTITIONS)[&0];
-    let read = common::cluster::consume_all(&cluster.bootstrap(), topic, 1, end as usize);
-    assert_eq!(read.values().map(Vec::len).sum::<usize>() as i64, end);
+    let ends = faults::high_watermarks(&cluster.bootstrap(), topic, PARTITIONS);
+    let read = common::cluster::consume_all(
+        &cluster.bootstrap(),
+        topic,
+        PARTITIONS,
+        ends.values().sum::<i64>() as usize,
+    );
+    assert_eq!(
+        read.get(&partition).map_or(0, Vec::len) as i64,
+        ends[&partition]
+    );
     assert!(
         !read.values().flatten().any(|v| v == STALE_WRITE),
         "the write only the cut leader had is still readable"
     );
+}
+
+/// The broker coordinating `group` (FindCoordinator), once there is one.
+fn coordinator_of(cluster: &DockerCluster, group: &str) -> i32 {
+    use kafka_protocol::messages::{ApiKey, FindCoordinatorRequest, FindCoordinatorResponse};
+    use kafka_protocol::protocol::StrBytes;
+    let port = cluster.ports[0];
+    let group = group.to_string();
+    wait_for("the group's coordinator", Duration::from_secs(30), || {
+        let request = FindCoordinatorRequest::default()
+            .with_key(StrBytes::from_string(group.clone()))
+            .with_key_type(0);
+        let response: FindCoordinatorResponse =
+            common::raw_request(port, ApiKey::FindCoordinator, 3, &request);
+        (response.error_code == 0 && response.node_id.0 > 0).then_some(response.node_id.0)
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -130,8 +130,8 @@ pub struct FaultRow {
     pub reordered: usize,
     /// Sends that failed (not acknowledged, so allowed to be missing).
     pub failed_sends: usize,
-    /// Committed offsets the watcher saw go backwards (`None`: no consumer group ran).
-    pub commits_backwards: Option<usize>,
+    /// Committed offsets the watcher saw go backwards.
+    pub commits_backwards: usize,
     /// The longest time without an acknowledgement after the fault began.
     pub stall: Duration,
     pub seconds: f64,
@@ -150,8 +150,7 @@ impl FaultRow {
             self.duplicated,
             self.reordered,
             self.failed_sends,
-            self.commits_backwards
-                .map_or("no group".to_string(), |n| n.to_string()),
+            self.commits_backwards,
             self.stall.as_secs_f64(),
             self.seconds
         )
@@ -175,7 +174,7 @@ impl FaultRow {
                 self.lost,
                 self.duplicated,
                 self.reordered,
-                self.commits_backwards.unwrap_or(0)
+                self.commits_backwards
             ),
             (0, 0, 0, 0),
             "{}: lost, duplicated, reordered, commits backwards: {self:?}",
@@ -209,8 +208,7 @@ pub struct Workload {
     pub acked: Acked,
     stop: Arc<AtomicBool>,
     producer: tokio::task::JoinHandle<usize>,
-    /// `None` for a fault the consumer group is left out of (see [`Workload::without_group`]).
-    group: Option<GroupReader>,
+    group: GroupReader,
     started: Instant,
 }
 
@@ -234,19 +232,9 @@ impl Workload {
             acked,
             stop,
             producer,
-            group: Some(GroupReader::start(bootstrap, topic, partitions, group)),
+            group: GroupReader::start(bootstrap, topic, partitions, group),
             started: Instant::now(),
         }
-    }
-
-    /// Stops and drops the consumer group before the fault: for a fault under which the
-    /// group is known to stall (the row then shows no commit check; docs/RELIABILITY.md).
-    pub fn without_group(mut self) -> Workload {
-        if let Some(group) = self.group.take() {
-            group.stop.store(true, Ordering::Relaxed);
-            let _ = group.thread.join();
-        }
-        self
     }
 
     /// Waits (up to 90 s) until `more` further records are acknowledged.
@@ -272,14 +260,10 @@ impl Workload {
         .await
         .expect("checker");
         let ends = high_watermarks(&self.bootstrap, self.topic, self.partitions);
-        let commits_backwards = match self.group {
-            Some(group) => Some(
-                tokio::task::spawn_blocking(move || group.finish(&ends))
-                    .await
-                    .expect("group reader"),
-            ),
-            None => None,
-        };
+        let group = self.group;
+        let commits_backwards = tokio::task::spawn_blocking(move || group.finish(&ends))
+            .await
+            .expect("group reader");
         let stall = self
             .acked
             .lock()
