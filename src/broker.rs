@@ -656,7 +656,9 @@ async fn report_offline_logs(broker: Arc<Broker>, mut shutdown: watch::Receiver<
 
 /// The leader side of the ISR: every quarter of `replica.lag.time.max.ms` (100 ms to 5 s),
 /// each led partition whose followers fell behind or caught up asks the controller to change
-/// its ISR. A refused change (the partition moved on meanwhile) is recomputed next round.
+/// its ISR; a fenced broker or one in controlled shutdown is not asked back in (KIP-841). A
+/// refused change is recomputed next round; a refusal on its own epoch also ends its pending
+/// state ([`Partition::isr_change_not_made`](crate::replica::Partition::isr_change_not_made)).
 async fn run_isr_manager(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
     let lag_max_ms = broker.config.replica_lag_time_max_ms();
     let every = Duration::from_millis(
@@ -739,7 +741,10 @@ impl RunningBroker {
     /// [`Broker::controlled_shutdown`]), stops accepting, drains connections, flushes and
     /// closes the logs.
     pub async fn shutdown(self) -> Result<(), LogError> {
-        if self.broker.config.controlled_shutdown() {
+        // Not when the metadata log failed: nothing could be proposed.
+        if self.broker.config.controlled_shutdown()
+            && self.broker.controller.quorum().failure().is_none()
+        {
             self.broker.controlled_shutdown().await;
         }
         self.broker.shutdown.send_replace(true);

@@ -13,7 +13,11 @@
 //! ([`peer_auth`](crate::server::peer_auth)), then carrying ordinary Kafka frames; only such
 //! connections may fetch as a replica. A fetcher with nothing
 //! to follow idles; the set of partitions is read again every round, so metadata changes (a new
-//! leader, a new topic) take effect at the next round without any bookkeeping here.
+//! leader, a new topic) take effect at the next round without any bookkeeping here, and a
+//! change to the partitions it follows cuts a long poll short (the new leader of a partition
+//! that moved here waits for this follower before it acknowledges acks=all). A round whose
+//! only errors are UNKNOWN_LEADER_EPOCH (the leader has not applied its own election yet) is
+//! retried after 50 ms; any other failure waits `replica.fetch.backoff.ms`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
