@@ -1171,6 +1171,67 @@ mod tests {
         assert_eq!(p.high_watermark(), 10);
     }
 
+    /// A stopping follower caught up, the leader asks to take it back, the controller refuses
+    /// (KIP-841) and the follower stops: the refusal releases the high watermark, unless an
+    /// earlier change on that epoch went unanswered (it may still commit); a stale-epoch
+    /// refusal releases nothing.
+    #[test]
+    fn a_refused_isr_expansion_stops_holding_the_high_watermark() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = Arc::new(partition(dir.path(), 1, 1));
+        p.set_assignment(
+            Assignment {
+                leader: 1,
+                leader_epoch: 0,
+                partition_epoch: 0,
+                replicas: &[1, 2, 3],
+                isr: &[1, 2],
+                min_insync: 1,
+            },
+            0,
+        );
+        p.append_as_leader(batch(0, 4, 1), 1).unwrap();
+        p.record_follower_fetch(2, 4, 10);
+        p.record_follower_fetch(3, 4, 10);
+        // Ineligible in this leader's view: not asked for at all.
+        assert_eq!(p.isr_change(20, 30_000, |r| r != 3), None);
+        let change = p.isr_change(20, 30_000, |_| true).expect("an expansion");
+        // Follower 3 stops; 2 goes on.
+        p.append_as_leader(batch(0, 4, 1), 1).unwrap();
+        p.record_follower_fetch(2, 8, 30);
+        assert_eq!(p.high_watermark(), 4, "3 is pending");
+        p.isr_change_not_made(change.partition_epoch, IsrNotMade::StaleEpoch);
+        assert_eq!(p.high_watermark(), 4, "a stale refusal releases nothing");
+        p.isr_change_not_made(change.partition_epoch, IsrNotMade::Unanswered);
+        p.isr_change_not_made(change.partition_epoch, IsrNotMade::Refused);
+        assert_eq!(
+            p.high_watermark(),
+            4,
+            "an unanswered change may still commit"
+        );
+        // A new epoch (the metadata moved on) clears it; then a fresh change refused on its
+        // own epoch releases the watermark at once.
+        p.set_assignment(
+            Assignment {
+                leader: 1,
+                leader_epoch: 0,
+                partition_epoch: 1,
+                replicas: &[1, 2, 3],
+                isr: &[1, 2],
+                min_insync: 1,
+            },
+            40,
+        );
+        assert_eq!(p.high_watermark(), 8);
+        p.record_follower_fetch(3, 8, 50);
+        let change = p.isr_change(60, 30_000, |_| true).expect("an expansion");
+        p.append_as_leader(batch(0, 4, 1), 1).unwrap();
+        p.record_follower_fetch(2, 12, 70);
+        assert_eq!(p.high_watermark(), 8, "3 is pending again");
+        p.isr_change_not_made(change.partition_epoch, IsrNotMade::Refused);
+        assert_eq!(p.high_watermark(), 12);
+    }
+
     #[test]
     fn the_high_watermark_is_the_smallest_log_end_in_the_isr() {
         let dir = tempfile::tempdir().unwrap();
