@@ -947,6 +947,21 @@ mod tests {
     use crate::log::batch::testing::batch;
     use crate::log::LogConfig;
 
+    /// Broker 1 leads at leader epoch 0 with replicas 1, 2 and 3, as of `partition_epoch`.
+    fn lead_on_1(p: &Partition, partition_epoch: i32, isr: &[i32], min_insync: usize, now_ms: i64) {
+        p.set_assignment(
+            Assignment {
+                leader: 1,
+                leader_epoch: 0,
+                partition_epoch,
+                replicas: &[1, 2, 3],
+                isr,
+                min_insync,
+            },
+            now_ms,
+        );
+    }
+
     fn partition(dir: &std::path::Path, node_id: i32, leader: i32) -> Partition {
         let log = PartitionLog::open(dir.to_path_buf(), LogConfig::default(), 0).expect("open");
         Partition::new(
@@ -1096,17 +1111,7 @@ mod tests {
     fn a_follower_fetch_above_the_log_end_is_refused_and_not_recorded() {
         let dir = tempfile::tempdir().unwrap();
         let p = Arc::new(partition(dir.path(), 1, 1));
-        p.set_assignment(
-            Assignment {
-                leader: 1,
-                leader_epoch: 0,
-                partition_epoch: 0,
-                replicas: &[1, 2, 3],
-                isr: &[1, 2, 3],
-                min_insync: 2,
-            },
-            0,
-        );
+        lead_on_1(&p, 0, &[1, 2, 3], 2, 0);
         p.append_as_leader(batch(0, 4, 1), 1).unwrap();
         let claimed = p.serve_follower_fetch(2, 100, None, 1 << 20, 10);
         assert!(
@@ -1135,19 +1140,7 @@ mod tests {
     fn a_pending_isr_expansion_counts_for_the_high_watermark() {
         let dir = tempfile::tempdir().unwrap();
         let p = Arc::new(partition(dir.path(), 1, 1));
-        let assign = |isr: &[i32], partition_epoch: i32| {
-            p.set_assignment(
-                Assignment {
-                    leader: 1,
-                    leader_epoch: 0,
-                    partition_epoch,
-                    replicas: &[1, 2, 3],
-                    isr,
-                    min_insync: 1,
-                },
-                0,
-            )
-        };
+        let assign = |isr: &[i32], partition_epoch: i32| lead_on_1(&p, partition_epoch, isr, 1, 0);
         assign(&[1, 2], 0);
         p.append_as_leader(batch(0, 4, 1), 1).unwrap();
         p.record_follower_fetch(2, 4, 10);
@@ -1179,17 +1172,7 @@ mod tests {
     fn a_refused_isr_expansion_stops_holding_the_high_watermark() {
         let dir = tempfile::tempdir().unwrap();
         let p = Arc::new(partition(dir.path(), 1, 1));
-        p.set_assignment(
-            Assignment {
-                leader: 1,
-                leader_epoch: 0,
-                partition_epoch: 0,
-                replicas: &[1, 2, 3],
-                isr: &[1, 2],
-                min_insync: 1,
-            },
-            0,
-        );
+        lead_on_1(&p, 0, &[1, 2], 1, 0);
         p.append_as_leader(batch(0, 4, 1), 1).unwrap();
         p.record_follower_fetch(2, 4, 10);
         p.record_follower_fetch(3, 4, 10);
@@ -1211,17 +1194,7 @@ mod tests {
         );
         // A new epoch (the metadata moved on) clears it; then a fresh change refused on its
         // own epoch releases the watermark at once.
-        p.set_assignment(
-            Assignment {
-                leader: 1,
-                leader_epoch: 0,
-                partition_epoch: 1,
-                replicas: &[1, 2, 3],
-                isr: &[1, 2],
-                min_insync: 1,
-            },
-            40,
-        );
+        lead_on_1(&p, 1, &[1, 2], 1, 40);
         assert_eq!(p.high_watermark(), 8);
         p.record_follower_fetch(3, 8, 50);
         let change = p.isr_change(60, 30_000, |_| true).expect("an expansion");
@@ -1236,17 +1209,7 @@ mod tests {
     fn the_high_watermark_is_the_smallest_log_end_in_the_isr() {
         let dir = tempfile::tempdir().unwrap();
         let p = Arc::new(partition(dir.path(), 1, 1));
-        p.set_assignment(
-            Assignment {
-                leader: 1,
-                leader_epoch: 0,
-                partition_epoch: 0,
-                replicas: &[1, 2, 3],
-                isr: &[1, 2, 3],
-                min_insync: 2,
-            },
-            0,
-        );
+        lead_on_1(&p, 0, &[1, 2, 3], 2, 0);
         p.append_as_leader(batch(0, 4, 1), 1).unwrap();
         assert_eq!(p.high_watermark(), 0, "no follower has fetched yet");
         p.record_follower_fetch(2, 4, 10);
@@ -1262,17 +1225,7 @@ mod tests {
         assert_eq!(p.isr_change(1_000, 30_000, |_| true), None);
         let change = p.isr_change(40_000, 30_000, |_| true).expect("a shrink");
         assert_eq!(change.isr, vec![1, 2]);
-        p.set_assignment(
-            Assignment {
-                leader: 1,
-                leader_epoch: 0,
-                partition_epoch: 1,
-                replicas: &[1, 2, 3],
-                isr: &[1, 2],
-                min_insync: 2,
-            },
-            40_000,
-        );
+        lead_on_1(&p, 1, &[1, 2], 2, 40_000);
         assert_eq!(p.high_watermark(), 8, "the ISR without 3 has everything");
         // Back and caught up: it rejoins.
         p.record_follower_fetch(3, 8, 40_100);
@@ -1290,19 +1243,7 @@ mod tests {
     fn a_cut_off_leader_is_deposed_once_its_followers_fall_silent() {
         let dir = tempfile::tempdir().unwrap();
         let p = Arc::new(partition(dir.path(), 1, 1));
-        let assign = |isr: &'static [i32], at: i64| {
-            p.set_assignment(
-                Assignment {
-                    leader: 1,
-                    leader_epoch: 0,
-                    partition_epoch: 0,
-                    replicas: &[1, 2, 3],
-                    isr,
-                    min_insync: 2,
-                },
-                at,
-            )
-        };
+        let assign = |isr: &'static [i32], at: i64| lead_on_1(&p, 0, isr, 2, at);
         assign(&[1, 2, 3], 0);
         let t0 = crate::replica::manager::now_ms();
         p.append_as_leader(batch(0, 4, 1), 1).unwrap();
