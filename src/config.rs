@@ -410,6 +410,12 @@ pub const BROKER_CONFIGS: &[ConfigDef] = &[
         "How long an offset commit or group write may wait to become durable before it fails.",
     ),
     long(
+        "request.timeout.ms",
+        "30000",
+        1,
+        "How long a broker waits for another broker's answer, and for a transaction marker it writes to be replicated.",
+    ),
+    long(
         "offset.metadata.max.bytes",
         "4096",
         0,
@@ -906,6 +912,10 @@ impl BrokerConfig {
     /// `offsets.topic.segment.bytes`.
     pub fn offsets_topic_segment_bytes(&self) -> i64 {
         self.long("offsets.topic.segment.bytes")
+    }
+    /// `request.timeout.ms`.
+    pub fn request_timeout_ms(&self) -> u64 {
+        u64::try_from(self.long("request.timeout.ms")).unwrap_or(30_000)
     }
     /// `offsets.commit.timeout.ms`.
     pub fn offsets_commit_timeout_ms(&self) -> u64 {

@@ -26,6 +26,12 @@ pub fn log_error_code(e: &LogError) -> i16 {
         LogError::Sequence(SequenceError::InvalidSequence { .. }) => {
             ResponseError::InvalidRecord.code()
         }
+        LogError::Sequence(SequenceError::InvalidTxnState { .. }) => {
+            ResponseError::InvalidTxnState.code()
+        }
+        LogError::Sequence(SequenceError::CoordinatorFenced { .. }) => {
+            ResponseError::TransactionCoordinatorFenced.code()
+        }
         LogError::Io(_) => ResponseError::KafkaStorageError.code(),
     }
 }

@@ -23,8 +23,11 @@
 //!   moves the high watermark), and their long polls wake on appends. A follower whose
 //!   `last_fetched_epoch` (v12+) does not end where its fetch offset says gets the
 //!   `diverging_epoch` where this log's history of that epoch ends (KIP-320) and no records.
-//! - `read_committed` reads stop at the last stable offset (equal to the high watermark until
-//!   transactions land) and carry an empty aborted-transactions list.
+//! - `read_committed` reads stop at the last stable offset (the first offset of the oldest
+//!   open transaction, or of a closed one whose marker the high watermark has not passed) and
+//!   carry the aborted transactions from the fetch offset to the last stable offset (the
+//!   aborted-transaction index), so the client drops their records; read_uncommitted reads go
+//!   to the high watermark and get no list.
 //! - Records are not read into memory: a partition's answer of at least
 //!   [`SENDFILE_MIN_BYTES`] is a range of its segment file that the connection sends with
 //!   `sendfile` (a [`FileRefs`] placeholder in the response); smaller ones are read, since one
@@ -36,9 +39,10 @@ use bytes::Bytes;
 use futures::future::select_all;
 use kafka_protocol::messages::fetch_request::FetchTopic;
 use kafka_protocol::messages::fetch_response::{
-    EpochEndOffset, FetchableTopicResponse, LeaderIdAndEpoch, NodeEndpoint, PartitionData,
+    AbortedTransaction, EpochEndOffset, FetchableTopicResponse, LeaderIdAndEpoch, NodeEndpoint,
+    PartitionData,
 };
-use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, ResponseKind};
+use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, ProducerId, ResponseKind};
 use kafka_protocol::protocol::{StrBytes, VersionRange};
 use kafka_protocol::ResponseError;
 
@@ -315,7 +319,7 @@ fn read_all(
                         Err(e) => Err(e),
                     }
                 }
-                None => partition.read(p.fetch_offset, max_bytes, first_data),
+                None => partition.read(p.fetch_offset, max_bytes, first_data, read_committed),
             };
             let read = read.and_then(|read| {
                 let records = records_field(read.records, &mut files)?;
@@ -323,14 +327,27 @@ fn read_all(
                     read.high_watermark,
                     read.last_stable_offset,
                     read.log_start_offset,
+                    read.aborted,
                     records,
                 ))
             });
             match read {
-                Ok((high_watermark, last_stable_offset, log_start_offset, records)) => {
+                Ok((high_watermark, last_stable_offset, log_start_offset, aborted, records)) => {
                     data.high_watermark = high_watermark;
                     data.last_stable_offset = last_stable_offset;
                     data.log_start_offset = log_start_offset;
+                    if read_committed {
+                        data.aborted_transactions = Some(
+                            aborted
+                                .iter()
+                                .map(|a| {
+                                    AbortedTransaction::default()
+                                        .with_producer_id(ProducerId(a.producer_id))
+                                        .with_first_offset(a.first_offset)
+                                })
+                                .collect(),
+                        );
+                    }
                     let len = records.len();
                     if len > 0 {
                         first_data = false;
@@ -342,7 +359,7 @@ fn read_all(
                 Err(e) => {
                     data.error_code = replica_error_code(&e);
                     data.high_watermark = partition.high_watermark();
-                    data.last_stable_offset = partition.high_watermark();
+                    data.last_stable_offset = partition.last_stable_offset();
                     data.log_start_offset = partition.log().log_start_offset();
                     has_error = true;
                 }

@@ -4,8 +4,8 @@
 //! Per partition, following Kafka's broker:
 //! - -2 EARLIEST and -4 EARLIEST_LOCAL (v8+): the log start offset (without tiered storage the
 //!   local log starts where the log does). -1 LATEST: the last fetchable offset: for consumers
-//!   the high watermark (read_committed: the last stable offset, which equals the high
-//!   watermark until transactions land), for followers and debugging tools the log end offset.
+//!   the high watermark (read_committed, v2+: the last stable offset, below it while a
+//!   transaction is open), for followers and debugging tools the log end offset.
 //!   These answer timestamp -1.
 //! - -3 MAX_TIMESTAMP (v7+): the record with the largest timestamp (the first one on ties).
 //! - -5 LATEST_TIERED (v9+, KIP-1005): gregor has no tiered storage, so, as Kafka answers for a
@@ -169,10 +169,13 @@ fn find(
     leader_epoch: i32,
 ) -> Result<Option<Found>, i16> {
     let log = partition.log();
-    // What the asker may see. read_committed would stop at the last stable offset, which
-    // equals the high watermark until gregor has transactions.
+    // What the asker may see: read_committed stops at the last stable offset.
     let last_fetchable_offset = if req.replica_id.0 == CONSUMER_REPLICA_ID {
-        partition.high_watermark()
+        if req.isolation_level == 1 {
+            partition.last_stable_offset()
+        } else {
+            partition.high_watermark()
+        }
     } else {
         log.log_end_offset()
     };

@@ -41,6 +41,7 @@ pub mod request_size;
 pub mod sync_group;
 #[cfg(test)]
 mod test_support;
+pub mod write_txn_markers;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -81,6 +82,7 @@ pub const SUPPORTED: &[(ApiKey, VersionRange)] = &[
     (ApiKey::DeleteGroups, delete_groups::VERSIONS),
     (ApiKey::OffsetDelete, offset_delete::VERSIONS),
     (ApiKey::DescribeCluster, describe_cluster::VERSIONS),
+    (ApiKey::WriteTxnMarkers, write_txn_markers::VERSIONS),
 ];
 
 /// The handled version range of an API, if it is handled at all.
@@ -199,6 +201,7 @@ pub async fn handle(ctx: RequestContext, body: RequestKind) -> Reply {
         RequestKind::InitProducerId(req) => Reply::Ready(ResponseKind::InitProducerId(
             init_producer_id::handle(&ctx, req).await,
         )),
+        RequestKind::WriteTxnMarkers(req) => write_txn_markers::handle(ctx, req),
         other => {
             // The decoder only lets SUPPORTED APIs through, so this is a table/dispatch
             // mismatch: a bug, reported and answered by closing the connection.
@@ -255,6 +258,9 @@ mod tests {
                     both::<DescribeClusterRequest, DescribeClusterResponse>()
                 }
                 ApiKey::InitProducerId => both::<InitProducerIdRequest, InitProducerIdResponse>(),
+                ApiKey::WriteTxnMarkers => {
+                    both::<WriteTxnMarkersRequest, WriteTxnMarkersResponse>()
+                }
                 other => panic!("{other:?} has no range check"),
             };
             assert!(

@@ -1026,6 +1026,104 @@ fn put_varlong(out: &mut Vec<u8>, value: i64) {
     out.push(zigzag as u8);
 }
 
+/// Control record type of an ABORT marker (the key's second field).
+pub const CONTROL_TYPE_ABORT: i16 = 0;
+/// Control record type of a COMMIT marker.
+pub const CONTROL_TYPE_COMMIT: i16 = 1;
+
+/// A transaction marker's fields as stored in a control batch's one record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MarkerRecord {
+    /// COMMIT (true) or ABORT (false).
+    pub commit: bool,
+    /// The transaction coordinator's epoch.
+    pub coordinator_epoch: i32,
+}
+
+/// The control batch of a transaction marker (Kafka's `EndTransactionMarker`): transactional
+/// and control attribute bits, no sequence, one uncompressed record whose key is
+/// `i16 version (0) | i16 type` and whose value is `i16 version (0) | i32 coordinator epoch`.
+/// Base offset 0 (the log assigns it).
+pub fn encode_marker_batch(
+    producer_id: i64,
+    producer_epoch: i16,
+    marker: MarkerRecord,
+    timestamp_ms: i64,
+) -> Result<Bytes, LogError> {
+    let kind = if marker.commit {
+        CONTROL_TYPE_COMMIT
+    } else {
+        CONTROL_TYPE_ABORT
+    };
+    let mut tail = Vec::with_capacity(16);
+    put_varlong(&mut tail, 0); // offset delta
+    put_varlong(&mut tail, 4);
+    tail.extend_from_slice(&0i16.to_be_bytes());
+    tail.extend_from_slice(&kind.to_be_bytes());
+    put_varlong(&mut tail, 6);
+    tail.extend_from_slice(&0i16.to_be_bytes());
+    tail.extend_from_slice(&marker.coordinator_epoch.to_be_bytes());
+    put_varlong(&mut tail, 0); // headers
+    let mut records = Vec::with_capacity(24);
+    put_record(&mut records, 0, 0, &tail);
+    encode_batch(
+        &BatchFields {
+            base_offset: 0,
+            partition_leader_epoch: -1,
+            attributes: TRANSACTIONAL_MASK | CONTROL_MASK,
+            last_offset_delta: 0,
+            base_timestamp_ms: timestamp_ms,
+            max_timestamp_ms: timestamp_ms,
+            producer_id,
+            producer_epoch,
+            base_sequence: -1,
+        },
+        &records,
+        1,
+    )
+}
+
+/// The transaction marker a control batch holds; `None` for a batch that is not a control
+/// batch, or whose control record is of another type (Kafka ignores unknown control types).
+pub fn marker_record(batch: &Batch, max_bytes: usize) -> Result<Option<MarkerRecord>, LogError> {
+    if !batch.header().is_control() {
+        return Ok(None);
+    }
+    let mut found: Option<Result<Option<MarkerRecord>, LogError>> = None;
+    for_each_record(batch, max_bytes, |record| {
+        if found.is_some() {
+            return;
+        }
+        found = Some(parse_marker_record(record.key, record.value));
+    })?;
+    found.unwrap_or(Ok(None))
+}
+
+/// Parses a control record's key and value (see [`encode_marker_batch`]).
+fn parse_marker_record(
+    key: Option<&[u8]>,
+    value: Option<&[u8]>,
+) -> Result<Option<MarkerRecord>, LogError> {
+    let Some(key) = key.filter(|key| key.len() >= 4) else {
+        return Err(LogError::corrupt("control record without a 4-byte key"));
+    };
+    let kind = i16::from_be_bytes([key[2], key[3]]);
+    let commit = match kind {
+        CONTROL_TYPE_COMMIT => true,
+        CONTROL_TYPE_ABORT => false,
+        _ => return Ok(None),
+    };
+    let Some(value) = value.filter(|value| value.len() >= 6) else {
+        return Err(LogError::corrupt(
+            "transaction marker without a 6-byte value",
+        ));
+    };
+    Ok(Some(MarkerRecord {
+        commit,
+        coordinator_epoch: i32::from_be_bytes([value[2], value[3], value[4], value[5]]),
+    }))
+}
+
 /// Every record of a stored batch, decoded with kafka-protocol's `RecordBatchDecoder` (any
 /// compression, decompressed to at most `max_bytes` by [`compression`]). The decompressed
 /// records pass the stored-batch checks of [`walk_raw_records`] before the decoder sees them,
@@ -1149,9 +1247,29 @@ pub(crate) mod testing {
         count: usize,
         timestamp: i64,
     ) -> Bytes {
+        producer_batch(
+            producer_id,
+            producer_epoch,
+            base_sequence,
+            count,
+            timestamp,
+            false,
+        )
+    }
+
+    /// One uncompressed batch of a producer, transactional or not: `count` records from
+    /// sequence `base_sequence`, all at `timestamp`.
+    pub(crate) fn producer_batch(
+        producer_id: i64,
+        producer_epoch: i16,
+        base_sequence: i32,
+        count: usize,
+        timestamp: i64,
+        transactional: bool,
+    ) -> Bytes {
         let records: Vec<Record> = (0..count)
             .map(|index| Record {
-                transactional: false,
+                transactional,
                 control: false,
                 delete_horizon: false,
                 partition_leader_epoch: 0,
@@ -1199,6 +1317,33 @@ mod tests {
     use bytes::BytesMut;
 
     const MAX: usize = 1 << 20;
+
+    #[test]
+    fn transaction_markers_encode_as_kafkas_control_batches_and_parse_back() {
+        for commit in [true, false] {
+            let marker = MarkerRecord {
+                commit,
+                coordinator_epoch: 7,
+            };
+            let bytes = encode_marker_batch(42, 3, marker, 1_000).expect("encode");
+            let batch = Batch::new(bytes.clone(), MAX).expect("a valid produced-shape batch");
+            let header = batch.header();
+            assert!(header.is_control() && header.is_transactional());
+            assert_eq!((header.producer_id(), header.producer_epoch()), (42, 3));
+            assert_eq!(header.base_sequence(), -1);
+            assert_eq!(marker_record(&batch, MAX).expect("parse"), Some(marker));
+            // kafka-protocol's decoder reads it as Kafka's EndTransactionMarker record.
+            let records = decode_records(&batch, MAX).expect("decode");
+            assert_eq!(records.len(), 1);
+            let key = records[0].key.clone().expect("key");
+            assert_eq!(&key[..], &[0, 0, 0, u8::from(commit)]);
+            let value = records[0].value.clone().expect("value");
+            assert_eq!(&value[..], &[0, 0, 0, 0, 0, 7]);
+        }
+        // A data batch holds no marker.
+        let data = Batch::new(batch(0, 1, 5), MAX).expect("batch");
+        assert_eq!(marker_record(&data, MAX).expect("parse"), None);
+    }
 
     #[test]
     fn header_fields_of_an_encoded_batch() {

@@ -2,6 +2,7 @@
 //!
 //! Layout (identical to Apache Kafka's):
 //! `<data-dir>/<topic>-<partition>/<20-digit base offset>.log | .index | .timeindex`, plus
+//! `.txnindex` for segments holding aborted transactions' markers and
 //! `<20-digit offset>.snapshot` producer-state snapshots.
 //!
 //! Layers, bottom up (no layer reaches past the one below it):
@@ -17,7 +18,9 @@
 //! - [`partition_log`]: the ordered segments of one partition; offsets, roll, retention,
 //!   recovery, flush. Knows nothing of replication or the wire.
 //! - [`producer_state`]: idempotent producers' epochs and last five batches per partition
-//!   (duplicate and sequence checks), rebuilt from the log and kept in `.snapshot` files.
+//!   (duplicate and sequence checks) and their open transactions (the last stable offset),
+//!   rebuilt from the log and kept in `.snapshot` files.
+//! - [`txn_index`]: the aborted-transaction index (`.txnindex`) read_committed fetches use.
 //! - [`leader_epoch`]: the leader epoch cache (`leader-epoch-checkpoint`): which epoch began at
 //!   which offset, for replication's truncation (not yet maintained by appends).
 //! - [`cleaner`]: log compaction (`cleanup.policy=compact`), Kafka's log cleaner for one
@@ -40,6 +43,7 @@ pub mod partition_log;
 pub mod producer_state;
 pub mod segment;
 pub mod time_index;
+pub mod txn_index;
 
 pub use cleaner::{Cleanable, CompactionOutcome, CompactionSettings, CompactionStats};
 pub use error::LogError;

@@ -32,6 +32,11 @@
 //!   segment's base) and at a clean close (at the log end); snapshots above the log end are
 //!   deleted, and below the log start only the newest one is kept (it still holds producers
 //!   whose batches retention deleted, as Kafka keeps them since KIP-360).
+//! - Transactions: the producer state also tracks open transactions (the last stable offset)
+//!   and the markers that close them; an aborted one's entry goes to the aborted-transaction
+//!   index ([`super::txn_index`]) of the segment holding its marker, under the append lock.
+//!   The replay that rebuilds the producer state rebuilds the index entries above its
+//!   starting point too, so the index is always in step with the log.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -48,12 +53,14 @@ use super::cleaner::{self, Cleanable, CompactionSettings, CompactionStats};
 use super::file_slice::FileSlice;
 use super::leader_epoch::LeaderEpochCache;
 use super::producer_state::{
-    ProducerBatch, ProducerStateManager, SequenceError, Verdict, SNAPSHOT_FILE_SUFFIX,
+    CompletedTxn, Marker, ProducerBatch, ProducerStateManager, SequenceError, Verdict,
+    SNAPSHOT_FILE_SUFFIX,
 };
 use super::segment::{
     self, lock, read_lock, remove_if_present, sync_dir, write_lock, AppendBatch, Segment,
     INDEX_FILE_SUFFIX, LOG_FILE_SUFFIX, SEGMENT_BYTES_MAX, TIME_INDEX_FILE_SUFFIX,
 };
+use super::txn_index::{AbortedTxn, TxnIndex};
 use super::LogError;
 
 pub use super::batch::TimestampType;
@@ -247,6 +254,8 @@ pub struct PartitionLog {
     epochs: Mutex<LeaderEpochCache>,
     /// Idempotent producers' state; changed only under `append_lock` (expiry aside).
     producers: Mutex<ProducerStateManager>,
+    /// Aborted transactions by segment; changed only under `append_lock`.
+    txn_index: Mutex<TxnIndex>,
 }
 
 impl PartitionLog {
@@ -376,6 +385,8 @@ impl PartitionLog {
             "opened partition log"
         );
         let producers_max = config.producer_state_max_producers;
+        let bases: Vec<i64> = segments.keys().copied().collect();
+        let txn_index = TxnIndex::load(&dir, &bases)?;
         let log = PartitionLog {
             dir,
             config: RwLock::new(config),
@@ -398,6 +409,7 @@ impl PartitionLog {
             cleaner_abort: AtomicBool::new(false),
             epochs: Mutex::new(LeaderEpochCache::new()),
             producers: Mutex::new(ProducerStateManager::new(producers_max)),
+            txn_index: Mutex::new(txn_index),
         };
         if created || cut_from.is_some() {
             sync_dir(&log.dir)?;
@@ -457,17 +469,43 @@ impl PartitionLog {
             loaded.unwrap_or_else(|| (i64::MIN, ProducerStateManager::new(producers_max)));
         let from = from.max(self.log_start_offset());
         let mut replayed = 0u64;
+        let mut txn_index = lock(&self.txn_index);
+        // The entries the replay derives again.
+        txn_index.truncate_from(from)?;
         if from < log_end {
+            let decompressed_max_bytes = self.decompressed_max_bytes();
             for segment in self.segments_snapshot() {
                 if segment.next_offset() <= from {
                     continue;
                 }
+                let mut failed: Option<LogError> = None;
                 segment.scan_batch_locations_from(from, |location| {
+                    if failed.is_some() {
+                        return;
+                    }
                     if let Some(batch) = ProducerBatch::from_location(location) {
                         state.apply(&batch);
                         replayed += 1;
+                    } else if location.is_control && location.producer_id >= 0 {
+                        // A marker is read whole: its record says commit or abort.
+                        let applied = segment.read_batch(location).and_then(|batch| {
+                            apply_marker_batch(
+                                &mut state,
+                                &mut txn_index,
+                                segment.base_offset(),
+                                &batch,
+                                decompressed_max_bytes,
+                            )
+                        });
+                        match applied {
+                            Ok(_) => replayed += 1,
+                            Err(error) => failed = Some(error),
+                        }
                     }
                 })?;
+                if let Some(error) = failed {
+                    return Err(error);
+                }
             }
         }
         debug!(
@@ -775,6 +813,67 @@ impl PartitionLog {
         Ok(info)
     }
 
+    /// Leader append of a transaction marker (WriteTxnMarkers): checks it against the producer
+    /// state (a marker of an older producer epoch or coordinator epoch is refused), writes a
+    /// control batch at the log end, and closes the producer's open transaction here, recording
+    /// it in the aborted-transaction index if it was aborted. Returns the append and the
+    /// transaction it closed (`None` if the producer had none open on the partition).
+    pub fn append_marker(
+        &self,
+        marker: &Marker,
+        now_ms: i64,
+        leader_epoch: i32,
+    ) -> Result<(AppendInfo, Option<CompletedTxn>), LogError> {
+        let config = self.config();
+        let bytes = batch::encode_marker_batch(
+            marker.producer_id,
+            marker.epoch,
+            batch::MarkerRecord {
+                commit: marker.commit,
+                coordinator_epoch: marker.coordinator_epoch,
+            },
+            now_ms,
+        )?;
+        let stored = batch::Batch::new_stored(bytes, usize::MAX)?;
+        let mut write = AppendBatch::unchanged(&stored);
+        let mut state = lock(&self.append_lock);
+        self.check_writable(&state)?;
+        lock(&self.producers).check_marker(marker)?;
+        let offset = self.log_end_offset();
+        write.assign_offsets(offset, leader_epoch);
+        self.note_epoch(leader_epoch, offset)?;
+        let mut info = self.append_locked(&mut state, &config, &[write], now_ms)?;
+        let mut producers = lock(&self.producers);
+        let completed = producers.apply_marker(marker, offset, now_ms);
+        if completed.is_some_and(|done| done.aborted) {
+            let segment_base = self.active_segment()?.base_offset();
+            index_abort(&mut lock(&self.txn_index), segment_base, completed)?;
+        }
+        info.leader_epoch = leader_epoch;
+        Ok((info, completed))
+    }
+
+    /// The last stable offset for `high_watermark` (see [`ProducerStateManager::last_stable_offset`]).
+    pub fn last_stable_offset(&self, high_watermark: i64) -> i64 {
+        lock(&self.producers).last_stable_offset(high_watermark)
+    }
+
+    /// How many transactions are open on the partition.
+    pub fn ongoing_transactions(&self) -> usize {
+        lock(&self.producers).ongoing_transactions()
+    }
+
+    /// The aborted transactions overlapping `fetch_offset..upper_bound` (a read_committed
+    /// fetch's list).
+    pub fn aborted_transactions(&self, fetch_offset: i64, upper_bound: i64) -> Vec<AbortedTxn> {
+        lock(&self.txn_index).collect(fetch_offset, upper_bound)
+    }
+
+    /// Every aborted transaction the index holds (tests).
+    pub fn all_aborted_transactions(&self) -> Vec<AbortedTxn> {
+        lock(&self.txn_index).all()
+    }
+
     /// The leader's producer checks (see [`super::producer_state`]) of a client's batches:
     /// `Some` when the (only) batch is a retry of one the log holds. Under the append lock.
     fn check_producers(&self, batches: &[batch::Batch]) -> Result<Option<ProducerBatch>, LogError> {
@@ -866,9 +965,25 @@ impl PartitionLog {
         let mut info = self.append_locked(&mut state, &config, &writes, now_ms.max(0))?;
         if batches.iter().any(|b| b.header().producer_id() >= 0) {
             let mut producers = lock(&self.producers);
+            let mut txn_index = lock(&self.txn_index);
+            let segment_base = self.active_segment()?.base_offset();
+            let max_bytes = self.decompressed_max_bytes();
             for batch in &batches {
-                if let Some(applied) = ProducerBatch::from_header(&batch.header()) {
+                let header = batch.header();
+                if let Some(applied) = ProducerBatch::from_header(&header) {
                     producers.apply(&applied);
+                } else if header.is_control() && header.producer_id() >= 0 {
+                    // The batches are written: a marker that does not parse is logged and
+                    // left, as the log cannot refuse what it already holds.
+                    if let Err(error) = apply_marker_batch(
+                        &mut producers,
+                        &mut txn_index,
+                        segment_base,
+                        batch,
+                        max_bytes,
+                    ) {
+                        warn!(dir = %self.dir.display(), offset = header.base_offset(), %error, "replicated transaction marker not applied");
+                    }
                 }
             }
         }
@@ -975,6 +1090,14 @@ impl PartitionLog {
         };
         write_lock(&self.segments).insert(base_offset, Arc::clone(&segment));
         self.dir_sync_needed.store(true, Ordering::Release);
+        // The snapshot makes a restart's replay skip the old segment's markers: their index
+        // entries must be on disk first.
+        if let Err(error) = lock(&self.txn_index).sync() {
+            state.offline = true;
+            self.offline.store(true, Ordering::Release);
+            error!(dir = %self.dir.display(), %error, "syncing the transaction index failed; log taken offline");
+            return Err(error);
+        }
         if let Err(error) = self.write_producer_snapshot() {
             // The log is intact; a restart replays from an older snapshot.
             warn!(dir = %self.dir.display(), %error, "writing the producer snapshot failed");
@@ -1265,6 +1388,7 @@ impl PartitionLog {
         }
         for victim in victims {
             victim.delete_files()?;
+            lock(&self.txn_index).remove_segment(victim.base_offset())?;
             debug!(
                 dir = %self.dir.display(),
                 base_offset = victim.base_offset(),
@@ -1407,6 +1531,7 @@ impl PartitionLog {
         for victim in &victims {
             victim.delete_files()?;
         }
+        lock(&self.txn_index).truncate_from(i64::MIN)?;
         let segment = Segment::create(&self.dir, offset, config.segment_index_bytes)?;
         write_lock(&self.segments).insert(offset, Arc::new(segment));
         Ok(())
@@ -1612,8 +1737,12 @@ impl PartitionLog {
             for segment in old {
                 map.remove(&segment.base_offset());
             }
-            map.insert(cleaned.base_offset(), Arc::new(cleaned));
+            let into = cleaned.base_offset();
+            map.insert(into, Arc::new(cleaned));
             self.segments_generation.fetch_add(1, Ordering::AcqRel);
+            drop(map);
+            let bases: Vec<i64> = old.iter().map(|segment| segment.base_offset()).collect();
+            lock(&self.txn_index).merge(&bases, into)?;
         }
         drop(state);
         self.dir_sync_needed.store(true, Ordering::Release);
@@ -1621,6 +1750,51 @@ impl PartitionLog {
             segment.delete_files()?;
         }
         Ok(true)
+    }
+}
+
+/// Applies a stored marker batch at its offset to `state`; an aborted transaction goes to
+/// `index` under the segment at `segment_base`. Batches that are not transaction markers
+/// change nothing.
+fn apply_marker_batch(
+    state: &mut ProducerStateManager,
+    index: &mut TxnIndex,
+    segment_base: i64,
+    batch: &batch::Batch,
+    max_bytes: usize,
+) -> Result<Option<CompletedTxn>, LogError> {
+    let header = batch.header();
+    let Some(record) = batch::marker_record(batch, max_bytes)? else {
+        return Ok(None);
+    };
+    let marker = Marker {
+        producer_id: header.producer_id(),
+        epoch: header.producer_epoch(),
+        coordinator_epoch: record.coordinator_epoch,
+        commit: record.commit,
+    };
+    let completed = state.apply_marker(&marker, header.base_offset(), header.max_timestamp_ms());
+    index_abort(index, segment_base, completed)?;
+    Ok(completed)
+}
+
+/// Records a transaction a marker closed in the aborted-transaction index, if it was aborted.
+fn index_abort(
+    index: &mut TxnIndex,
+    segment_base: i64,
+    completed: Option<CompletedTxn>,
+) -> Result<(), LogError> {
+    match completed.filter(|done| done.aborted) {
+        Some(done) => index.append(
+            segment_base,
+            AbortedTxn {
+                producer_id: done.producer_id,
+                first_offset: done.first_offset,
+                last_offset: done.last_offset,
+                last_stable_offset: done.last_stable_offset,
+            },
+        ),
+        None => Ok(()),
     }
 }
 
@@ -1664,7 +1838,7 @@ const SNAPSHOT_TEMPORARY_SUFFIX: &str = ".snapshot.tmp";
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::log::batch::testing::{batch, batch_with, idempotent_batch};
+    use crate::log::batch::testing::{batch, batch_with, idempotent_batch, producer_batch};
     use crate::log::batch::{batches, validate, BatchHeader};
     use bytes::BytesMut;
     use kafka_protocol::records::Compression;
@@ -1769,6 +1943,128 @@ mod tests {
         // A producer the partition never saw may start anywhere (KIP-360).
         log.append(idempotent_batch(8, 0, 40, 1, 300), 1000, 0)
             .expect("unknown producer");
+    }
+
+    fn marker(producer_id: i64, commit: bool) -> Marker {
+        Marker {
+            producer_id,
+            epoch: 0,
+            coordinator_epoch: 0,
+            commit,
+        }
+    }
+
+    /// (producer id, first offset, marker offset) of every aborted transaction the index holds.
+    fn aborted_ranges(log: &PartitionLog) -> Vec<(i64, i64, i64)> {
+        log.all_aborted_transactions()
+            .iter()
+            .map(|a| (a.producer_id, a.first_offset, a.last_offset))
+            .collect()
+    }
+
+    #[test]
+    fn transactions_markers_and_the_aborted_index_across_rolls_reopens_and_truncation() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = small_config();
+        let log = open(dir.path(), config.clone(), 0);
+        // Producer 1 aborts a transaction spanning a roll; producer 2 commits one inside it;
+        // producer 3 stays open.
+        let mut sequences = [0i32; 4];
+        let mut write = |log: &PartitionLog, producer: i64| {
+            let at = sequences[producer as usize];
+            sequences[producer as usize] += 2;
+            log.append(producer_batch(producer, 0, at, 2, 100, true), 1000, 0)
+                .expect("append")
+                .base_offset
+        };
+        let first_1 = write(&log, 1);
+        let first_2 = write(&log, 2);
+        write(&log, 1);
+        let (info, done) = log
+            .append_marker(&marker(2, true), 1000, 0)
+            .expect("commit");
+        let commit_2 = info.base_offset;
+        assert_eq!(
+            done.map(|d| (d.first_offset, d.aborted)),
+            Some((first_2, false))
+        );
+        for _ in 0..10 {
+            write(&log, 1);
+        }
+        let first_3 = write(&log, 3);
+        let (info, _) = log
+            .append_marker(&marker(1, false), 1000, 0)
+            .expect("abort");
+        let abort_1 = info.base_offset;
+        assert!(log.segment_count() > 2, "the test needs rolls");
+        assert_eq!(aborted_ranges(&log), vec![(1, first_1, abort_1)]);
+        let end = log.log_end_offset();
+        assert_eq!(log.last_stable_offset(abort_1), first_1.min(first_3));
+        assert_eq!(log.last_stable_offset(end), first_3);
+        // A read_committed fetch from anywhere in the aborted range finds it.
+        assert_eq!(log.aborted_transactions(first_1, first_3).len(), 1);
+        assert_eq!(log.aborted_transactions(abort_1 + 1, end).len(), 0);
+        // Only the abort's segment has a .txnindex file, in Kafka's 34-byte entries.
+        let files: Vec<_> = fs::read_dir(dir.path())
+            .expect("dir")
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|name| name.ends_with(".txnindex"))
+            .collect();
+        assert_eq!(files.len(), 1);
+        let check = |log: &PartitionLog, why: &str| {
+            assert_eq!(aborted_ranges(log), vec![(1, first_1, abort_1)], "{why}");
+            assert_eq!(log.ongoing_transactions(), 1, "{why}");
+            assert_eq!(log.last_stable_offset(end), first_3, "{why}");
+        };
+        log.close().expect("close");
+        check(&open(dir.path(), config.clone(), i64::MAX), "clean reopen");
+        // A crash that lost every snapshot and the index files: rebuilt from the log.
+        for entry in fs::read_dir(dir.path()).expect("dir") {
+            let path = entry.expect("entry").path();
+            if path
+                .extension()
+                .is_some_and(|e| e == "snapshot" || e == "txnindex")
+            {
+                fs::remove_file(path).expect("remove");
+            }
+        }
+        let log = open(dir.path(), config.clone(), 0);
+        check(&log, "rebuilt from the log");
+        // Producer 3 may not write outside its transaction.
+        assert!(matches!(
+            log.append(idempotent_batch(3, 0, 2, 1, 100), 1000, 0),
+            Err(LogError::Sequence(SequenceError::InvalidTxnState { .. }))
+        ));
+        // Truncating below the abort marker reopens producer 1's transaction and drops the
+        // index entry (a follower whose leader never replicated the marker).
+        log.truncate_to(abort_1).expect("truncate");
+        assert!(aborted_ranges(&log).is_empty());
+        assert_eq!(log.ongoing_transactions(), 2);
+        assert_eq!(log.last_stable_offset(i64::MAX), first_1);
+        // A replicated abort marker (as a follower appends it) closes it again.
+        let follower_dir = tempfile::tempdir().expect("tempdir");
+        let follower = open(follower_dir.path(), config.clone(), 0);
+        while follower.log_end_offset() < log.log_end_offset() {
+            let bytes = log
+                .read(follower.log_end_offset(), 500, i64::MAX, true)
+                .expect("read");
+            follower.append_replicated(bytes).expect("replicate");
+        }
+        assert_eq!(follower.ongoing_transactions(), 2);
+        let (info, _) = log
+            .append_marker(&marker(1, false), 1000, 0)
+            .expect("abort again");
+        let tail = log
+            .read(info.base_offset, usize::MAX, i64::MAX, true)
+            .expect("read");
+        follower.append_replicated(tail).expect("replicate marker");
+        assert_eq!(follower.ongoing_transactions(), 1);
+        assert_eq!(
+            aborted_ranges(&follower),
+            vec![(1, first_1, info.base_offset)]
+        );
+        assert!(commit_2 < first_3);
     }
 
     #[test]

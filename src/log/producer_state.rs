@@ -19,6 +19,19 @@
 //! - A producer the partition does not know (new, expired, or evicted) may start at any
 //!   sequence, as in Kafka since KIP-360.
 //!
+//! # Transactions
+//! A transactional batch opens its producer's transaction on the partition (if none is open):
+//! the batch's first offset is the transaction's first offset, and the partition's last stable
+//! offset cannot pass it. A transaction marker (a control batch the coordinator has the
+//! partition's leader write, [`Marker`]) closes it and yields a [`CompletedTxn`]; an aborted
+//! one goes to the aborted-transaction index ([`super::txn_index`]). A completed transaction
+//! stays unstable until the high watermark passes its marker (Kafka's "unreplicated"
+//! transactions), so a read_committed consumer never sees a commit a new leader could lose.
+//! Leader checks: a non-transactional batch from a producer with an open transaction is
+//! INVALID_TXN_STATE; a marker of an older producer epoch is INVALID_PRODUCER_EPOCH, one from an
+//! older coordinator epoch TRANSACTION_COORDINATOR_FENCED. A producer with an open transaction
+//! is never evicted or expired (the transaction coordinator aborts it first).
+//!
 //! # Bounds
 //! An entry is a fixed ring of five 32-byte batch records plus its epoch and last timestamp
 //! (176 bytes; 184 with its key), allocated nothing else; with the hash map's spare capacity
@@ -31,15 +44,18 @@
 //! # Snapshot file format (`<20-digit offset>.snapshot`, gregor's own)
 //! The state as of the log up to (not including) the offset in the file name:
 //! ```text
-//! u16 version (1) | u32 CRC-32C of everything after it | u32 producer count
-//! per producer: i64 producer id | i16 epoch | i64 last timestamp | u8 batch count (<= 5)
+//! u16 version (2) | u32 CRC-32C of everything after it | u32 producer count
+//! per producer: i64 producer id | i16 epoch | i64 last timestamp
+//!               | i64 open transaction's first offset (-1: none) | i32 coordinator epoch
+//!               | u8 batch count (<= 5)
 //!   per batch, oldest first: i32 first sequence | i32 last sequence | i64 first offset
 //!                            | i64 last offset | i64 timestamp
 //! ```
+//! Version 1 (before transactions) lacks the two transaction fields and is still read.
 //! Big-endian. A file that fails its CRC or its lengths is ignored (the state is then rebuilt
 //! from an older snapshot or the log), so snapshots need no fsync.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use super::batch::BatchHeader;
 use super::segment::BatchLocation;
@@ -51,13 +67,17 @@ pub const BATCHES_KEPT_PER_PRODUCER: usize = 5;
 /// Suffix of producer snapshot files.
 pub const SNAPSHOT_FILE_SUFFIX: &str = ".snapshot";
 
-/// Snapshot format version.
-const SNAPSHOT_VERSION: u16 = 1;
+/// Snapshot format version written.
+const SNAPSHOT_VERSION: u16 = 2;
+/// The snapshot format before transactions (still read).
+const SNAPSHOT_VERSION_1: u16 = 1;
 
 /// Bytes of one batch record in a snapshot.
 const SNAPSHOT_BATCH_BYTES: usize = 4 + 4 + 8 + 8 + 8;
-/// Bytes of one producer's fixed part in a snapshot.
+/// Bytes of one producer's fixed part in a version 1 snapshot (the smallest).
 const SNAPSHOT_PRODUCER_BYTES: usize = 8 + 2 + 8 + 1;
+/// Bytes a version 2 snapshot adds to each producer's fixed part.
+const SNAPSHOT_TXN_BYTES: usize = 8 + 4;
 
 /// Kafka's `DefaultRecordBatch.incrementSequence`: sequences wrap from `i32::MAX` to 0.
 pub fn increment_sequence(sequence: i32, increment: i32) -> i32 {
@@ -95,6 +115,8 @@ pub struct ProducerBatch {
     pub producer_id: i64,
     /// Producer epoch.
     pub epoch: i16,
+    /// Whether the batch is part of a transaction.
+    pub transactional: bool,
     /// The batch's sequences, offsets and timestamp.
     pub batch: BatchMetadata,
 }
@@ -110,6 +132,7 @@ impl ProducerBatch {
         Some(ProducerBatch {
             producer_id: header.producer_id(),
             epoch: header.producer_epoch(),
+            transactional: header.is_transactional(),
             batch: BatchMetadata {
                 first_sequence,
                 last_sequence: increment_sequence(
@@ -132,6 +155,7 @@ impl ProducerBatch {
         Some(ProducerBatch {
             producer_id: location.producer_id,
             epoch: location.producer_epoch,
+            transactional: location.is_transactional,
             batch: BatchMetadata {
                 first_sequence: location.base_sequence,
                 last_sequence: increment_sequence(location.base_sequence.max(0), delta.max(0)),
@@ -190,6 +214,60 @@ pub enum SequenceError {
         /// The batch's first sequence.
         first_sequence: i32,
     },
+    /// A non-transactional batch from a producer whose transaction on the partition is open
+    /// (Kafka's "Expected transactional write from producer"). INVALID_TXN_STATE.
+    #[error("expected transactional write from producer {producer_id} at epoch {epoch}")]
+    InvalidTxnState {
+        /// Producer id.
+        producer_id: i64,
+        /// The batch's epoch.
+        epoch: i16,
+    },
+    /// A transaction marker from a coordinator epoch older than one the partition has seen
+    /// for the producer. TRANSACTION_COORDINATOR_FENCED.
+    #[error(
+        "transaction marker for producer {producer_id} from coordinator epoch \
+         {coordinator_epoch}, older than {current}"
+    )]
+    CoordinatorFenced {
+        /// Producer id.
+        producer_id: i64,
+        /// The marker's coordinator epoch.
+        coordinator_epoch: i32,
+        /// The newest coordinator epoch seen for the producer.
+        current: i32,
+    },
+}
+
+/// A transaction marker (a control batch's one record) for one producer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Marker {
+    /// Producer id.
+    pub producer_id: i64,
+    /// The producer epoch the coordinator ends the transaction at.
+    pub epoch: i16,
+    /// The transaction coordinator's epoch (its `__transaction_state` partition's leader
+    /// epoch), which fences markers from a deposed coordinator.
+    pub coordinator_epoch: i32,
+    /// COMMIT (true) or ABORT (false).
+    pub commit: bool,
+}
+
+/// A transaction a marker closed on this partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CompletedTxn {
+    /// Producer id.
+    pub producer_id: i64,
+    /// Offset of the transaction's first batch on the partition.
+    pub first_offset: i64,
+    /// Offset of the marker.
+    pub last_offset: i64,
+    /// Whether the marker was ABORT.
+    pub aborted: bool,
+    /// The partition's first unstable offset once this transaction closed (the marker's next
+    /// offset when no other transaction is open): Kafka's `lastStableOffset` of an aborted
+    /// transaction, where a search of the index may stop.
+    pub last_stable_offset: i64,
 }
 
 /// The leader's verdict on a producer's batch.
@@ -208,6 +286,10 @@ pub struct ProducerEntry {
     pub epoch: i16,
     /// Timestamp of its last batch (expiry counts from it).
     pub last_timestamp_ms: i64,
+    /// First offset of the producer's open transaction on the partition; -1 when none is.
+    pub txn_first_offset: i64,
+    /// The newest transaction coordinator epoch a marker carried (-1: none yet).
+    pub coordinator_epoch: i32,
     /// Ring of the last batches, `start` the oldest.
     batches: [BatchMetadata; BATCHES_KEPT_PER_PRODUCER],
     start: u8,
@@ -218,6 +300,8 @@ impl PartialEq for ProducerEntry {
     fn eq(&self, other: &ProducerEntry) -> bool {
         self.epoch == other.epoch
             && self.last_timestamp_ms == other.last_timestamp_ms
+            && self.txn_first_offset == other.txn_first_offset
+            && self.coordinator_epoch == other.coordinator_epoch
             && self.batches().eq(other.batches())
     }
 }
@@ -229,6 +313,8 @@ impl ProducerEntry {
         ProducerEntry {
             epoch,
             last_timestamp_ms: -1,
+            txn_first_offset: -1,
+            coordinator_epoch: -1,
             batches: [BatchMetadata::default(); BATCHES_KEPT_PER_PRODUCER],
             start: 0,
             len: 0,
@@ -267,6 +353,11 @@ impl ProducerEntry {
 pub struct ProducerStateManager {
     producers: HashMap<i64, ProducerEntry>,
     producers_max: usize,
+    /// Open transactions: first offset -> producer id.
+    ongoing: BTreeMap<i64, i64>,
+    /// Closed transactions whose marker the high watermark has not passed yet: first offset
+    /// -> marker offset.
+    unreplicated: BTreeMap<i64, i64>,
 }
 
 impl ProducerStateManager {
@@ -275,6 +366,8 @@ impl ProducerStateManager {
         ProducerStateManager {
             producers: HashMap::new(),
             producers_max: producers_max.max(1),
+            ongoing: BTreeMap::new(),
+            unreplicated: BTreeMap::new(),
         }
     }
 
@@ -301,6 +394,29 @@ impl ProducerStateManager {
     /// Forgets every producer.
     pub fn clear(&mut self) {
         self.producers.clear();
+        self.ongoing.clear();
+        self.unreplicated.clear();
+    }
+
+    /// How many transactions are open on the partition.
+    pub fn ongoing_transactions(&self) -> usize {
+        self.ongoing.len()
+    }
+
+    /// The last stable offset for `high_watermark`: the first offset of the oldest open
+    /// transaction, or of the oldest closed one whose marker the high watermark has not passed,
+    /// if below the high watermark. Forgets closed transactions the high watermark passed.
+    pub fn last_stable_offset(&mut self, high_watermark: i64) -> i64 {
+        if !self.unreplicated.is_empty() {
+            self.unreplicated
+                .retain(|_, marker| *marker >= high_watermark);
+        }
+        let ongoing = self.ongoing.keys().next().copied();
+        let unreplicated = self.unreplicated.keys().next().copied();
+        [ongoing, unreplicated]
+            .into_iter()
+            .flatten()
+            .fold(high_watermark, i64::min)
     }
 
     /// The leader's check of a client's batch (see the module documentation).
@@ -320,6 +436,12 @@ impl ProducerStateManager {
                 producer_id: incoming.producer_id,
                 epoch: incoming.epoch,
                 current: entry.epoch,
+            });
+        }
+        if !incoming.transactional && entry.txn_first_offset >= 0 && incoming.epoch == entry.epoch {
+            return Err(SequenceError::InvalidTxnState {
+                producer_id: incoming.producer_id,
+                epoch: incoming.epoch,
             });
         }
         if incoming.epoch > entry.epoch {
@@ -365,6 +487,11 @@ impl ProducerStateManager {
         }
         entry.push(applied.batch);
         entry.last_timestamp_ms = entry.last_timestamp_ms.max(applied.batch.timestamp_ms);
+        if applied.transactional && entry.txn_first_offset < 0 {
+            entry.txn_first_offset = applied.batch.first_offset;
+            self.ongoing
+                .insert(applied.batch.first_offset, applied.producer_id);
+        }
         if self.producers.len() > self.producers_max {
             self.evict_oldest(applied.producer_id);
         }
@@ -375,7 +502,7 @@ impl ProducerStateManager {
         let victim = self
             .producers
             .iter()
-            .filter(|(&id, _)| id != keep)
+            .filter(|(&id, entry)| id != keep && entry.txn_first_offset < 0)
             .min_by_key(|(_, entry)| entry.last().map_or(i64::MIN, |b| b.last_offset))
             .map(|(&id, _)| id);
         if let Some(victim) = victim {
@@ -391,16 +518,86 @@ impl ProducerStateManager {
     /// (`producer.id.expiration.ms`); returns how many.
     pub fn expire(&mut self, now_ms: i64, expiration_ms: i64) -> usize {
         let before = self.producers.len();
-        self.producers
-            .retain(|_, entry| now_ms.saturating_sub(entry.last_timestamp_ms) < expiration_ms);
+        self.producers.retain(|_, entry| {
+            entry.txn_first_offset >= 0
+                || now_ms.saturating_sub(entry.last_timestamp_ms) < expiration_ms
+        });
         before - self.producers.len()
+    }
+
+    /// The leader's check of a transaction marker before writing it (see the module
+    /// documentation). A producer the partition does not know is fine: the transaction may
+    /// have written nothing here.
+    pub fn check_marker(&self, marker: &Marker) -> Result<(), SequenceError> {
+        let Some(entry) = self.producers.get(&marker.producer_id) else {
+            return Ok(());
+        };
+        if marker.epoch < entry.epoch {
+            return Err(SequenceError::StaleEpoch {
+                producer_id: marker.producer_id,
+                epoch: marker.epoch,
+                current: entry.epoch,
+            });
+        }
+        if marker.coordinator_epoch < entry.coordinator_epoch {
+            return Err(SequenceError::CoordinatorFenced {
+                producer_id: marker.producer_id,
+                coordinator_epoch: marker.coordinator_epoch,
+                current: entry.coordinator_epoch,
+            });
+        }
+        Ok(())
+    }
+
+    /// Records a marker the log now holds at `offset` (leader, follower, replay); returns the
+    /// transaction it closed, if the producer had one open here. A marker at a newer epoch
+    /// (the coordinator fenced the producer) moves the producer to it.
+    pub fn apply_marker(
+        &mut self,
+        marker: &Marker,
+        offset: i64,
+        timestamp_ms: i64,
+    ) -> Option<CompletedTxn> {
+        let entry = self
+            .producers
+            .entry(marker.producer_id)
+            .or_insert_with(|| ProducerEntry::new(marker.epoch));
+        if marker.epoch > entry.epoch {
+            entry.epoch = marker.epoch;
+            entry.clear_batches();
+        }
+        entry.coordinator_epoch = entry.coordinator_epoch.max(marker.coordinator_epoch);
+        entry.last_timestamp_ms = entry.last_timestamp_ms.max(timestamp_ms);
+        let first_offset = entry.txn_first_offset;
+        if first_offset < 0 {
+            return None;
+        }
+        entry.txn_first_offset = -1;
+        self.ongoing.remove(&first_offset);
+        self.unreplicated.insert(first_offset, offset);
+        let last_stable_offset = self
+            .ongoing
+            .keys()
+            .next()
+            .copied()
+            .unwrap_or(offset + 1)
+            .min(offset + 1);
+        Some(CompletedTxn {
+            producer_id: marker.producer_id,
+            first_offset,
+            last_offset: offset,
+            aborted: !marker.commit,
+            last_stable_offset,
+        })
     }
 
     /// The snapshot file's bytes (see the module documentation).
     pub fn encode_snapshot(&self) -> Vec<u8> {
         let mut body = Vec::with_capacity(
             4 + self.producers.len()
-                * (SNAPSHOT_PRODUCER_BYTES + BATCHES_KEPT_PER_PRODUCER * SNAPSHOT_BATCH_BYTES),
+                * (SNAPSHOT_PRODUCER_BYTES
+                    + SNAPSHOT_TXN_BYTES
+                    + BATCHES_KEPT_PER_PRODUCER * SNAPSHOT_BATCH_BYTES),
         );
         body.extend_from_slice(&(self.producers.len() as u32).to_be_bytes());
         let mut ids: Vec<&i64> = self.producers.keys().collect();
@@ -412,6 +609,8 @@ impl ProducerStateManager {
             body.extend_from_slice(&id.to_be_bytes());
             body.extend_from_slice(&entry.epoch.to_be_bytes());
             body.extend_from_slice(&entry.last_timestamp_ms.to_be_bytes());
+            body.extend_from_slice(&entry.txn_first_offset.to_be_bytes());
+            body.extend_from_slice(&entry.coordinator_epoch.to_be_bytes());
             body.push(entry.len);
             for batch in entry.batches() {
                 body.extend_from_slice(&batch.first_sequence.to_be_bytes());
@@ -431,7 +630,8 @@ impl ProducerStateManager {
     /// Reads a snapshot file's bytes; `None` when they fail the version, CRC or length checks.
     pub fn decode_snapshot(bytes: &[u8], producers_max: usize) -> Option<ProducerStateManager> {
         let mut reader = Reader { bytes, at: 0 };
-        if reader.u16()? != SNAPSHOT_VERSION {
+        let version = reader.u16()?;
+        if version != SNAPSHOT_VERSION && version != SNAPSHOT_VERSION_1 {
             return None;
         }
         let crc = reader.u32()?;
@@ -450,6 +650,10 @@ impl ProducerStateManager {
             let id = reader.i64()?;
             let mut entry = ProducerEntry::new(reader.i16()?);
             entry.last_timestamp_ms = reader.i64()?;
+            if version >= SNAPSHOT_VERSION {
+                entry.txn_first_offset = reader.i64()?;
+                entry.coordinator_epoch = reader.i32()?;
+            }
             let batches = reader.u8()?;
             if usize::from(batches) > BATCHES_KEPT_PER_PRODUCER {
                 return None;
@@ -462,6 +666,9 @@ impl ProducerStateManager {
                     last_offset: reader.i64()?,
                     timestamp_ms: reader.i64()?,
                 });
+            }
+            if entry.txn_first_offset >= 0 {
+                state.ongoing.insert(entry.txn_first_offset, id);
             }
             state.producers.insert(id, entry);
         }
@@ -516,6 +723,7 @@ mod tests {
         ProducerBatch {
             producer_id,
             epoch,
+            transactional: false,
             batch: BatchMetadata {
                 first_sequence: first,
                 last_sequence: increment_sequence(first, count - 1),
@@ -639,5 +847,153 @@ mod tests {
         let mut flipped = bytes.clone();
         flipped[20] ^= 1;
         assert!(ProducerStateManager::decode_snapshot(&flipped, 100).is_none());
+    }
+
+    fn txn_batch(
+        producer_id: i64,
+        epoch: i16,
+        first: i32,
+        count: i32,
+        offset: i64,
+    ) -> ProducerBatch {
+        ProducerBatch {
+            transactional: true,
+            ..batch(producer_id, epoch, first, count, offset)
+        }
+    }
+
+    fn marker(producer_id: i64, epoch: i16, coordinator_epoch: i32, commit: bool) -> Marker {
+        Marker {
+            producer_id,
+            epoch,
+            coordinator_epoch,
+            commit,
+        }
+    }
+
+    #[test]
+    fn transactions_hold_the_last_stable_offset_until_their_marker_is_replicated() {
+        let mut state = ProducerStateManager::new(100);
+        assert_eq!(state.last_stable_offset(10), 10);
+        // Producer 1 opens at 10, producer 2 at 12; a plain idempotent producer does not count.
+        state.apply(&txn_batch(1, 0, 0, 2, 10));
+        state.apply(&txn_batch(2, 0, 0, 1, 12));
+        state.apply(&batch(3, 0, 0, 1, 13));
+        state.apply(&txn_batch(1, 0, 2, 1, 14));
+        assert_eq!(state.ongoing_transactions(), 2);
+        assert_eq!(state.last_stable_offset(20), 10);
+        assert_eq!(
+            state.last_stable_offset(5),
+            5,
+            "never above the high watermark"
+        );
+        // Producer 1 aborts at 15: 2 is still open, so the LSO recorded for the abort is 12.
+        let done = state
+            .apply_marker(&marker(1, 0, 0, false), 15, 99)
+            .expect("closed");
+        assert_eq!(
+            done,
+            CompletedTxn {
+                producer_id: 1,
+                first_offset: 10,
+                last_offset: 15,
+                aborted: true,
+                last_stable_offset: 12,
+            }
+        );
+        // Closed, but its marker is not replicated until the high watermark passes 15.
+        assert_eq!(state.last_stable_offset(15), 10);
+        // Producer 2 commits at 16.
+        let done = state
+            .apply_marker(&marker(2, 0, 0, true), 16, 99)
+            .expect("closed");
+        assert!(!done.aborted);
+        assert_eq!(done.last_stable_offset, 17);
+        assert_eq!(state.last_stable_offset(16), 12);
+        assert_eq!(state.last_stable_offset(17), 17);
+        // A second marker for a closed transaction closes nothing.
+        assert_eq!(state.apply_marker(&marker(2, 0, 0, true), 17, 99), None);
+        assert_eq!(state.ongoing_transactions(), 0);
+    }
+
+    #[test]
+    fn transaction_checks_of_data_batches_and_markers() {
+        let mut state = ProducerStateManager::new(100);
+        state.apply(&txn_batch(1, 3, 0, 1, 0));
+        // A non-transactional batch while the transaction is open.
+        assert!(matches!(
+            state.check(&batch(1, 3, 1, 1, 1)),
+            Err(SequenceError::InvalidTxnState { .. })
+        ));
+        assert_eq!(state.check(&txn_batch(1, 3, 1, 1, 1)), Ok(Verdict::Append));
+        // Markers: an older producer epoch is fenced, an older coordinator epoch too.
+        assert!(matches!(
+            state.check_marker(&marker(1, 2, 0, true)),
+            Err(SequenceError::StaleEpoch { .. })
+        ));
+        state.apply_marker(&marker(1, 3, 5, false), 1, 10);
+        assert!(matches!(
+            state.check_marker(&marker(1, 3, 4, true)),
+            Err(SequenceError::CoordinatorFenced { .. })
+        ));
+        assert_eq!(state.check_marker(&marker(1, 3, 5, true)), Ok(()));
+        // Unknown producers' markers are fine (the transaction wrote nothing here).
+        assert_eq!(state.check_marker(&marker(9, 0, 0, true)), Ok(()));
+        // A marker at a newer epoch (the coordinator fenced the producer) moves it there.
+        state.apply_marker(&marker(1, 4, 5, false), 2, 10);
+        assert_eq!(state.entry(1).map(|e| e.epoch), Some(4));
+        assert!(matches!(
+            state.check(&txn_batch(1, 3, 2, 1, 3)),
+            Err(SequenceError::StaleEpoch { .. })
+        ));
+    }
+
+    #[test]
+    fn open_transactions_are_never_evicted_or_expired_and_survive_snapshots() {
+        let mut state = ProducerStateManager::new(2);
+        state.apply(&txn_batch(1, 0, 0, 1, 0));
+        state.apply(&batch(2, 0, 0, 1, 1));
+        state.apply(&batch(3, 0, 0, 1, 2));
+        assert!(
+            state.entry(1).is_some(),
+            "the open transaction's producer stays"
+        );
+        assert!(state.entry(2).is_none(), "the oldest plain producer goes");
+        assert_eq!(state.expire(i64::MAX, 1), 1);
+        assert_eq!(state.entry(1).map(|e| e.txn_first_offset), Some(0));
+        state.apply_marker(&marker(1, 0, 2, true), 3, 3);
+        state.apply(&txn_batch(1, 0, 1, 2, 4));
+        let bytes = state.encode_snapshot();
+        let decoded = ProducerStateManager::decode_snapshot(&bytes, 2).expect("decodes");
+        assert_eq!(decoded.entry(1), state.entry(1));
+        let mut decoded = decoded;
+        assert_eq!(decoded.ongoing_transactions(), 1);
+        assert_eq!(decoded.last_stable_offset(100), 4);
+        assert_eq!(decoded.entry(1).map(|e| e.coordinator_epoch), Some(2));
+    }
+
+    #[test]
+    fn version_1_snapshots_are_still_read() {
+        let mut state = ProducerStateManager::new(100);
+        state.apply(&batch(5, 1, 0, 3, 0));
+        // A version 1 snapshot: no transaction fields.
+        let mut body = Vec::new();
+        body.extend_from_slice(&1u32.to_be_bytes());
+        body.extend_from_slice(&5i64.to_be_bytes());
+        body.extend_from_slice(&1i16.to_be_bytes());
+        body.extend_from_slice(&1000i64.to_be_bytes());
+        body.push(1);
+        for field in [0i32, 2] {
+            body.extend_from_slice(&field.to_be_bytes());
+        }
+        for field in [0i64, 2, 1000] {
+            body.extend_from_slice(&field.to_be_bytes());
+        }
+        let mut bytes = Vec::new();
+        bytes.extend_from_slice(&1u16.to_be_bytes());
+        bytes.extend_from_slice(&crc32c::crc32c(&body).to_be_bytes());
+        bytes.extend_from_slice(&body);
+        let decoded = ProducerStateManager::decode_snapshot(&bytes, 100).expect("decodes");
+        assert_eq!(decoded, state);
     }
 }

@@ -266,6 +266,8 @@ pub struct BatchLocation {
     pub base_sequence: i32,
     /// Whether it is a control batch (transaction markers).
     pub is_control: bool,
+    /// Whether it belongs to a transaction (data or marker).
+    pub is_transactional: bool,
 }
 
 impl BatchLocation {
@@ -280,6 +282,7 @@ impl BatchLocation {
             producer_epoch: header.producer_epoch(),
             base_sequence: header.base_sequence(),
             is_control: header.is_control(),
+            is_transactional: header.is_transactional(),
         }
     }
 }

@@ -18,6 +18,7 @@ use uuid::Uuid;
 
 use super::group_commit::{FlushError, GroupCommit};
 use super::ReplicaError;
+use crate::log::producer_state::{CompletedTxn, Marker};
 use crate::log::{AppendInfo, FileSlice, PartitionLog};
 
 /// What a fetch of one partition returns.
@@ -28,10 +29,12 @@ pub struct FetchedData {
     pub records: FileSlice,
     /// High watermark at the time of the read.
     pub high_watermark: i64,
-    /// Last stable offset (equal to the high watermark until transactions land).
+    /// Last stable offset: below the high watermark while a transaction is open.
     pub last_stable_offset: i64,
     /// Log start offset.
     pub log_start_offset: i64,
+    /// For a read_committed read: the aborted transactions overlapping what it may return.
+    pub aborted: Vec<crate::log::txn_index::AbortedTxn>,
 }
 
 /// The leader's answer to a follower's fetch of one partition.
@@ -372,12 +375,33 @@ impl Partition {
         records: Bytes,
         now_ms: i64,
     ) -> Result<AppendInfo, ReplicaError> {
+        self.leader_append(|log, epoch| log.append(records, now_ms, epoch).map(|info| (info, ())))
+            .map(|(info, ())| info)
+    }
+
+    /// Leader append of a transaction marker (WriteTxnMarkers): see
+    /// [`crate::log::PartitionLog::append_marker`].
+    pub fn append_marker_as_leader(
+        self: &Arc<Self>,
+        marker: &Marker,
+        now_ms: i64,
+    ) -> Result<(AppendInfo, Option<CompletedTxn>), ReplicaError> {
+        self.leader_append(|log, epoch| log.append_marker(marker, now_ms, epoch))
+    }
+
+    /// Runs one append on the log as the leader (at its leader epoch, with leadership held
+    /// still), then publishes the new log end, moves the high watermark and flushes a rolled
+    /// segment in the background. `append` returns the append and anything else to hand back.
+    fn leader_append<T>(
+        self: &Arc<Self>,
+        append: impl FnOnce(&PartitionLog, i32) -> Result<(AppendInfo, T), crate::log::LogError>,
+    ) -> Result<(AppendInfo, T), ReplicaError> {
         let role = self.role.read().unwrap_or_else(|e| e.into_inner());
         if !self.is_leader() {
             return Err(self.not_leader());
         }
-        let info = match self.log.append(records, now_ms, self.leader_epoch()) {
-            Ok(info) => info,
+        let (info, extra) = match append(&self.log, self.leader_epoch()) {
+            Ok(done) => done,
             Err(error) => {
                 drop(role);
                 self.maybe_offline();
@@ -387,7 +411,7 @@ impl Partition {
         drop(role);
         if info.duplicate {
             // Nothing was written.
-            return Ok(info);
+            return Ok((info, extra));
         }
         let runtime = tokio::runtime::Handle::try_current();
         if let (true, false, Ok(runtime)) = (info.rolled, info.flush_needed, runtime) {
@@ -401,7 +425,7 @@ impl Partition {
         }
         self.log_end.send_replace(info.last_offset + 1);
         self.maybe_advance_high_watermark();
-        Ok(info)
+        Ok((info, extra))
     }
 
     /// Applies the metadata's view of the partition: its leader and epoch, replicas, ISR and
@@ -866,8 +890,9 @@ impl Partition {
         Ok(FetchedData {
             records,
             high_watermark,
-            last_stable_offset: high_watermark,
+            last_stable_offset: self.log.last_stable_offset(high_watermark),
             log_start_offset: self.log.log_start_offset(),
+            aborted: Vec::new(),
         })
     }
 
@@ -919,23 +944,44 @@ impl Partition {
         Ok(result?)
     }
 
-    /// Reads for a consumer: whole batches from `offset`, never past the high watermark.
+    /// Reads for a consumer: whole batches from `offset`, never past the high watermark, and
+    /// under `read_committed` never past the last stable offset, with the aborted transactions
+    /// the consumer must drop (those overlapping `offset..last stable offset`: a superset of
+    /// what the returned batches need, which clients ignore the rest of).
     pub fn read(
         &self,
         offset: i64,
         max_bytes: usize,
         min_one_batch: bool,
+        read_committed: bool,
     ) -> Result<FetchedData, ReplicaError> {
         let high_watermark = self.high_watermark();
+        let last_stable_offset = self.log.last_stable_offset(high_watermark);
+        let upper = if read_committed {
+            last_stable_offset
+        } else {
+            high_watermark
+        };
         let records = self
             .log
-            .read_slice(offset, max_bytes, high_watermark, min_one_batch)?;
+            .read_slice(offset, max_bytes, upper, min_one_batch)?;
+        let aborted = if read_committed && !records.is_empty() {
+            self.log.aborted_transactions(offset, last_stable_offset)
+        } else {
+            Vec::new()
+        };
         Ok(FetchedData {
             records,
             high_watermark,
-            last_stable_offset: high_watermark,
+            last_stable_offset,
             log_start_offset: self.log.log_start_offset(),
+            aborted,
         })
+    }
+
+    /// The last stable offset now.
+    pub fn last_stable_offset(&self) -> i64 {
+        self.log.last_stable_offset(self.high_watermark())
     }
 }
 

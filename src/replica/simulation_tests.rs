@@ -809,7 +809,7 @@ impl Sim {
             return;
         }
         let data = p
-            .read(self.consumer_position, 4096, true)
+            .read(self.consumer_position, 4096, true, false)
             .expect("a consumer read");
         for (base, next, id) in batch_ids(data.records.read().expect("a consumer read")) {
             if let Some(before) = self.seen.insert(base, id) {
