@@ -17,6 +17,8 @@
 //! - [`cluster`]: the metadata image (brokers, topics, partitions) and the controller that
 //!   changes it (local and persisted today; a Raft quorum with the cluster issue).
 //! - [`group`]: the consumer group coordinator and committed offsets; I/O-free, time injected.
+//! - [`txn`]: the transaction coordinator (transactional ids, their producers' epochs and
+//!   transactions' states); I/O-free, time injected, like [`group`].
 //! - [`coordinator`]: the coordinators' runtime: the clock, timers, the `__consumer_offsets`
 //!   appends and replay, and requests waiting for a rebalance.
 //! - [`log`]: Kafka's segment log on local disk; knows nothing of replication or the wire.
@@ -39,3 +41,4 @@ pub mod replica;
 pub mod server;
 #[cfg(test)]
 mod testing;
+pub mod txn;
