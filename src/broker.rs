@@ -23,12 +23,14 @@ use crate::cluster::quorum::network::{
 };
 use crate::cluster::{Controller, ControllerError, CreateTopicSpec, TopicInfo};
 use crate::config::BrokerConfig;
-use crate::coordinator::{GroupService, OFFSETS_TOPIC};
+use crate::coordinator::markers::MarkerWriter;
+use crate::coordinator::{GroupService, TxnService, OFFSETS_TOPIC};
 use crate::log::LogError;
 use crate::replica::fetcher::{ReplicaFetchers, REPLICA_MAGIC};
 use crate::replica::manager::now_ms;
 use crate::replica::ReplicaManager;
 use crate::server::{self, peer_auth, Principal};
+use crate::txn::TRANSACTION_STATE_TOPIC;
 
 /// Why a broker could not start.
 #[derive(Debug, thiserror::Error)]
@@ -71,12 +73,14 @@ pub struct Broker {
     pub replicas: Arc<ReplicaManager>,
     /// The group coordinator.
     pub groups: GroupService,
+    /// The transaction coordinator.
+    pub txns: TxnService,
     /// Producer ids for idempotent producers (InitProducerId).
     pub producer_ids: Arc<ProducerIds>,
     /// Follower-side replication tasks.
     fetchers: ReplicaFetchers,
-    /// Serialises creating `__consumer_offsets`.
-    offsets_topic_lock: tokio::sync::Mutex<()>,
+    /// Serialises creating `__consumer_offsets` and `__transaction_state`.
+    internal_topic_lock: tokio::sync::Mutex<()>,
     /// Turns true when the broker starts stopping: long polls answer at once, connections stop
     /// reading, the listener stops accepting.
     shutdown: watch::Sender<bool>,
@@ -97,6 +101,14 @@ impl Broker {
         let controller = Controller::open(config.clone()).await?;
         let replicas = Arc::new(ReplicaManager::open(config.clone())?);
         let groups = GroupService::new(config.clone(), replicas.clone());
+        let markers = MarkerWriter::new(
+            replicas.clone(),
+            controller.subscribe(),
+            config.cluster_secret(),
+            config.internal_frame_max_bytes(),
+            Duration::from_millis(config.request_timeout_ms()),
+        );
+        let txns = TxnService::new(config.clone(), replicas.clone(), markers);
         let (fatal, _) = watch::channel(None);
         let (shutdown, _) = watch::channel(false);
         Ok(Arc::new(Broker {
@@ -104,9 +116,10 @@ impl Broker {
             controller,
             replicas,
             groups,
+            txns,
             producer_ids: Arc::new(ProducerIds::new()),
             fetchers: ReplicaFetchers::default(),
-            offsets_topic_lock: tokio::sync::Mutex::new(()),
+            internal_topic_lock: tokio::sync::Mutex::new(()),
             shutdown,
             fatal,
         }))
@@ -133,6 +146,7 @@ impl Broker {
                     // Groups of led partitions answer COORDINATOR_LOAD_IN_PROGRESS until
                     // `start` has replayed them.
                     self.groups.host_led_partitions();
+                    self.txns.host_led_partitions();
                     return Ok(());
                 }
                 Err(ControllerError::NotController(why)) if !self.is_shutting_down() => {
@@ -209,6 +223,7 @@ impl Broker {
             tracing::warn!(%error, "applying the controlled shutdown here failed");
         }
         self.groups.host_and_load().await;
+        self.txns.host_and_load().await;
         // The other brokers learn of the commit with the quorum leader's next append or
         // heartbeat (a tenth of the election timeout). Until they have, their Metadata still
         // names this broker, so it keeps serving a little longer: requests already on their
@@ -263,44 +278,87 @@ impl Broker {
     /// Its replication factor is `offsets.topic.replication.factor`, capped at the brokers
     /// registered now.
     pub async fn ensure_offsets_topic(self: &Arc<Self>) -> Result<(), ControllerError> {
-        let _serial = self.offsets_topic_lock.lock().await;
-        let image = self.controller.image();
-        if image.topic(OFFSETS_TOPIC).is_none() {
-            let brokers = i16::try_from(image.brokers.len())
-                .unwrap_or(i16::MAX)
-                .max(1);
-            let mut configs = std::collections::BTreeMap::new();
-            configs.insert(
-                "segment.bytes".to_string(),
-                self.config.offsets_topic_segment_bytes().to_string(),
-            );
-            // Kafka's settings for the offsets topic: compacted (the latest commit per key
-            // is all a replay needs), batches kept as written.
-            configs.insert("cleanup.policy".to_string(), "compact".to_string());
-            configs.insert("compression.type".to_string(), "producer".to_string());
-            let spec = CreateTopicSpec {
-                name: OFFSETS_TOPIC.to_string(),
-                partitions: self.config.offsets_topic_num_partitions(),
-                replication_factor: self.config.offsets_topic_replication_factor().min(brokers),
-                configs,
-                validate_only: false,
-                internal: true,
-                assignment: None,
-            };
-            let started = std::time::Instant::now();
-            match self.create_topic(spec).await {
-                Ok(_) => {
-                    tracing::info!(
-                        elapsed_ms = started.elapsed().as_millis() as u64,
-                        "created __consumer_offsets"
-                    );
-                }
-                Err(ControllerError::TopicAlreadyExists(_)) => {}
-                Err(error) => return Err(error),
-            }
-        }
+        self.ensure_internal_topic(
+            OFFSETS_TOPIC,
+            self.config.offsets_topic_num_partitions(),
+            self.config.offsets_topic_replication_factor(),
+            self.config.offsets_topic_segment_bytes(),
+            None,
+        )
+        .await?;
         self.groups.host_and_load().await;
         Ok(())
+    }
+
+    /// Creates `__transaction_state` if it does not exist (on the first FindCoordinator for a
+    /// transactional id) and serves the partitions of it this broker leads. Replication factor
+    /// `transaction.state.log.replication.factor` capped at the brokers registered now,
+    /// `min.insync.replicas` `transaction.state.log.min.isr` capped at that.
+    pub async fn ensure_transaction_topic(self: &Arc<Self>) -> Result<(), ControllerError> {
+        self.ensure_internal_topic(
+            TRANSACTION_STATE_TOPIC,
+            self.config.transaction_topic_num_partitions(),
+            self.config.transaction_topic_replication_factor(),
+            self.config.transaction_topic_segment_bytes(),
+            Some(self.config.transaction_topic_min_isr()),
+        )
+        .await?;
+        self.txns.host_and_load().await;
+        Ok(())
+    }
+
+    /// Creates a compacted internal topic unless it exists.
+    async fn ensure_internal_topic(
+        self: &Arc<Self>,
+        name: &str,
+        partitions: i32,
+        replication_factor: i16,
+        segment_bytes: i64,
+        min_isr: Option<i64>,
+    ) -> Result<(), ControllerError> {
+        let _serial = self.internal_topic_lock.lock().await;
+        let image = self.controller.image();
+        if image.topic(name).is_some() {
+            return Ok(());
+        }
+        let brokers = i16::try_from(image.brokers.len())
+            .unwrap_or(i16::MAX)
+            .max(1);
+        let replication_factor = replication_factor.min(brokers);
+        let mut configs = std::collections::BTreeMap::new();
+        configs.insert("segment.bytes".to_string(), segment_bytes.to_string());
+        // Kafka's settings for its internal topics: compacted (the latest record per key is
+        // all a replay needs), batches kept as written.
+        configs.insert("cleanup.policy".to_string(), "compact".to_string());
+        configs.insert("compression.type".to_string(), "producer".to_string());
+        if let Some(min_isr) = min_isr {
+            configs.insert(
+                "min.insync.replicas".to_string(),
+                min_isr.min(i64::from(replication_factor)).to_string(),
+            );
+        }
+        let spec = CreateTopicSpec {
+            name: name.to_string(),
+            partitions,
+            replication_factor,
+            configs,
+            validate_only: false,
+            internal: true,
+            assignment: None,
+        };
+        let started = std::time::Instant::now();
+        match self.create_topic(spec).await {
+            Ok(_) => {
+                tracing::info!(
+                    topic = name,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "created internal topic"
+                );
+                Ok(())
+            }
+            Err(ControllerError::TopicAlreadyExists(_)) => Ok(()),
+            Err(error) => Err(error),
+        }
     }
 
     /// A receiver that turns true when the broker starts stopping.
@@ -374,8 +432,13 @@ pub async fn start(mut config: BrokerConfig) -> Result<RunningBroker, StartError
         broker.shutdown_signal(),
     ));
     tokio::spawn(broker.groups.clone().run_timers(broker.shutdown_signal()));
+    tokio::spawn(broker.txns.clone().run_timers(broker.shutdown_signal()));
     let groups = broker.groups.clone();
-    tokio::spawn(async move { groups.host_and_load().await });
+    let txns = broker.txns.clone();
+    tokio::spawn(async move {
+        groups.host_and_load().await;
+        txns.host_and_load().await;
+    });
     tracing::info!(%local_addr, node_id = broker.config.node_id(), data_dir = %broker.config.data_dir.display(), "broker started");
     Ok(RunningBroker {
         broker,
@@ -711,6 +774,7 @@ async fn follow_metadata(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool
             tracing::warn!(%error, "applying metadata to the hosted partitions failed");
         }
         broker.groups.host_and_load().await;
+        broker.txns.host_and_load().await;
     }
 }
 
@@ -749,6 +813,7 @@ impl RunningBroker {
         }
         self.broker.shutdown.send_replace(true);
         self.broker.groups.shutdown();
+        self.broker.txns.shutdown();
         let _ = self.server.await;
         let _ = self.duties.await;
         // A cleaning in progress finishes (or aborts) before the logs close.

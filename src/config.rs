@@ -368,6 +368,54 @@ pub const BROKER_CONFIGS: &[ConfigDef] = &[
         "Segment size of __consumer_offsets.",
     ),
     long(
+        "transaction.state.log.num.partitions",
+        "50",
+        1,
+        "Partitions of __transaction_state (fixed once the topic exists).",
+    ),
+    long(
+        "transaction.state.log.replication.factor",
+        "3",
+        1,
+        "Replication factor of __transaction_state (capped at the brokers registered when it is created).",
+    ),
+    long(
+        "transaction.state.log.min.isr",
+        "2",
+        1,
+        "min.insync.replicas of __transaction_state (capped at its replication factor).",
+    ),
+    long(
+        "transaction.state.log.segment.bytes",
+        "104857600",
+        14,
+        "Segment size of __transaction_state.",
+    ),
+    long(
+        "transaction.max.timeout.ms",
+        "900000",
+        1,
+        "Longest transaction.timeout.ms a producer may ask for (INVALID_TRANSACTION_TIMEOUT beyond).",
+    ),
+    long(
+        "transactional.id.expiration.ms",
+        "604800000",
+        1,
+        "How long a transactional id is kept after its last transaction completed.",
+    ),
+    long(
+        "transaction.abort.timed.out.transaction.cleanup.interval.ms",
+        "10000",
+        1,
+        "How often transactions open past their timeout are aborted.",
+    ),
+    long(
+        "transaction.remove.expired.transaction.cleanup.interval.ms",
+        "3600000",
+        1,
+        "How often expired transactional ids are removed.",
+    ),
+    long(
         "offsets.retention.minutes",
         "10080",
         1,
@@ -912,6 +960,34 @@ impl BrokerConfig {
     /// `offsets.topic.segment.bytes`.
     pub fn offsets_topic_segment_bytes(&self) -> i64 {
         self.long("offsets.topic.segment.bytes")
+    }
+    /// `transaction.state.log.num.partitions`.
+    pub fn transaction_topic_num_partitions(&self) -> i32 {
+        clamp_i32(self.long("transaction.state.log.num.partitions")).max(1)
+    }
+    /// `transaction.state.log.replication.factor`.
+    pub fn transaction_topic_replication_factor(&self) -> i16 {
+        i16::try_from(self.long("transaction.state.log.replication.factor")).unwrap_or(i16::MAX)
+    }
+    /// `transaction.state.log.min.isr`.
+    pub fn transaction_topic_min_isr(&self) -> i64 {
+        self.long("transaction.state.log.min.isr")
+    }
+    /// `transaction.state.log.segment.bytes`.
+    pub fn transaction_topic_segment_bytes(&self) -> i64 {
+        self.long("transaction.state.log.segment.bytes")
+    }
+    /// The transaction coordinator's settings.
+    pub fn txn_config(&self) -> crate::txn::TxnConfig {
+        crate::txn::TxnConfig {
+            num_partitions: self.transaction_topic_num_partitions(),
+            max_timeout_ms: clamp_i32(self.long("transaction.max.timeout.ms")),
+            id_expiration_ms: self.long("transactional.id.expiration.ms"),
+            abort_check_interval_ms: self
+                .long("transaction.abort.timed.out.transaction.cleanup.interval.ms"),
+            expire_check_interval_ms: self
+                .long("transaction.remove.expired.transaction.cleanup.interval.ms"),
+        }
     }
     /// `request.timeout.ms`.
     pub fn request_timeout_ms(&self) -> u64 {

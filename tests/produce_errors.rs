@@ -110,8 +110,9 @@ async fn compacted_topic_refuses_records_without_key_with_record_errors() {
     });
 }
 
-/// A client cannot write transaction markers (control batches) or transactional batches: both
-/// are refused with INVALID_RECORD and nothing is stored.
+/// A client cannot write transaction markers (control batches), nor transactional batches
+/// without a transactional id in the request: both are refused with INVALID_RECORD and nothing
+/// is stored.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn control_and_transactional_batches_are_refused() {
     let broker = TestBroker::start(&[]).await;

@@ -7,6 +7,7 @@ use crate::group::GroupError;
 use crate::log::producer_state::SequenceError;
 use crate::log::LogError;
 use crate::replica::ReplicaError;
+use crate::txn::TxnError;
 
 /// The Kafka error code for a log error.
 pub fn log_error_code(e: &LogError) -> i16 {
@@ -167,5 +168,22 @@ impl LeaderHints {
             .into_iter()
             .filter_map(|id| image.brokers.get(&id).cloned())
             .collect()
+    }
+}
+
+/// The Kafka error code for a transaction coordinator error. Requests older than KIP-588's
+/// versions (`fenced_supported` false) get INVALID_PRODUCER_EPOCH for PRODUCER_FENCED, as
+/// Kafka answers them.
+pub fn txn_error_code(e: &TxnError, fenced_supported: bool) -> i16 {
+    match e {
+        TxnError::NotCoordinator => ResponseError::NotCoordinator.code(),
+        TxnError::CoordinatorLoadInProgress => ResponseError::CoordinatorLoadInProgress.code(),
+        TxnError::CoordinatorNotAvailable => ResponseError::CoordinatorNotAvailable.code(),
+        TxnError::InvalidProducerIdMapping => ResponseError::InvalidProducerIdMapping.code(),
+        TxnError::ProducerFenced if fenced_supported => ResponseError::ProducerFenced.code(),
+        TxnError::ProducerFenced => ResponseError::InvalidProducerEpoch.code(),
+        TxnError::ConcurrentTransactions => ResponseError::ConcurrentTransactions.code(),
+        TxnError::InvalidTxnState => ResponseError::InvalidTxnState.code(),
+        TxnError::InvalidTransactionTimeout => ResponseError::InvalidTransactionTimeout.code(),
     }
 }

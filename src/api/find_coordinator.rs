@@ -1,13 +1,12 @@
-//! FindCoordinator (key 10), v0–v6: which broker coordinates a group.
+//! FindCoordinator (key 10), v0–v6: which broker coordinates a group or a transactional id.
 //!
 //! The coordinator of group `g` is the leader of `__consumer_offsets` partition
-//! `abs(java_string_hash(g)) % offsets.topic.num.partitions` (Kafka's mapping). The first
-//! request creates `__consumer_offsets` if it does not exist, as Kafka does. v4+ batches keys
+//! `abs(java_string_hash(g)) % offsets.topic.num.partitions` (Kafka's mapping); that of
+//! transactional id `t` the leader of `__transaction_state` partition
+//! `abs(java_string_hash(t)) % transaction.state.log.num.partitions`. The first request of a
+//! kind creates its topic if it does not exist, as Kafka does. v4+ batches keys
 //! (`coordinator_keys`, one answer each); earlier versions ask for one key. Key type 0 is a
-//! group; key type 1 (a transactional id) answers `TRANSACTIONAL_ID_AUTHORIZATION_FAILED` with a
-//! message saying why until the transaction coordinator exists (clients fail at once on it, where
-//! `COORDINATOR_NOT_AVAILABLE` made them retry until their timeout); any other type is
-//! `INVALID_REQUEST`.
+//! group, 1 a transactional id; any other type is `INVALID_REQUEST`.
 
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
 use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, FindCoordinatorResponse};
@@ -16,6 +15,7 @@ use kafka_protocol::ResponseError;
 
 use super::RequestContext;
 use crate::coordinator::OFFSETS_TOPIC;
+use crate::txn::TRANSACTION_STATE_TOPIC;
 
 /// Handled versions.
 pub const VERSIONS: VersionRange = VersionRange { min: 0, max: 6 };
@@ -59,38 +59,45 @@ async fn find(ctx: &RequestContext, key_type: i8, key: StrBytes) -> Coordinator 
             .with_error_code(error.code())
             .with_error_message(Some(StrBytes::from_string(message)))
     };
-    match key_type {
-        KEY_TYPE_GROUP => {}
-        KEY_TYPE_TRANSACTION => {
-            // The one error every client fails on at once (see `init_producer_id`); retrying
-            // COORDINATOR_NOT_AVAILABLE would hang `init_transactions()` until its timeout.
-            return fail(
-                ResponseError::TransactionalIdAuthorizationFailed,
-                "transactions are not supported by this broker yet (no transaction coordinator)"
-                    .to_string(),
-            );
-        }
+    let broker = &ctx.broker;
+    let topic = match key_type {
+        KEY_TYPE_GROUP => OFFSETS_TOPIC,
+        KEY_TYPE_TRANSACTION => TRANSACTION_STATE_TOPIC,
         other => {
             return fail(
                 ResponseError::InvalidRequest,
                 format!("unknown coordinator key type {other}"),
             )
         }
+    };
+    if key_type == KEY_TYPE_TRANSACTION && key.is_empty() {
+        return fail(
+            ResponseError::InvalidRequest,
+            "an empty transactional id has no coordinator".to_string(),
+        );
     }
-    let broker = &ctx.broker;
-    if broker.controller.image().topic(OFFSETS_TOPIC).is_none() {
-        if let Err(error) = broker.ensure_offsets_topic().await {
-            tracing::warn!(%error, "cannot create __consumer_offsets");
+    if broker.controller.image().topic(topic).is_none() {
+        let created = if key_type == KEY_TYPE_GROUP {
+            broker.ensure_offsets_topic().await
+        } else {
+            broker.ensure_transaction_topic().await
+        };
+        if let Err(error) = created {
+            tracing::warn!(%error, topic, "cannot create an internal topic");
             return fail(
                 ResponseError::CoordinatorNotAvailable,
-                format!("cannot create {OFFSETS_TOPIC}: {error}"),
+                format!("cannot create {topic}: {error}"),
             );
         }
     }
     let image = broker.controller.image();
-    let partition = broker.groups.partition_for(key.as_str());
+    let partition = if key_type == KEY_TYPE_GROUP {
+        broker.groups.partition_for(key.as_str())
+    } else {
+        broker.txns.partition_for(key.as_str())
+    };
     let leader = image
-        .partition(OFFSETS_TOPIC, partition)
+        .partition(topic, partition)
         .map(|p| p.leader)
         .and_then(|leader| image.brokers.get(&leader));
     match leader {
@@ -103,7 +110,7 @@ async fn find(ctx: &RequestContext, key_type: i8, key: StrBytes) -> Coordinator 
             .with_error_message(None),
         None => fail(
             ResponseError::CoordinatorNotAvailable,
-            format!("{OFFSETS_TOPIC} partition {partition} has no leader"),
+            format!("{topic} partition {partition} has no leader"),
         ),
     }
 }

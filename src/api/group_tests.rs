@@ -119,27 +119,26 @@ async fn find_coordinator_creates_the_internal_topic_and_answers_every_version()
     assert!(topic.internal);
     assert_eq!(topic.partitions.len(), 5);
 
-    // A transactional id has no coordinator yet (an error clients fail on at once, with the
-    // reason); an unknown key type is a bad request.
+    // A transactional id's coordinator leads its __transaction_state partition (created on
+    // first use, internal); an empty one and an unknown key type are bad requests.
     let r = find(&broker, 4, 1, &["tx"]).await;
     assert_eq!(
-        r.coordinators[0].error_code,
-        ResponseError::TransactionalIdAuthorizationFailed.code()
+        (r.coordinators[0].error_code, r.coordinators[0].node_id.0),
+        (0, 1)
     );
-    assert!(r.coordinators[0]
-        .error_message
-        .as_ref()
-        .is_some_and(|m| m.contains("transactions are not supported")));
+    let txn_topic = broker.controller.image();
+    let txn_topic = txn_topic
+        .topic(crate::txn::TRANSACTION_STATE_TOPIC)
+        .expect("__transaction_state created");
+    assert!(txn_topic.internal);
+    assert_eq!(txn_topic.partitions.len(), 50);
     let r = find(&broker, 4, 9, &["x"]).await;
     assert_eq!(
         r.coordinators[0].error_code,
         ResponseError::InvalidRequest.code()
     );
-    let r = find(&broker, 2, 1, &["tx"]).await;
-    assert_eq!(
-        r.error_code,
-        ResponseError::TransactionalIdAuthorizationFailed.code()
-    );
+    let r = find(&broker, 2, 1, &[""]).await;
+    assert_eq!(r.error_code, ResponseError::InvalidRequest.code());
     assert_eq!(r.node_id.0, -1);
 
     // Nor delete it.

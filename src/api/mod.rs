@@ -13,6 +13,8 @@
 //!
 //! Layer errors become Kafka error codes here and nowhere else ([`errors`]).
 
+pub mod add_offsets_to_txn;
+pub mod add_partitions_to_txn;
 pub mod api_versions;
 pub mod create_topics;
 pub mod delete_groups;
@@ -20,6 +22,7 @@ pub mod delete_topics;
 pub mod describe_cluster;
 pub mod describe_configs;
 pub mod describe_groups;
+pub mod end_txn;
 pub mod errors;
 pub mod fetch;
 pub mod find_coordinator;
@@ -82,6 +85,9 @@ pub const SUPPORTED: &[(ApiKey, VersionRange)] = &[
     (ApiKey::DeleteGroups, delete_groups::VERSIONS),
     (ApiKey::OffsetDelete, offset_delete::VERSIONS),
     (ApiKey::DescribeCluster, describe_cluster::VERSIONS),
+    (ApiKey::AddPartitionsToTxn, add_partitions_to_txn::VERSIONS),
+    (ApiKey::AddOffsetsToTxn, add_offsets_to_txn::VERSIONS),
+    (ApiKey::EndTxn, end_txn::VERSIONS),
     (ApiKey::WriteTxnMarkers, write_txn_markers::VERSIONS),
 ];
 
@@ -202,6 +208,15 @@ pub async fn handle(ctx: RequestContext, body: RequestKind) -> Reply {
             init_producer_id::handle(&ctx, req).await,
         )),
         RequestKind::WriteTxnMarkers(req) => write_txn_markers::handle(ctx, req),
+        RequestKind::AddPartitionsToTxn(req) => Reply::Ready(ResponseKind::AddPartitionsToTxn(
+            add_partitions_to_txn::handle(&ctx, req).await,
+        )),
+        RequestKind::AddOffsetsToTxn(req) => Reply::Ready(ResponseKind::AddOffsetsToTxn(
+            add_offsets_to_txn::handle(&ctx, req).await,
+        )),
+        RequestKind::EndTxn(req) => {
+            Reply::Ready(ResponseKind::EndTxn(end_txn::handle(&ctx, req).await))
+        }
         other => {
             // The decoder only lets SUPPORTED APIs through, so this is a table/dispatch
             // mismatch: a bug, reported and answered by closing the connection.
@@ -258,6 +273,13 @@ mod tests {
                     both::<DescribeClusterRequest, DescribeClusterResponse>()
                 }
                 ApiKey::InitProducerId => both::<InitProducerIdRequest, InitProducerIdResponse>(),
+                ApiKey::AddPartitionsToTxn => {
+                    both::<AddPartitionsToTxnRequest, AddPartitionsToTxnResponse>()
+                }
+                ApiKey::AddOffsetsToTxn => {
+                    both::<AddOffsetsToTxnRequest, AddOffsetsToTxnResponse>()
+                }
+                ApiKey::EndTxn => both::<EndTxnRequest, EndTxnResponse>(),
                 ApiKey::WriteTxnMarkers => {
                     both::<WriteTxnMarkersRequest, WriteTxnMarkersResponse>()
                 }

@@ -16,8 +16,12 @@
 //! acks=all like the original; a stale epoch is INVALID_PRODUCER_EPOCH, a sequence gap
 //! OUT_OF_ORDER_SEQUENCE_NUMBER, the same at every Produce version (as Kafka).
 //!
-//! Control batches and transactional batches are INVALID_RECORD: only the broker writes
-//! transaction markers, and transactions need a coordinator gregor does not have yet.
+//! Control batches are INVALID_RECORD: only the broker writes transaction markers. A
+//! transactional batch needs the request's `transactional_id` (INVALID_RECORD without one, as
+//! Kafka's "Produce requests with transactional records must have a transactionalId"); it opens
+//! the producer's transaction on the partition, which holds the last stable offset until the
+//! coordinator's marker closes it. (Kafka 3.6's check with the coordinator that the partition
+//! was added first, KIP-890's verification, is not made.)
 //!
 //! Errors are per partition; one bad partition does not fail the others. NOT_LEADER_OR_FOLLOWER
 //! carries the current leader and its endpoint from v10 (KIP-951). A compacted topic
@@ -132,7 +136,7 @@ pub fn handle(ctx: RequestContext, req: ProduceRequest) -> Reply {
                 ));
                 continue;
             }
-            if let Some(message) = refused_batch_kind(&records) {
+            if let Some(message) = refused_batch_kind(&records, req.transactional_id.is_some()) {
                 partitions.push(error(ResponseError::InvalidRecord.code(), Some(message)));
                 continue;
             }
@@ -264,19 +268,20 @@ pub fn handle(ctx: RequestContext, req: ProduceRequest) -> Reply {
 
 /// Why a client may not write this batch, if it may not: control batches (transaction markers)
 /// are written only by the broker, as in Kafka ("Clients are not allowed to write control
-/// records"), and transactional batches need the transaction coordinator, which gregor does not
-/// have yet; either would let a client fool readers and the log cleaner. A batch too short to
-/// have a header is left to the log's validation (CORRUPT_MESSAGE).
-fn refused_batch_kind(records: &bytes::Bytes) -> Option<String> {
+/// records"), and transactional batches only come with a transactional id. A batch too short
+/// to have a header is left to the log's validation (CORRUPT_MESSAGE).
+fn refused_batch_kind(records: &bytes::Bytes, transactional_id: bool) -> Option<String> {
     let header = BatchHeader::parse(records).ok()?;
     if header.is_control() {
         return Some("Clients are not allowed to write control records".to_string());
     }
-    if header.is_transactional() {
+    if header.is_transactional() && !transactional_id {
         return Some(
-            "transactional batches are refused: this broker has no transaction coordinator yet"
-                .to_string(),
+            "Produce requests with transactional records must have a transactionalId".to_string(),
         );
+    }
+    if header.is_transactional() && header.producer_id() < 0 {
+        return Some("transactional records must have a producer id".to_string());
     }
     None
 }

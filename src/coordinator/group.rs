@@ -27,24 +27,18 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
-use kafka_protocol::records::{
-    Compression, Record as WireRecord, RecordBatchEncoder, RecordEncodeOptions,
-    TimestampType as WireTimestampType,
-};
-use tokio::sync::{oneshot, watch, Notify};
+use bytes::Bytes;
+use tokio::sync::{oneshot, watch};
+
+use super::{encode_records, read_log, wait_committed, CommitError, ReplayItem, Timer};
 
 use crate::config::BrokerConfig;
 use crate::group::{Append, AppendError, GroupCoordinator, Output, RequestToken, Response};
-use crate::log::batch::{batches, decode_records};
-use crate::log::{AppendInfo, LogError};
+use crate::log::LogError;
 use crate::replica::manager::now_ms;
-use crate::replica::{Partition, ReplicaError, ReplicaManager};
+use crate::replica::{ReplicaError, ReplicaManager};
 
 pub use crate::cluster::metadata::OFFSETS_TOPIC;
-
-/// Bytes read from the log per replay chunk (the lock is taken once per chunk).
-const REPLAY_CHUNK_BYTES: usize = 1 << 20;
 
 /// The group coordinator's runtime (see the module doc). Cheap to clone.
 #[derive(Clone)]
@@ -63,7 +57,7 @@ struct Inner {
     replicas: Arc<ReplicaManager>,
     state: Mutex<State>,
     /// Woken when the coordinator's next deadline may have moved earlier.
-    timer: Notify,
+    timer: Timer,
 }
 
 struct State {
@@ -75,8 +69,6 @@ struct State {
     hosted: HashSet<i32>,
     /// Partitions begun by `host_led_partitions` and not yet handed to a loader.
     to_load: Vec<i32>,
-    /// The deadline the timer task sleeps until.
-    armed_deadline: Option<i64>,
     /// Set by `shutdown`: no new requests are taken.
     stopped: bool,
 }
@@ -95,10 +87,9 @@ impl GroupService {
                     next_token: 0,
                     hosted: HashSet::new(),
                     to_load: Vec::new(),
-                    armed_deadline: None,
                     stopped: false,
                 }),
-                timer: Notify::new(),
+                timer: Timer::default(),
             }),
         }
     }
@@ -244,27 +235,20 @@ impl GroupService {
     }
 
     /// The timer loop: ticks the coordinator at its deadlines until `shutdown` turns true.
-    pub async fn run_timers(self, mut shutdown: watch::Receiver<bool>) {
-        loop {
-            let deadline = {
-                let mut state = self.inner.lock();
-                let deadline = state.coordinator.next_deadline();
-                state.armed_deadline = deadline;
-                deadline
-            };
-            let sleep = match deadline {
-                Some(at) => Duration::from_millis(u64::try_from(at - now_ms()).unwrap_or(0)),
-                None => Duration::from_secs(3600),
-            };
-            tokio::select! {
-                _ = tokio::time::sleep(sleep) => {}
-                _ = self.inner.timer.notified() => {}
-                _ = shutdown.changed() => return,
-            }
-            let mut state = self.inner.lock();
-            let output = state.coordinator.tick(now_ms());
-            self.inner.dispatch(&mut state, output);
-        }
+    pub async fn run_timers(self, shutdown: watch::Receiver<bool>) {
+        let inner = &self.inner;
+        inner
+            .timer
+            .run(
+                shutdown,
+                || inner.lock().coordinator.next_deadline(),
+                || {
+                    let mut state = inner.lock();
+                    let output = state.coordinator.tick(now_ms());
+                    inner.dispatch(&mut state, output);
+                },
+            )
+            .await;
     }
 
     /// Stops serving: every hosted partition is unloaded (what waited is answered
@@ -313,12 +297,7 @@ impl Inner {
 
     /// Wakes the timer task if the next deadline moved earlier than the one it sleeps to.
     fn rearm(&self, state: &mut State) {
-        if let Some(deadline) = state.coordinator.next_deadline() {
-            if state.armed_deadline.is_none_or(|armed| deadline < armed) {
-                state.armed_deadline = Some(deadline);
-                self.timer.notify_one();
-            }
-        }
+        self.timer.rearm(state.coordinator.next_deadline());
     }
 
     /// Appends one batch; returns its outcome if it is known now, or spawns the wait for it to
@@ -354,7 +333,12 @@ impl Inner {
         runtime.spawn(async move {
             let result = tokio::time::timeout(timeout, wait_committed(&partition, info))
                 .await
-                .unwrap_or(Err(AppendError::Timeout));
+                .unwrap_or(Err(CommitError::Timeout))
+                .map_err(|error| match error {
+                    CommitError::Storage => AppendError::Storage,
+                    CommitError::NotLeader => AppendError::NotLeader,
+                    CommitError::Timeout => AppendError::Timeout,
+                });
             let mut state = inner.lock();
             let output = state.coordinator.complete(now_ms(), token, result);
             inner.dispatch(&mut state, output);
@@ -368,80 +352,31 @@ impl Inner {
         let Ok(hosted) = self.replicas.leader_partition(OFFSETS_TOPIC, partition) else {
             return Ok(0);
         };
-        let log = hosted.log().clone();
-        let end = log.log_end_offset();
-        let mut offset = log.log_start_offset();
         let mut replayed = 0u64;
-        let decompressed_max_bytes = log.decompressed_max_bytes();
-        while offset < end {
-            let bytes = match log.read(offset, REPLAY_CHUNK_BYTES, end, true) {
-                Ok(bytes) => bytes,
-                // Retention or compaction moved the start past us: go on from the new start.
-                Err(LogError::OffsetOutOfRange {
-                    log_start_offset, ..
-                }) if log_start_offset > offset => {
-                    offset = log_start_offset;
-                    continue;
-                }
-                Err(error) => return Err(error),
-            };
-            if bytes.is_empty() {
-                break;
-            }
-            let mut chunk: Vec<(Bytes, Option<Bytes>)> = Vec::new();
-            for batch in batches(bytes, usize::MAX) {
-                let batch = batch?;
-                let header = batch.header();
-                offset = offset.max(header.next_offset());
-                if header.is_control() {
-                    continue;
-                }
-                let records = match decode_records(&batch, decompressed_max_bytes) {
-                    Ok(records) => records,
-                    Err(error) => {
-                        // Only the broker writes this topic, so such a batch holds nothing a
-                        // group could use (damaged, or written by a client before internal
-                        // topics were the broker's); skipping it keeps every other group of
-                        // the partition available.
-                        tracing::error!(partition, offset = header.base_offset(), %error, "skipping an undecodable batch of __consumer_offsets");
-                        continue;
-                    }
-                };
-                for record in records {
-                    if let Some(key) = record.key {
-                        chunk.push((key, record.value));
-                    }
-                }
-            }
+        read_log(&hosted, |items| {
             let mut state = self.lock();
             if state.stopped || !state.hosted.contains(&partition) {
-                return Ok(replayed);
+                return false;
             }
-            for (key, value) in chunk {
+            for item in items {
+                // Transactional offset commits and their markers come with TxnOffsetCommit.
+                let ReplayItem::Record {
+                    key,
+                    value,
+                    producer_id: None,
+                } = item
+                else {
+                    continue;
+                };
                 replayed += 1;
                 if let Err(error) = state.coordinator.replay(partition, &key, value.as_deref()) {
                     tracing::warn!(partition, %error, "skipping a __consumer_offsets record");
                 }
             }
-        }
+            true
+        })?;
         Ok(replayed)
     }
-}
-
-/// Waits until an append is committed: on disk if `flush.messages` asked for it, and below the
-/// high watermark.
-async fn wait_committed(partition: &Arc<Partition>, info: AppendInfo) -> Result<(), AppendError> {
-    let end = info.last_offset + 1;
-    if info.flush_needed {
-        partition
-            .flush_to(end)
-            .await
-            .map_err(|_| AppendError::Storage)?;
-    }
-    partition
-        .wait_replicated(end, info.leader_epoch)
-        .await
-        .map_err(|_| AppendError::NotLeader)
 }
 
 /// What an append failure means to the coordinator.
@@ -458,35 +393,10 @@ fn append_error(error: &ReplicaError) -> AppendError {
 
 /// One uncompressed record batch holding the append's records.
 fn encode_batch(append: &Append) -> Result<Bytes, AppendError> {
-    let records: Vec<WireRecord> = append
+    let records: Vec<(Bytes, Option<Bytes>)> = append
         .records
         .iter()
-        .enumerate()
-        .map(|(index, record)| WireRecord {
-            transactional: false,
-            control: false,
-            partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: WireTimestampType::Creation,
-            offset: index as i64,
-            sequence: -1,
-            timestamp: append.timestamp_ms,
-            delete_horizon: false,
-            key: Some(record.key.clone()),
-            value: record.value.clone(),
-            headers: Default::default(),
-        })
+        .map(|record| (record.key.clone(), record.value.clone()))
         .collect();
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        &records,
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        },
-    )
-    .map_err(|_| AppendError::RecordTooLarge)?;
-    Ok(buf.freeze())
+    encode_records(&records, append.timestamp_ms, None).map_err(|_| AppendError::RecordTooLarge)
 }

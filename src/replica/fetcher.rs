@@ -23,21 +23,19 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::{Buf, BufMut, BytesMut};
+use bytes::BytesMut;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
-use kafka_protocol::messages::{
-    ApiKey, BrokerId, FetchRequest, FetchResponse, RequestHeader, ResponseHeader, TopicName,
-};
-use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
+use kafka_protocol::messages::{ApiKey, BrokerId, FetchRequest, FetchResponse, TopicName};
+use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::{FetchedFromLeader, FollowerApply, Partition, ReplicaManager};
 use crate::cluster::MetadataImage;
-use crate::server::peer_auth::{self, ClusterSecret};
+use crate::server::peer_auth::ClusterSecret;
+use crate::server::peer_client::{self, Call};
 
 /// The first bytes of a replica-fetch connection on the internal listener.
 pub const REPLICA_MAGIC: &[u8; 4] = b"GKFK";
@@ -173,20 +171,20 @@ async fn run(
         let request = fetch_request(&partitions, &settings);
         let round = async {
             if connection.is_none() {
-                let mut stream = TcpStream::connect(&addr).await?;
-                let _ = stream.set_nodelay(true);
-                stream.write_all(REPLICA_MAGIC).await?;
-                peer_auth::connect(&mut stream, &settings.secret, REPLICA_MAGIC)
-                    .await
-                    .map_err(std::io::Error::other)?;
+                let stream = peer_client::connect(&addr, &settings.secret, REPLICA_MAGIC).await?;
                 connection = Some((addr.clone(), stream));
             }
             match connection.as_mut() {
                 Some((_, stream)) => {
-                    exchange(
+                    peer_client::exchange::<FetchRequest, FetchResponse>(
                         stream,
-                        request,
-                        correlation_id,
+                        Call {
+                            api_key: ApiKey::Fetch,
+                            version: FETCH_VERSION,
+                            correlation_id,
+                            client_id: "gregor-replica-fetcher",
+                        },
+                        &request,
                         &mut received,
                         settings.frame_max_bytes,
                     )
@@ -314,65 +312,6 @@ fn fetch_request(partitions: &[(Arc<Partition>, i32)], settings: &FetcherSetting
         .with_session_id(0)
         .with_session_epoch(FINAL_EPOCH)
         .with_topics(by_topic)
-}
-
-/// Sends one Fetch and reads its response into `received` (its records are views of it).
-async fn exchange(
-    stream: &mut TcpStream,
-    request: FetchRequest,
-    correlation_id: i32,
-    received: &mut BytesMut,
-    frame_max_bytes: usize,
-) -> std::io::Result<FetchResponse> {
-    let header = RequestHeader::default()
-        .with_request_api_key(ApiKey::Fetch as i16)
-        .with_request_api_version(FETCH_VERSION)
-        .with_correlation_id(correlation_id)
-        .with_client_id(Some(StrBytes::from_static_str("gregor-replica-fetcher")));
-    let mut body = BytesMut::new();
-    header
-        .encode(&mut body, FetchRequest::header_version(FETCH_VERSION))
-        .map_err(std::io::Error::other)?;
-    request
-        .encode(&mut body, FETCH_VERSION)
-        .map_err(std::io::Error::other)?;
-    let mut frame = BytesMut::with_capacity(body.len() + 4);
-    frame.put_i32(i32::try_from(body.len()).map_err(std::io::Error::other)?);
-    frame.extend_from_slice(&body);
-    stream.write_all(&frame).await?;
-    let size = stream.read_i32().await?;
-    let size =
-        usize::try_from(size).map_err(|_| std::io::Error::other("negative response size"))?;
-    if size > frame_max_bytes {
-        return Err(std::io::Error::other(format!(
-            "a fetch response of {size} bytes is over internal.socket.request.max.bytes \
-             ({frame_max_bytes})"
-        )));
-    }
-    received.clear();
-    received.reserve(size);
-    while received.len() < size {
-        let want = (size - received.len()) as u64;
-        if (&mut *stream).take(want).read_buf(received).await? == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
-        }
-    }
-    let mut buf = received.split().freeze();
-    let header = ResponseHeader::decode(&mut buf, FetchResponse::header_version(FETCH_VERSION))
-        .map_err(std::io::Error::other)?;
-    if header.correlation_id != correlation_id {
-        return Err(std::io::Error::other(format!(
-            "response to request {} while waiting for {correlation_id}",
-            header.correlation_id
-        )));
-    }
-    let response = FetchResponse::decode(&mut buf, FETCH_VERSION).map_err(std::io::Error::other)?;
-    if buf.has_remaining() {
-        return Err(std::io::Error::other(
-            "trailing bytes after a Fetch response",
-        ));
-    }
-    Ok(response)
 }
 
 /// Appends what the leader sent. Returns false when something went wrong (the caller backs

@@ -10,6 +10,8 @@
 //!   for (registered with the controller, which places no more).
 //! - [`peer_auth`]: the challenge-response handshake that proves a peer on the internal
 //!   listener holds `cluster.secret`.
+//! - [`peer_client`]: the other side: a broker's connection to another broker's internal
+//!   listener, and one request/response exchange on it.
 //!
 //! Shutdown is a `watch` flag: the listener stops accepting and every connection stops reading,
 //! finishes what it has in flight, and drops; [`serve`] returns when all have.
@@ -18,6 +20,7 @@ pub mod connection;
 pub mod listener;
 pub mod open_files;
 pub mod peer_auth;
+pub mod peer_client;
 
 pub use listener::serve;
 

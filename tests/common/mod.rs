@@ -259,14 +259,27 @@ pub fn rdkafka_debug(config: &mut ClientConfig) {
 
 /// A consumer with no group: partitions assigned explicitly from the beginning.
 pub fn assigned_consumer(bootstrap: &str, topic: &str, partitions: i32) -> BaseConsumer {
-    let consumer: BaseConsumer = ClientConfig::new()
+    assigned_consumer_with(bootstrap, topic, partitions, &[])
+}
+
+/// [`assigned_consumer`] with more settings (`isolation.level`, ...).
+pub fn assigned_consumer_with(
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+    extra: &[(&str, &str)],
+) -> BaseConsumer {
+    let mut config = ClientConfig::new();
+    config
         .set("bootstrap.servers", bootstrap)
         .set("group.id", "unused-no-commits")
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
-        .set("fetch.wait.max.ms", "100")
-        .create()
-        .expect("consumer");
+        .set("fetch.wait.max.ms", "100");
+    for (k, v) in extra {
+        config.set(*k, *v);
+    }
+    let consumer: BaseConsumer = config.create().expect("consumer");
     let mut tpl = TopicPartitionList::new();
     for p in 0..partitions {
         tpl.add_partition_offset(topic, p, Offset::Beginning)
