@@ -103,6 +103,7 @@ impl Broker {
         let groups = GroupService::new(config.clone(), replicas.clone());
         let markers = MarkerWriter::new(
             replicas.clone(),
+            groups.clone(),
             controller.subscribe(),
             config.cluster_secret(),
             config.internal_frame_max_bytes(),

@@ -13,6 +13,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::{Offset, TopicPartitionList};
 
 type TxnProducer = ThreadedProducer<DefaultProducerContext>;
 
@@ -209,4 +210,258 @@ async fn a_transaction_left_open_is_aborted_by_its_timeout() {
         // The hung producer was fenced by the abort's epoch bump.
         assert!(hung.commit_transaction(TIMEOUT).is_err());
     });
+}
+
+/// Consume-transform-produce on a three-broker cluster: a read_committed consumer in a group
+/// reads `in`, a transactional producer writes each record transformed to `out` and commits
+/// the consumer's offsets in the same transaction (`send_offsets_to_transaction`); every third
+/// transaction is aborted and its input read again. Midway the broker that coordinates the
+/// transactional id is stopped: the coordinator moves (its successor replays
+/// `__transaction_state` and finishes what was decided). The transactional id is chosen so
+/// that its coordinator is not the group's: librdkafka 2.12 waits forever for a group
+/// coordinator that left the metadata (librdkafka issue #5511, which Apache Kafka brokers hit
+/// the same way). Downstream, a read_committed reader sees each input transformed exactly
+/// once, in input order per partition, and the group's committed offsets are the ends of `in`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consume_transform_produce_is_exactly_once_across_a_coordinator_move() {
+    use common::cluster::{create, produce, Cluster};
+    use gregor::coordinator::OFFSETS_TOPIC;
+    use gregor::txn::TRANSACTION_STATE_TOPIC;
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+
+    const INPUTS: usize = 300;
+    const GROUP: &str = "ctp";
+    let mut cluster = Cluster::start(3).await;
+    let bootstrap = cluster.all_bootstrap();
+    create(&bootstrap, "in", 3, 3).await.expect("in");
+    create(&bootstrap, "out", 3, 3).await.expect("out");
+    let sent = produce(&bootstrap, "in", INPUTS).await;
+    // Both internal topics now, to pick a transactional id whose coordinator is not the
+    // group's.
+    let broker = cluster.running(0).broker.clone();
+    broker.ensure_offsets_topic().await.expect("offsets topic");
+    broker
+        .ensure_transaction_topic()
+        .await
+        .expect("transaction topic");
+    let image = broker.controller.image();
+    let leader_of = |topic: &str, partition: i32| {
+        image
+            .partition(topic, partition)
+            .map(|p| p.leader)
+            .expect("partition")
+    };
+    let group_coordinator = leader_of(OFFSETS_TOPIC, broker.groups.partition_for(GROUP));
+    let txn_id = (0..)
+        .map(|i| format!("ctp-tx-{i}"))
+        .find(|id| {
+            leader_of(TRANSACTION_STATE_TOPIC, broker.txns.partition_for(id)) != group_coordinator
+        })
+        .expect("a transactional id");
+    let stopped = std::sync::Arc::new(std::sync::Mutex::new(None::<usize>));
+
+    let worker = {
+        let bootstrap = bootstrap.clone();
+        let stopped = stopped.clone();
+        let txn_id = txn_id.clone();
+        tokio::task::spawn_blocking(move || {
+            let consumer: BaseConsumer = ClientConfig::new()
+                .set("bootstrap.servers", &bootstrap)
+                .set("group.id", GROUP)
+                .set("enable.auto.commit", "false")
+                .set("auto.offset.reset", "earliest")
+                .set("isolation.level", "read_committed")
+                .create()
+                .expect("consumer");
+            consumer.subscribe(&["in"]).expect("subscribe");
+            let producer = txn_producer(&bootstrap, &txn_id, &[]);
+            // Where each partition's committed input ends (the rewind point after an abort).
+            let mut committed: BTreeMap<i32, i64> = BTreeMap::new();
+            let mut transactions = 0usize;
+            let mut aborted_by_error = 0usize;
+            let started = Instant::now();
+            while committed.values().sum::<i64>() < INPUTS as i64 {
+                assert!(
+                    started.elapsed() < Duration::from_secs(90),
+                    "stuck at {committed:?}"
+                );
+                let mut batch = Vec::new();
+                let poll_until = Instant::now() + Duration::from_millis(300);
+                while batch.len() < 25 && Instant::now() < poll_until {
+                    if let Some(message) = consumer.poll(Duration::from_millis(50)) {
+                        let message = message.expect("consume");
+                        let value = String::from_utf8_lossy(message.payload().unwrap_or_default())
+                            .into_owned();
+                        batch.push((message.partition(), message.offset(), value));
+                    }
+                }
+                if batch.is_empty() {
+                    continue;
+                }
+                transactions += 1;
+                let mut next: BTreeMap<i32, i64> = BTreeMap::new();
+                for (partition, offset, _) in &batch {
+                    next.insert(*partition, offset + 1);
+                }
+                let outcome = run_transaction(&producer, &consumer, &batch, &next, transactions);
+                let done = match outcome {
+                    Ok(done) => done,
+                    Err(error) => {
+                        // An abortable error (the coordinator moved mid-way): as any EOS
+                        // application does, abort and read the input again.
+                        assert!(error.txn_requires_abort(), "not abortable: {error}");
+                        aborted_by_error += 1;
+                        producer
+                            .abort_transaction(TIMEOUT)
+                            .expect("abort after error");
+                        false
+                    }
+                };
+                if done {
+                    committed.extend(next);
+                } else {
+                    for partition in next.keys() {
+                        let from = committed.get(partition).copied().unwrap_or(0);
+                        consumer
+                            .seek("in", *partition, Offset::Offset(from), TIMEOUT)
+                            .expect("rewind");
+                    }
+                }
+                if transactions == 6 {
+                    // Ask the test to stop the coordinator's broker, and go on meanwhile.
+                    *stopped.lock().expect("lock") = Some(transactions);
+                }
+            }
+            (transactions, aborted_by_error)
+        })
+    };
+
+    // Stop the broker that coordinates the transactional id once a few transactions are
+    // through.
+    let started = Instant::now();
+    loop {
+        if stopped_requested(&stopped) || worker.is_finished() {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no transactions"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let coordinator = (0..3)
+        .find(|&i| {
+            let broker = &cluster.running(i).broker;
+            let partition = broker.txns.partition_for(&txn_id);
+            broker
+                .replicas
+                .leader_partition(TRANSACTION_STATE_TOPIC, partition)
+                .is_ok()
+        })
+        .expect("a coordinator");
+    cluster.down(coordinator).await;
+    let (transactions, aborted_by_error) = worker.await.expect("worker");
+    eprintln!("{transactions} transactions, {aborted_by_error} aborted after an error");
+    assert!(transactions >= 9, "{transactions} transactions");
+
+    let survivor = (0..3).find(|&i| i != coordinator).expect("survivor");
+    let out = tokio::task::block_in_place(|| {
+        read(
+            &cluster.bootstrap(survivor),
+            "out",
+            3,
+            "read_committed",
+            INPUTS,
+        )
+    });
+    let mut expected: Vec<String> = sent.iter().map(|v| format!("T({v})")).collect();
+    expected.sort();
+    assert_eq!(
+        values(&out),
+        expected,
+        "each input transformed exactly once"
+    );
+    // Input order per partition: each out partition holds the transformations of its in
+    // partition in offset order.
+    let input = tokio::task::block_in_place(|| {
+        read(
+            &cluster.bootstrap(survivor),
+            "in",
+            3,
+            "read_committed",
+            INPUTS,
+        )
+    });
+    for (partition, values) in &out {
+        let wanted: Vec<String> = input[partition].iter().map(|v| format!("T({v})")).collect();
+        assert_eq!(values, &wanted, "partition {partition}");
+    }
+    // The group's committed offsets are the ends of `in`.
+    let committed = tokio::task::block_in_place(|| {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", cluster.bootstrap(survivor))
+            .set("group.id", GROUP)
+            .set("isolation.level", "read_committed")
+            .create()
+            .expect("consumer");
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..3 {
+            tpl.add_partition("in", p);
+        }
+        consumer.committed_offsets(tpl, TIMEOUT).expect("committed")
+    });
+    let ends: Vec<(i32, i64)> = committed
+        .elements()
+        .iter()
+        .map(|e| match e.offset() {
+            Offset::Offset(o) => (e.partition(), o),
+            other => panic!("no committed offset: {other:?}"),
+        })
+        .collect();
+    for (partition, end) in ends {
+        assert_eq!(end, input[&partition].len() as i64, "partition {partition}");
+    }
+    cluster.shutdown().await;
+}
+
+/// One consume-transform-produce transaction: writes the batch transformed, adds the offsets
+/// after it, and commits (or, every third transaction, aborts). Ok(true) when committed.
+fn run_transaction(
+    producer: &TxnProducer,
+    consumer: &rdkafka::consumer::BaseConsumer,
+    batch: &[(i32, i64, String)],
+    next: &BTreeMap<i32, i64>,
+    number: usize,
+) -> Result<bool, rdkafka::error::RDKafkaError> {
+    use rdkafka::consumer::Consumer;
+    let as_txn = |error: KafkaError| match error {
+        KafkaError::Transaction(error) => error,
+        other => panic!("not a transaction error: {other}"),
+    };
+    producer.begin_transaction().map_err(as_txn)?;
+    for (partition, _, value) in batch {
+        send(producer, "out", *partition, &format!("T({value})"));
+    }
+    let mut offsets = TopicPartitionList::new();
+    for (partition, offset) in next {
+        offsets
+            .add_partition_offset("in", *partition, Offset::Offset(*offset))
+            .expect("offset");
+    }
+    let metadata = consumer.group_metadata().expect("group metadata");
+    producer
+        .send_offsets_to_transaction(&offsets, &metadata, TIMEOUT)
+        .map_err(as_txn)?;
+    if number % 3 == 0 {
+        // Written first: abort_transaction drops what librdkafka has not sent yet.
+        producer.flush(TIMEOUT).expect("flush");
+        producer.abort_transaction(TIMEOUT).map_err(as_txn)?;
+        return Ok(false);
+    }
+    producer.commit_transaction(TIMEOUT).map_err(as_txn)?;
+    Ok(true)
+}
+
+fn stopped_requested(flag: &std::sync::Mutex<Option<usize>>) -> bool {
+    flag.lock().map(|f| f.is_some()).unwrap_or(true)
 }

@@ -94,6 +94,8 @@ pub fn group_error_code(e: GroupError) -> i16 {
         GroupError::OffsetMetadataTooLarge => ResponseError::OffsetMetadataTooLarge,
         GroupError::InvalidCommitOffsetSize => ResponseError::InvalidCommitOffsetSize,
         GroupError::UnknownServerError => ResponseError::UnknownServerError,
+        GroupError::UnstableOffsetCommit => ResponseError::UnstableOffsetCommit,
+        GroupError::InvalidProducerEpoch => ResponseError::InvalidProducerEpoch,
     };
     error.code()
 }

@@ -44,6 +44,7 @@ pub mod request_size;
 pub mod sync_group;
 #[cfg(test)]
 mod test_support;
+pub mod txn_offset_commit;
 pub mod write_txn_markers;
 
 use std::future::Future;
@@ -89,6 +90,7 @@ pub const SUPPORTED: &[(ApiKey, VersionRange)] = &[
     (ApiKey::AddOffsetsToTxn, add_offsets_to_txn::VERSIONS),
     (ApiKey::EndTxn, end_txn::VERSIONS),
     (ApiKey::WriteTxnMarkers, write_txn_markers::VERSIONS),
+    (ApiKey::TxnOffsetCommit, txn_offset_commit::VERSIONS),
 ];
 
 /// The handled version range of an API, if it is handled at all.
@@ -208,6 +210,7 @@ pub async fn handle(ctx: RequestContext, body: RequestKind) -> Reply {
             init_producer_id::handle(&ctx, req).await,
         )),
         RequestKind::WriteTxnMarkers(req) => write_txn_markers::handle(ctx, req),
+        RequestKind::TxnOffsetCommit(req) => txn_offset_commit::handle(ctx, req),
         RequestKind::AddPartitionsToTxn(req) => Reply::Ready(ResponseKind::AddPartitionsToTxn(
             add_partitions_to_txn::handle(&ctx, req).await,
         )),
@@ -280,6 +283,9 @@ mod tests {
                     both::<AddOffsetsToTxnRequest, AddOffsetsToTxnResponse>()
                 }
                 ApiKey::EndTxn => both::<EndTxnRequest, EndTxnResponse>(),
+                ApiKey::TxnOffsetCommit => {
+                    both::<TxnOffsetCommitRequest, TxnOffsetCommitResponse>()
+                }
                 ApiKey::WriteTxnMarkers => {
                     both::<WriteTxnMarkersRequest, WriteTxnMarkersResponse>()
                 }

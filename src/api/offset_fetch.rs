@@ -4,8 +4,9 @@
 //! several groups at once, each answered separately. A partition with nothing committed answers
 //! offset -1 and empty metadata. Group-level errors (`NOT_COORDINATOR`,
 //! `COORDINATOR_LOAD_IN_PROGRESS`, ...) are top-level from v2 and per partition in v1, as in
-//! Kafka. `require_stable` (v7+) concerns pending transactional commits, which gregor does not
-//! have yet, so every answer is stable.
+//! Kafka. With `require_stable` (v7+; librdkafka sets it for read_committed consumers) a
+//! partition whose transactional offset commit waits for its transaction's marker answers
+//! UNSTABLE_OFFSET_COMMIT (retriable) instead of the offset committed before it.
 
 use std::collections::BTreeMap;
 
@@ -42,7 +43,12 @@ pub fn handle(ctx: &RequestContext, req: OffsetFetchRequest) -> OffsetFetchRespo
                         })
                         .collect::<Vec<_>>()
                 });
-                let result = fetch(ctx, g.group_id.as_str(), wanted.as_deref());
+                let result = fetch(
+                    ctx,
+                    g.group_id.as_str(),
+                    wanted.as_deref(),
+                    req.require_stable,
+                );
                 let (error, offsets) = split(result);
                 OffsetFetchResponseGroup::default()
                     .with_group_id(g.group_id)
@@ -64,7 +70,7 @@ pub fn handle(ctx: &RequestContext, req: OffsetFetchRequest) -> OffsetFetchRespo
                                                     .with_metadata(Some(StrBytes::from_string(
                                                         o.metadata,
                                                     )))
-                                                    .with_error_code(0)
+                                                    .with_error_code(group_code(o.error))
                                             })
                                             .collect(),
                                     )
@@ -87,7 +93,12 @@ pub fn handle(ctx: &RequestContext, req: OffsetFetchRequest) -> OffsetFetchRespo
             })
             .collect()
     });
-    let result = fetch(ctx, req.group_id.as_str(), wanted.as_deref());
+    let result = fetch(
+        ctx,
+        req.group_id.as_str(),
+        wanted.as_deref(),
+        version >= 7 && req.require_stable,
+    );
     let (error, mut offsets) = split(result);
     let mut partition_error = 0;
     if let Some(error) = error {
@@ -105,6 +116,7 @@ pub fn handle(ctx: &RequestContext, req: OffsetFetchRequest) -> OffsetFetchRespo
                 offset: -1,
                 leader_epoch: -1,
                 metadata: String::new(),
+                error: None,
             })
             .collect();
     }
@@ -122,7 +134,11 @@ pub fn handle(ctx: &RequestContext, req: OffsetFetchRequest) -> OffsetFetchRespo
                                 .with_committed_offset(o.offset)
                                 .with_committed_leader_epoch(o.leader_epoch)
                                 .with_metadata(Some(StrBytes::from_string(o.metadata)))
-                                .with_error_code(partition_error)
+                                .with_error_code(if partition_error != 0 {
+                                    partition_error
+                                } else {
+                                    group_code(o.error)
+                                })
                         })
                         .collect(),
                 )
@@ -137,11 +153,11 @@ fn fetch(
     ctx: &RequestContext,
     group_id: &str,
     wanted: Option<&[(String, i32)]>,
+    require_stable: bool,
 ) -> Result<Vec<FetchedOffset>, GroupError> {
-    let mut offsets = ctx
-        .broker
-        .groups
-        .with(|coordinator, _now| coordinator.offset_fetch(group_id, wanted))?;
+    let mut offsets = ctx.broker.groups.with(|coordinator, _now| {
+        coordinator.offset_fetch_stable(group_id, wanted, require_stable)
+    })?;
     if wanted.is_none() {
         offsets.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
     }

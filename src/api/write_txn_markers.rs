@@ -145,24 +145,15 @@ fn write_one(
     marker: &Marker,
     now: i64,
 ) -> Result<(Arc<Partition>, i64, i32), i16> {
-    let partition = ctx
-        .broker
-        .replicas
-        .leader_partition(topic, index)
-        .map_err(|e| replica_error_code(&e))?;
-    match partition.append_marker_as_leader(marker, now) {
-        Ok((info, completed)) => {
-            tracing::debug!(
-                topic,
-                partition = index,
-                producer_id = marker.producer_id,
-                commit = marker.commit,
-                offset = info.base_offset,
-                closed = completed.is_some(),
-                "transaction marker written"
-            );
-            Ok((partition, info.last_offset + 1, info.leader_epoch))
-        }
+    match crate::coordinator::write_marker(
+        &ctx.broker.replicas,
+        &ctx.broker.groups,
+        topic,
+        index,
+        marker,
+        now,
+    ) {
+        Ok((partition, info)) => Ok((partition, info.last_offset + 1, info.leader_epoch)),
         Err(e) => {
             tracing::debug!(topic, partition = index, error = %e, "transaction marker refused");
             Err(replica_error_code(&e))

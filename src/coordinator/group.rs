@@ -30,10 +30,13 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::{oneshot, watch};
 
-use super::{encode_records, read_log, wait_committed, CommitError, ReplayItem, Timer};
+use super::{
+    encode_records, read_log, wait_committed, BatchProducer, CommitError, ReplayItem, Timer,
+};
 
 use crate::config::BrokerConfig;
 use crate::group::{Append, AppendError, GroupCoordinator, Output, RequestToken, Response};
+use crate::log::producer_state::SequenceError;
 use crate::log::LogError;
 use crate::replica::manager::now_ms;
 use crate::replica::{ReplicaError, ReplicaManager};
@@ -209,6 +212,17 @@ impl GroupService {
         );
     }
 
+    /// A transaction's marker was written on `__consumer_offsets` partition `partition` here:
+    /// the producer's pending transactional offsets there are committed or dropped.
+    pub fn complete_txn(&self, partition: i32, producer_id: i64, commit: bool) {
+        let mut state = self.inner.lock();
+        if state.hosted.contains(&partition) {
+            state
+                .coordinator
+                .complete_txn(partition, producer_id, commit);
+        }
+    }
+
     /// Hosts and loads every led partition not hosted yet (start-up, topic creation).
     pub async fn host_and_load(&self) {
         self.host_led_partitions();
@@ -318,7 +332,12 @@ impl Inner {
             Ok(batch) => batch,
             Err(error) => return Some((token, Err(error))),
         };
-        let info = match partition.append_as_leader(batch, now_ms()) {
+        let appended = if append.producer.is_some() {
+            partition.append_as_coordinator(batch, now_ms())
+        } else {
+            partition.append_as_leader(batch, now_ms())
+        };
+        let info = match appended {
             Ok(info) => info,
             Err(error) => return Some((token, Err(append_error(&error)))),
         };
@@ -359,17 +378,34 @@ impl Inner {
                 return false;
             }
             for item in items {
-                // Transactional offset commits and their markers come with TxnOffsetCommit.
-                let ReplayItem::Record {
-                    key,
-                    value,
-                    producer_id: None,
-                } = item
-                else {
-                    continue;
-                };
                 replayed += 1;
-                if let Err(error) = state.coordinator.replay(partition, &key, value.as_deref()) {
+                let replay = match item {
+                    ReplayItem::Record {
+                        key,
+                        value,
+                        producer_id: None,
+                    } => state.coordinator.replay(partition, &key, value.as_deref()),
+                    // A transactional offset commit: pending until its marker.
+                    ReplayItem::Record {
+                        key,
+                        value,
+                        producer_id: Some(producer_id),
+                    } => {
+                        state
+                            .coordinator
+                            .replay_txn(partition, producer_id, &key, value.as_deref())
+                    }
+                    ReplayItem::Marker {
+                        producer_id,
+                        commit,
+                    } => {
+                        state
+                            .coordinator
+                            .complete_txn(partition, producer_id, commit);
+                        Ok(())
+                    }
+                };
+                if let Err(error) = replay {
                     tracing::warn!(partition, %error, "skipping a __consumer_offsets record");
                 }
             }
@@ -387,6 +423,9 @@ fn append_error(error: &ReplicaError) -> AppendError {
         | ReplicaError::FencedLeaderEpoch { .. }
         | ReplicaError::UnknownLeaderEpoch { .. } => AppendError::NotLeader,
         ReplicaError::Log(LogError::BatchTooLarge { .. }) => AppendError::RecordTooLarge,
+        ReplicaError::Log(LogError::Sequence(SequenceError::StaleEpoch { .. })) => {
+            AppendError::StaleProducerEpoch
+        }
         ReplicaError::Log(_) | ReplicaError::Flush(_) => AppendError::Storage,
     }
 }
@@ -398,5 +437,11 @@ fn encode_batch(append: &Append) -> Result<Bytes, AppendError> {
         .iter()
         .map(|record| (record.key.clone(), record.value.clone()))
         .collect();
-    encode_records(&records, append.timestamp_ms, None).map_err(|_| AppendError::RecordTooLarge)
+    let producer = append
+        .producer
+        .map(|(producer_id, producer_epoch)| BatchProducer {
+            producer_id,
+            producer_epoch,
+        });
+    encode_records(&records, append.timestamp_ms, producer).map_err(|_| AppendError::RecordTooLarge)
 }

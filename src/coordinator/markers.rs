@@ -40,6 +40,8 @@ use crate::server::peer_auth::ClusterSecret;
 use crate::server::peer_client::{self, Call};
 use crate::txn::MarkerJob;
 
+use super::GroupService;
+
 /// The pause before a round retries the partitions left.
 pub const RETRY_BACKOFF: Duration = Duration::from_millis(100);
 /// Idle connections kept per broker.
@@ -70,6 +72,7 @@ impl std::fmt::Debug for MarkerWriter {
 
 struct Inner {
     replicas: Arc<ReplicaManager>,
+    groups: GroupService,
     images: watch::Receiver<Arc<MetadataImage>>,
     secret: Option<ClusterSecret>,
     frame_max_bytes: usize,
@@ -83,6 +86,7 @@ impl MarkerWriter {
     /// A writer for this broker.
     pub fn new(
         replicas: Arc<ReplicaManager>,
+        groups: GroupService,
         images: watch::Receiver<Arc<MetadataImage>>,
         secret: Option<ClusterSecret>,
         frame_max_bytes: usize,
@@ -91,6 +95,7 @@ impl MarkerWriter {
         MarkerWriter {
             inner: Arc::new(Inner {
                 replicas,
+                groups,
                 images,
                 secret,
                 frame_max_bytes,
@@ -177,14 +182,14 @@ impl MarkerWriter {
         let now = now_ms();
         let mut waits = Vec::with_capacity(partitions.len());
         for (topic, index) in partitions {
-            let written = self
-                .inner
-                .replicas
-                .leader_partition(topic, *index)
-                .and_then(|p| {
-                    let (info, _) = p.append_marker_as_leader(marker, now)?;
-                    Ok((p, info))
-                });
+            let written = super::write_marker(
+                &self.inner.replicas,
+                &self.inner.groups,
+                topic,
+                *index,
+                marker,
+                now,
+            );
             waits.push(written);
         }
         let deadline = tokio::time::Instant::now() + self.inner.timeout;

@@ -28,9 +28,10 @@ use kafka_protocol::records::{
 use tokio::sync::{watch, Notify};
 
 use crate::log::batch::{batches, decode_records, marker_record};
+use crate::log::producer_state::Marker;
 use crate::log::{AppendInfo, LogError};
 use crate::replica::manager::now_ms;
-use crate::replica::Partition;
+use crate::replica::{Partition, ReplicaError, ReplicaManager};
 
 pub use group::{GroupService, OFFSETS_TOPIC};
 pub use txn::TxnService;
@@ -89,6 +90,35 @@ impl Timer {
             tick();
         }
     }
+}
+
+/// Writes a transaction marker on a partition this broker leads (WriteTxnMarkers, or the
+/// marker channel for its own partitions); on a `__consumer_offsets` partition the group
+/// coordinator then commits or drops the producer's pending transactional offsets. Returns the
+/// partition and the append, whose replication the caller waits for.
+pub fn write_marker(
+    replicas: &ReplicaManager,
+    groups: &GroupService,
+    topic: &str,
+    index: i32,
+    marker: &Marker,
+    now_ms: i64,
+) -> Result<(Arc<Partition>, AppendInfo), ReplicaError> {
+    let partition = replicas.leader_partition(topic, index)?;
+    let (info, closed) = partition.append_marker_as_leader(marker, now_ms)?;
+    if topic == OFFSETS_TOPIC {
+        groups.complete_txn(index, marker.producer_id, marker.commit);
+    }
+    tracing::debug!(
+        topic,
+        partition = index,
+        producer_id = marker.producer_id,
+        commit = marker.commit,
+        offset = info.base_offset,
+        closed = closed.is_some(),
+        "transaction marker written"
+    );
+    Ok((partition, info))
 }
 
 /// A producer's identity on a batch the broker writes for it (transactional offset commits).

@@ -138,6 +138,17 @@ enum PendingAppend {
         /// Index into `results`, partition, value.
         written: Vec<(usize, TopicPartition, CommittedOffset)>,
     },
+    /// A transactional offset commit: kept pending for the transaction's marker once written.
+    TxnOffsetCommit {
+        partition: i32,
+        request: RequestToken,
+        group_id: String,
+        incarnation: u64,
+        producer_id: i64,
+        results: Vec<PartitionResult>,
+        /// Index into `results`, partition, value.
+        written: Vec<(usize, TopicPartition, CommittedOffset)>,
+    },
     /// One partition's share of a DeleteGroups.
     DeleteGroups {
         partition: i32,
@@ -159,6 +170,7 @@ impl PendingAppend {
             PendingAppend::Unobserved { partition }
             | PendingAppend::SyncAssignment { partition, .. }
             | PendingAppend::OffsetCommit { partition, .. }
+            | PendingAppend::TxnOffsetCommit { partition, .. }
             | PendingAppend::DeleteGroups { partition, .. }
             | PendingAppend::OffsetDelete { partition, .. } => *partition,
             PendingAppend::StaticReplace(replace) => replace.partition,
@@ -264,6 +276,7 @@ impl Ctx<'_> {
             records,
             timestamp_ms: self.now_ms,
             token,
+            producer: None,
         });
         self.pending_appends.insert(token, pending);
     }
@@ -691,16 +704,175 @@ impl GroupCoordinator {
         out
     }
 
+    /// TxnOffsetCommit: a transactional producer commits offsets in its transaction. They are
+    /// written as a transactional batch of the producer (a stale epoch is
+    /// INVALID_PRODUCER_EPOCH, from the partition's producer state) and become the group's
+    /// offsets only when the transaction's COMMIT marker reaches this partition
+    /// ([`GroupCoordinator::complete_txn`]). The group is created if it does not exist; a
+    /// member id or generation, when given (KIP-447), is checked as for OffsetCommit.
+    pub fn txn_offset_commit(
+        &mut self,
+        now_ms: i64,
+        request: RequestToken,
+        producer: (i64, i16),
+        req: OffsetCommitRequest,
+    ) -> Output {
+        let mut out = Output::default();
+        let all = |error: Option<GroupError>| OffsetCommitResponse {
+            partitions: req
+                .partitions
+                .iter()
+                .map(|p| PartitionResult {
+                    topic: p.topic.clone(),
+                    partition: p.partition,
+                    error,
+                })
+                .collect(),
+        };
+        let partition = match self.check_group(&req.group_id, true) {
+            Ok(partition) => partition,
+            Err(error) => {
+                out.responses
+                    .push((request, Response::TxnOffsetCommit(all(Some(error)))));
+                return out;
+            }
+        };
+        if !self.groups.contains_key(&req.group_id) {
+            self.new_group(&req.group_id, partition, now_ms);
+        }
+        let mut ctx = ctx!(self, &mut out, now_ms);
+        let Some(group) = self.groups.get_mut(&req.group_id) else {
+            let error = Some(GroupError::CoordinatorNotAvailable);
+            ctx.respond(request, Response::TxnOffsetCommit(all(error)));
+            return out;
+        };
+        let checked =
+            req.generation_id >= 0 || !req.member_id.is_empty() || req.group_instance_id.is_some();
+        if checked {
+            if let Err(error) = validate_offset_commit(group, &req) {
+                tracing::debug!(
+                    group = %req.group_id,
+                    member = %req.member_id,
+                    generation = req.generation_id,
+                    instance = ?req.group_instance_id,
+                    group_generation = group.generation_id,
+                    %error,
+                    "transactional offset commit refused"
+                );
+                ctx.respond(request, Response::TxnOffsetCommit(all(Some(error))));
+                return out;
+            }
+        }
+        let mut results = Vec::with_capacity(req.partitions.len());
+        let mut written = Vec::new();
+        let mut records = Vec::new();
+        for (index, p) in req.partitions.into_iter().enumerate() {
+            let metadata = p.metadata.unwrap_or_default();
+            if metadata.len() > ctx.config.offset_metadata_max_bytes {
+                results.push(PartitionResult {
+                    topic: p.topic,
+                    partition: p.partition,
+                    error: Some(GroupError::OffsetMetadataTooLarge),
+                });
+                continue;
+            }
+            let committed = CommittedOffset {
+                offset: p.offset,
+                leader_epoch: p.leader_epoch,
+                metadata,
+                commit_timestamp_ms: now_ms,
+                expire_timestamp_ms: None,
+                applied_seq: 0,
+            };
+            records.push(offset_record(
+                &group.group_id,
+                &p.topic,
+                p.partition,
+                Some(&committed),
+            ));
+            written.push((index, (p.topic.clone(), p.partition), committed));
+            results.push(PartitionResult {
+                topic: p.topic,
+                partition: p.partition,
+                error: None,
+            });
+        }
+        if written.is_empty() {
+            ctx.respond(
+                request,
+                Response::TxnOffsetCommit(OffsetCommitResponse {
+                    partitions: results,
+                }),
+            );
+            return out;
+        }
+        let token = ctx.reserve_token();
+        let pending = PendingAppend::TxnOffsetCommit {
+            partition,
+            request,
+            group_id: group.group_id.clone(),
+            incarnation: group.incarnation,
+            producer_id: producer.0,
+            results,
+            written,
+        };
+        ctx.append_with(token, partition, records, pending);
+        if let Some(append) = ctx.out.appends.last_mut() {
+            append.producer = Some(producer);
+        }
+        out
+    }
+
+    /// A transaction's marker reached `__consumer_offsets` partition `partition`: a COMMIT
+    /// makes the producer's pending offsets the groups' offsets, an ABORT drops them.
+    pub fn complete_txn(&mut self, partition: i32, producer_id: i64, commit: bool) {
+        for group in self
+            .groups
+            .values_mut()
+            .filter(|g| g.partition == partition)
+        {
+            let Some(pending) = group.pending_txn_offsets.remove(&producer_id) else {
+                continue;
+            };
+            if commit {
+                self.next_seq += 1;
+                let seq = self.next_seq;
+                for (tp, mut committed) in pending {
+                    committed.applied_seq = seq;
+                    group.offsets.insert(tp, committed);
+                }
+            }
+        }
+    }
+
     /// OffsetFetch for one group: the given partitions (-1 / "" where nothing is committed),
     /// or every committed partition when `partitions` is `None`. Only confirmed commits are
-    /// visible. (`require_stable` concerns transactional commits, which come later.)
+    /// visible.
     pub fn offset_fetch(
         &self,
         group_id: &str,
         partitions: Option<&[(String, i32)]>,
     ) -> Result<Vec<FetchedOffset>, GroupError> {
+        self.offset_fetch_stable(group_id, partitions, false)
+    }
+
+    /// [`GroupCoordinator::offset_fetch`]; with `require_stable`, a partition with a
+    /// transactional commit waiting for its marker carries UNSTABLE_OFFSET_COMMIT.
+    pub fn offset_fetch_stable(
+        &self,
+        group_id: &str,
+        partitions: Option<&[(String, i32)]>,
+        require_stable: bool,
+    ) -> Result<Vec<FetchedOffset>, GroupError> {
         self.check_group(group_id, true)?;
         let group = self.groups.get(group_id);
+        let unstable = |topic: &str, partition: i32| {
+            require_stable
+                && group.is_some_and(|g| {
+                    let tp = (topic.to_string(), partition);
+                    g.pending_txn_offsets.values().any(|p| p.contains_key(&tp))
+                })
+        };
         let fetched =
             |topic: &str, partition: i32, committed: Option<&CommittedOffset>| FetchedOffset {
                 topic: topic.to_string(),
@@ -708,6 +880,7 @@ impl GroupCoordinator {
                 offset: committed.map_or(-1, |c| c.offset),
                 leader_epoch: committed.map_or(-1, |c| c.leader_epoch),
                 metadata: committed.map(|c| c.metadata.clone()).unwrap_or_default(),
+                error: unstable(topic, partition).then_some(GroupError::UnstableOffsetCommit),
             };
         Ok(match partitions {
             Some(partitions) => partitions
@@ -1205,6 +1378,43 @@ impl GroupCoordinator {
                     }),
                 ));
             }
+            PendingAppend::TxnOffsetCommit {
+                request,
+                group_id,
+                incarnation,
+                producer_id,
+                mut results,
+                written,
+                ..
+            } => {
+                match result {
+                    Ok(()) => {
+                        if let Some(group) = self
+                            .groups
+                            .get_mut(&group_id)
+                            .filter(|g| g.incarnation == incarnation)
+                        {
+                            let pending = group.pending_txn_offsets.entry(producer_id).or_default();
+                            for (_, tp, committed) in written {
+                                pending.insert(tp, committed);
+                            }
+                        }
+                    }
+                    Err(error) => {
+                        for (index, _, _) in &written {
+                            if let Some(r) = results.get_mut(*index) {
+                                r.error = Some(error.for_txn_offset_commit());
+                            }
+                        }
+                    }
+                }
+                out.responses.push((
+                    request,
+                    Response::TxnOffsetCommit(OffsetCommitResponse {
+                        partitions: results,
+                    }),
+                ));
+            }
             PendingAppend::DeleteGroups { op, indices, .. } => {
                 if let Some(delete) = self.pending_deletes.get_mut(&op) {
                     if let Err(error) = result {
@@ -1327,6 +1537,51 @@ impl GroupCoordinator {
                     }
                 }
             },
+        }
+        Ok(())
+    }
+
+    /// Replays a transactional offset commit record of a loading partition (written by
+    /// TxnOffsetCommit for `producer_id`): pending until the transaction's marker, which the
+    /// replay passes to [`GroupCoordinator::complete_txn`].
+    pub fn replay_txn(
+        &mut self,
+        partition: i32,
+        producer_id: i64,
+        key: &[u8],
+        value: Option<&[u8]>,
+    ) -> Result<(), ReplayError> {
+        if self.partitions.get(&partition) != Some(&PartitionStatus::Loading) {
+            return Err(ReplayError::NotLoading(partition));
+        }
+        if let CoordinatorRecord::OffsetCommit {
+            key,
+            value: Some(value),
+        } = CoordinatorRecord::decode(key, value)?
+        {
+            if !self.groups.contains_key(&key.group) {
+                self.new_group(&key.group, partition, -1);
+                if let Some(group) = self.groups.get_mut(&key.group) {
+                    group.state_timestamp_ms = None;
+                }
+            }
+            if let Some(group) = self.groups.get_mut(&key.group) {
+                group
+                    .pending_txn_offsets
+                    .entry(producer_id)
+                    .or_default()
+                    .insert(
+                        (key.topic, key.partition),
+                        CommittedOffset {
+                            offset: value.offset,
+                            leader_epoch: value.leader_epoch,
+                            metadata: value.metadata,
+                            commit_timestamp_ms: value.commit_timestamp_ms,
+                            expire_timestamp_ms: value.expire_timestamp_ms,
+                            applied_seq: 0,
+                        },
+                    );
+            }
         }
         Ok(())
     }

@@ -72,6 +72,13 @@ pub enum GroupError {
     /// An append failed for a reason the client cannot act on. `UNKNOWN_SERVER_ERROR`.
     #[error("unknown server error")]
     UnknownServerError,
+    /// A transaction's offset commit for the partition is pending and the caller asked for
+    /// stable offsets. `UNSTABLE_OFFSET_COMMIT` (retriable).
+    #[error("a transactional offset commit is pending")]
+    UnstableOffsetCommit,
+    /// The transactional batch's producer epoch is stale. `INVALID_PRODUCER_EPOCH`.
+    #[error("the producer epoch is stale")]
+    InvalidProducerEpoch,
 }
 
 /// Why the caller could not append records to `__consumer_offsets`; passed to
@@ -93,6 +100,9 @@ pub enum AppendError {
     /// The log directory failed.
     #[error("storage error")]
     Storage,
+    /// A transactional batch's producer epoch is older than the partition's for the producer.
+    #[error("stale producer epoch")]
+    StaleProducerEpoch,
 }
 
 impl AppendError {
@@ -104,7 +114,9 @@ impl AppendError {
             AppendError::NotEnoughReplicas | AppendError::Timeout => {
                 GroupError::CoordinatorNotAvailable
             }
-            AppendError::RecordTooLarge => GroupError::UnknownServerError,
+            AppendError::RecordTooLarge | AppendError::StaleProducerEpoch => {
+                GroupError::UnknownServerError
+            }
         }
     }
 
@@ -114,6 +126,15 @@ impl AppendError {
         match self {
             AppendError::RecordTooLarge => GroupError::InvalidCommitOffsetSize,
             other => other.for_group_metadata(),
+        }
+    }
+
+    /// The error a transactional offset commit's write failure becomes: as for OffsetCommit,
+    /// except that a stale producer epoch is the producer's to hear.
+    pub fn for_txn_offset_commit(self) -> GroupError {
+        match self {
+            AppendError::StaleProducerEpoch => GroupError::InvalidProducerEpoch,
+            other => other.for_offset_commit(),
         }
     }
 }

@@ -237,6 +237,9 @@ pub(crate) struct Group {
     /// Append sequences of commits written but not yet confirmed, per partition. A completion
     /// applies only if its sequence is still here (a delete in between drops it).
     pub(crate) pending_commits: HashMap<TopicPartition, Vec<u64>>,
+    /// Transactional offset commits written and waiting for their transaction's marker, by
+    /// producer id: a COMMIT makes them the group's offsets, an ABORT drops them.
+    pub(crate) pending_txn_offsets: HashMap<i64, BTreeMap<TopicPartition, CommittedOffset>>,
 }
 
 impl Group {
@@ -264,6 +267,7 @@ impl Group {
             subscribed_topics: None,
             offsets: BTreeMap::new(),
             pending_commits: HashMap::new(),
+            pending_txn_offsets: HashMap::new(),
         }
     }
 
@@ -679,7 +683,9 @@ impl Group {
     }
 
     pub(crate) fn has_offsets(&self) -> bool {
-        !self.offsets.is_empty() || self.pending_commits.values().any(|seqs| !seqs.is_empty())
+        !self.offsets.is_empty()
+            || self.pending_commits.values().any(|seqs| !seqs.is_empty())
+            || !self.pending_txn_offsets.is_empty()
     }
 
     /// The offsets that `offsets.retention.minutes` has expired (Kafka 2.1+ rules): for an

@@ -2194,3 +2194,76 @@ fn deleting_a_topic_removes_its_offsets_and_empty_groups_left_without_any() {
     // Deleting a topic nobody committed for writes nothing.
     assert!(h.c.on_topic_deleted(h.now, "never").is_empty());
 }
+
+#[test]
+fn transactional_offset_commits_wait_for_their_marker() {
+    let mut h = Harness::new();
+    let members = h.stable_group(GROUP, &["a"]);
+    let generation = h.generation(GROUP);
+    let plain = h.commit(commit_req(GROUP, &members[0], generation, &[("t1", 0, 5)]));
+    h.commit_response(plain);
+    let partition = h.c.partition_for(GROUP);
+    let txn_commit = |h: &mut Harness, producer: (i64, i16), member: &str, offset: i64| {
+        let token = h.token();
+        let before = h.log.len();
+        let out = h.c.txn_offset_commit(
+            h.now,
+            token,
+            producer,
+            commit_req(GROUP, member, generation, &[("t1", 0, offset)]),
+        );
+        // Written as the producer's transactional batch.
+        assert!(out.appends.iter().all(|a| a.producer == Some(producer)));
+        h.absorb(out);
+        let response = match h.responses.remove(&token) {
+            Some(Response::TxnOffsetCommit(response)) => response,
+            other => panic!("expected a TxnOffsetCommit response, got {other:?}"),
+        };
+        (errors(&response.partitions), h.log[before..].to_vec())
+    };
+    let (result, written) = txn_commit(&mut h, (7, 0), &members[0], 9);
+    assert_eq!(result, vec![None]);
+    // Pending: the group still shows 5; a stable read is refused.
+    assert_eq!(h.fetch(GROUP, "t1", 0).offset, 5);
+    let stable = |h: &Harness| {
+        h.c.offset_fetch_stable(GROUP, Some(&[("t1".to_string(), 0)]), true)
+            .unwrap_or_default()[0]
+            .clone()
+    };
+    assert_eq!(stable(&h).error, Some(GroupError::UnstableOffsetCommit));
+    // COMMIT makes it the group's offset.
+    h.c.complete_txn(partition, 7, true);
+    assert_eq!(h.fetch(GROUP, "t1", 0).offset, 9);
+    assert_eq!(stable(&h).error, None);
+    // ABORT drops it.
+    let (result, _) = txn_commit(&mut h, (7, 1), &members[0], 12);
+    assert_eq!(result, vec![None]);
+    h.c.complete_txn(partition, 7, false);
+    assert_eq!(h.fetch(GROUP, "t1", 0).offset, 9);
+    assert_eq!(stable(&h).error, None);
+    // A member the group does not know is refused (KIP-447).
+    let (result, _) = txn_commit(&mut h, (8, 0), "stranger", 20);
+    assert_eq!(result, vec![Some(GroupError::UnknownMemberId)]);
+
+    // A new coordinator replays the transactional record as pending and the marker after it.
+    let mut c = GroupCoordinator::with_seed(GroupConfig::default(), 5);
+    assert!(c.begin_loading(partition).is_empty());
+    for (p, record) in &h.log {
+        if written.iter().any(|(_, w)| w == record) {
+            c.replay_txn(*p, 7, &record.key, record.value.as_deref())
+                .expect("replay_txn");
+        } else {
+            c.replay(*p, &record.key, record.value.as_deref())
+                .expect("replay");
+        }
+    }
+    assert!(c.finish_loading(partition, h.now).is_empty());
+    let fetched = |c: &GroupCoordinator| {
+        c.offset_fetch_stable(GROUP, Some(&[("t1".to_string(), 0)]), true)
+            .unwrap_or_default()[0]
+            .clone()
+    };
+    assert_eq!(fetched(&c).error, Some(GroupError::UnstableOffsetCommit));
+    c.complete_txn(partition, 7, true);
+    assert_eq!((fetched(&c).offset, fetched(&c).error), (9, None));
+}

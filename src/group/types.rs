@@ -31,6 +31,9 @@ pub struct Append {
     pub timestamp_ms: i64,
     /// Passed back to `complete` when the append is done.
     pub token: AppendToken,
+    /// For a transactional offset commit: the producer id and epoch the batch is written
+    /// with (a transactional batch, which the transaction's marker commits or aborts).
+    pub producer: Option<(i64, i16)>,
 }
 
 /// Everything a step of the coordinator produced: responses ready to send (for this request
@@ -67,6 +70,8 @@ pub enum Response {
     LeaveGroup(LeaveGroupResponse),
     /// For an OffsetCommit.
     OffsetCommit(OffsetCommitResponse),
+    /// For a TxnOffsetCommit (the same per-partition results).
+    TxnOffsetCommit(OffsetCommitResponse),
     /// For a DeleteGroups.
     DeleteGroups(DeleteGroupsResponse),
     /// For an OffsetDelete.
@@ -315,6 +320,9 @@ pub struct FetchedOffset {
     pub leader_epoch: i32,
     /// The committed metadata, "" if none.
     pub metadata: String,
+    /// UNSTABLE_OFFSET_COMMIT when the caller asked for stable offsets and a transaction's
+    /// commit for the partition is pending.
+    pub error: Option<GroupError>,
 }
 
 /// A group as ListGroups shows it.

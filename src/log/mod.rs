@@ -49,4 +49,6 @@ pub use cleaner::{Cleanable, CompactionOutcome, CompactionSettings, CompactionSt
 pub use error::LogError;
 pub use file_slice::FileSlice;
 pub use manager::LogManager;
-pub use partition_log::{AppendInfo, CleanupPolicy, LogConfig, PartitionLog, TimestampType};
+pub use partition_log::{
+    AppendInfo, AppendOrigin, CleanupPolicy, LogConfig, PartitionLog, TimestampType,
+};

@@ -210,6 +210,15 @@ pub struct AppendInfo {
     pub duplicate: bool,
 }
 
+/// Who writes a leader append.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppendOrigin {
+    /// A client's Produce: every producer rule applies.
+    Client,
+    /// A coordinator writing for a producer (no sequences): only the epoch is checked.
+    Coordinator,
+}
+
 /// State only the append path touches (under `append_lock`).
 #[derive(Debug)]
 struct AppendState {
@@ -729,6 +738,18 @@ impl PartitionLog {
         now_ms: i64,
         leader_epoch: i32,
     ) -> Result<AppendInfo, LogError> {
+        self.append_from(records, now_ms, leader_epoch, AppendOrigin::Client)
+    }
+
+    /// [`PartitionLog::append`] for a given writer: a coordinator's transactional batches
+    /// (TxnOffsetCommit) carry no sequence, so only their producer epoch is checked.
+    pub fn append_from(
+        &self,
+        records: Bytes,
+        now_ms: i64,
+        leader_epoch: i32,
+        origin: AppendOrigin,
+    ) -> Result<AppendInfo, LogError> {
         let config = self.config();
         let batches = batch::validate_all(records, config.max_message_bytes as usize)?;
         let decompressed_max_bytes =
@@ -759,10 +780,18 @@ impl PartitionLog {
         self.check_writable(&state)?;
         // Plain producers' batches (the common case) never touch the producer state.
         let idempotent = batches.iter().any(|b| b.header().producer_id() >= 0);
-        let duplicate = if idempotent {
-            self.check_producers(&batches)?
-        } else {
-            None
+        let duplicate = match (idempotent, origin) {
+            (false, _) => None,
+            (true, AppendOrigin::Client) => self.check_producers(&batches)?,
+            (true, AppendOrigin::Coordinator) => {
+                let producers = lock(&self.producers);
+                for batch in &batches {
+                    if let Some(incoming) = ProducerBatch::from_header(&batch.header()) {
+                        producers.check_coordinator_batch(&incoming)?;
+                    }
+                }
+                None
+            }
         };
         if let Some(duplicate) = duplicate {
             let meta = duplicate.batch;

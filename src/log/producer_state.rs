@@ -525,6 +525,19 @@ impl ProducerStateManager {
         before - self.producers.len()
     }
 
+    /// The check of a transactional batch a coordinator writes for a producer (a
+    /// TxnOffsetCommit's offsets): it has no sequence, so only its epoch is checked.
+    pub fn check_coordinator_batch(&self, incoming: &ProducerBatch) -> Result<(), SequenceError> {
+        match self.producers.get(&incoming.producer_id) {
+            Some(entry) if incoming.epoch < entry.epoch => Err(SequenceError::StaleEpoch {
+                producer_id: incoming.producer_id,
+                epoch: incoming.epoch,
+                current: entry.epoch,
+            }),
+            _ => Ok(()),
+        }
+    }
+
     /// The leader's check of a transaction marker before writing it (see the module
     /// documentation). A producer the partition does not know is fine: the transaction may
     /// have written nothing here.

@@ -379,6 +379,25 @@ impl Partition {
             .map(|(info, ())| info)
     }
 
+    /// Leader append of a coordinator's batch written for a producer (no sequences; see
+    /// [`crate::log::AppendOrigin::Coordinator`]).
+    pub fn append_as_coordinator(
+        self: &Arc<Self>,
+        records: Bytes,
+        now_ms: i64,
+    ) -> Result<AppendInfo, ReplicaError> {
+        self.leader_append(|log, epoch| {
+            log.append_from(
+                records,
+                now_ms,
+                epoch,
+                crate::log::AppendOrigin::Coordinator,
+            )
+            .map(|info| (info, ()))
+        })
+        .map(|(info, ())| info)
+    }
+
     /// Leader append of a transaction marker (WriteTxnMarkers): see
     /// [`crate::log::PartitionLog::append_marker`].
     pub fn append_marker_as_leader(

@@ -1,0 +1,124 @@
+//! TxnOffsetCommit (key 28), v0–v5: a transactional producer commits a consumer group's
+//! offsets inside its transaction (`send_offsets_to_transaction`, after AddOffsetsToTxn).
+//!
+//! Sent to the group's coordinator. The offsets are written to the group's
+//! `__consumer_offsets` partition as a transactional batch of the producer and stay pending
+//! until the transaction's marker reaches that partition: COMMIT makes them the group's
+//! committed offsets, ABORT drops them ([`crate::group::GroupCoordinator::txn_offset_commit`]).
+//! Until then OffsetFetch with `require_stable` answers UNSTABLE_OFFSET_COMMIT for them. A stale
+//! producer epoch is INVALID_PRODUCER_EPOCH (PRODUCER_FENCED does not exist for this API
+//! before v3, and Kafka answers INVALID_PRODUCER_EPOCH here). From v3 the member id, generation
+//! and group instance id are checked as for OffsetCommit (KIP-447) when given. Unknown
+//! partitions are UNKNOWN_TOPIC_OR_PARTITION.
+
+use std::collections::HashMap;
+
+use kafka_protocol::messages::txn_offset_commit_response::{
+    TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic,
+};
+use kafka_protocol::messages::{
+    ResponseKind, TopicName, TxnOffsetCommitRequest, TxnOffsetCommitResponse,
+};
+use kafka_protocol::protocol::{StrBytes, VersionRange};
+use kafka_protocol::ResponseError;
+
+use super::errors::group_code;
+use super::{Reply, RequestContext};
+use crate::group::{self, GroupError, OffsetCommitPartition, Response};
+
+/// Handled versions.
+pub const VERSIONS: VersionRange = VersionRange { min: 0, max: 5 };
+
+/// TxnOffsetCommit.
+pub fn handle(ctx: RequestContext, req: TxnOffsetCommitRequest) -> Reply {
+    let version = ctx.version;
+    let image = ctx.broker.controller.image();
+    let mut order: Vec<(String, i32, Option<i16>)> = Vec::new();
+    let mut partitions = Vec::new();
+    for topic in req.topics {
+        let name = topic.name.to_string();
+        for p in topic.partitions {
+            if image.partition(&name, p.partition_index).is_none() {
+                order.push((
+                    name.clone(),
+                    p.partition_index,
+                    Some(ResponseError::UnknownTopicOrPartition.code()),
+                ));
+                continue;
+            }
+            order.push((name.clone(), p.partition_index, None));
+            partitions.push(OffsetCommitPartition {
+                topic: name.clone(),
+                partition: p.partition_index,
+                offset: p.committed_offset,
+                leader_epoch: if version >= 2 {
+                    p.committed_leader_epoch
+                } else {
+                    -1
+                },
+                metadata: p.committed_metadata.map(|s| s.to_string()),
+            });
+        }
+    }
+    let (generation_id, member_id, group_instance_id) = if version >= 3 {
+        (
+            req.generation_id,
+            req.member_id.to_string(),
+            req.group_instance_id.map(|s| s.to_string()),
+        )
+    } else {
+        (-1, String::new(), None)
+    };
+    let request = group::OffsetCommitRequest {
+        group_id: req.group_id.to_string(),
+        generation_id,
+        member_id,
+        group_instance_id,
+        retention_time_ms: None,
+        partitions,
+    };
+    let producer = (req.producer_id.0, req.producer_epoch);
+    let receiver = (!request.partitions.is_empty()).then(|| {
+        ctx.broker.groups.submit(move |coordinator, now, token| {
+            coordinator.txn_offset_commit(now, token, producer, request)
+        })
+    });
+    Reply::Deferred(Box::pin(async move {
+        let mut results = HashMap::new();
+        let mut fallback = None;
+        if let Some(receiver) = receiver {
+            match receiver.await {
+                Ok(Response::TxnOffsetCommit(response)) => {
+                    for r in response.partitions {
+                        results.insert((r.topic, r.partition), group_code(r.error));
+                    }
+                }
+                _ => fallback = Some(GroupError::NotCoordinator),
+            }
+        }
+        let mut topics: Vec<TxnOffsetCommitResponseTopic> = Vec::new();
+        for (topic, partition, refused) in order {
+            let code = refused.unwrap_or_else(|| match fallback {
+                Some(error) => group_code(Some(error)),
+                None => results
+                    .get(&(topic.clone(), partition))
+                    .copied()
+                    .unwrap_or(ResponseError::UnknownServerError.code()),
+            });
+            let entry = TxnOffsetCommitResponsePartition::default()
+                .with_partition_index(partition)
+                .with_error_code(code);
+            match topics.last_mut() {
+                Some(last) if last.name.as_str() == topic => last.partitions.push(entry),
+                _ => topics.push(
+                    TxnOffsetCommitResponseTopic::default()
+                        .with_name(TopicName(StrBytes::from_string(topic)))
+                        .with_partitions(vec![entry]),
+                ),
+            }
+        }
+        Some(ResponseKind::TxnOffsetCommit(
+            TxnOffsetCommitResponse::default().with_topics(topics),
+        ))
+    }))
+}
