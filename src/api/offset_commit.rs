@@ -18,6 +18,7 @@ use kafka_protocol::ResponseError;
 
 use super::errors::group_code;
 use super::{Reply, RequestContext};
+use crate::cluster::MetadataImage;
 use crate::group::{self, GroupError, OffsetCommitPartition, Response};
 
 /// Handled versions.
@@ -27,23 +28,12 @@ pub const VERSIONS: VersionRange = VersionRange { min: 2, max: 9 };
 pub fn handle(ctx: RequestContext, req: OffsetCommitRequest) -> Reply {
     let version = ctx.version;
     let image = ctx.broker.controller.image();
-    // Every partition in request order, with its error if it is refused before the
-    // coordinator sees it.
-    let mut order: Vec<(String, i32, Option<i16>)> = Vec::new();
-    let mut partitions = Vec::new();
-    for topic in req.topics {
+    let asked = req.topics.into_iter().flat_map(|topic| {
         let name = topic.name.to_string();
-        for p in topic.partitions {
-            if image.partition(&name, p.partition_index).is_none() {
-                order.push((
-                    name.clone(),
-                    p.partition_index,
-                    Some(ResponseError::UnknownTopicOrPartition.code()),
-                ));
-                continue;
-            }
-            order.push((name.clone(), p.partition_index, None));
-            partitions.push(OffsetCommitPartition {
+        topic
+            .partitions
+            .into_iter()
+            .map(move |p| OffsetCommitPartition {
                 topic: name.clone(),
                 partition: p.partition_index,
                 offset: p.committed_offset,
@@ -53,9 +43,9 @@ pub fn handle(ctx: RequestContext, req: OffsetCommitRequest) -> Reply {
                     -1
                 },
                 metadata: p.committed_metadata.map(|s| s.to_string()),
-            });
-        }
-    }
+            })
+    });
+    let (order, partitions) = known_partitions(&image, asked);
     let request = group::OffsetCommitRequest {
         group_id: req.group_id.to_string(),
         generation_id: req.generation_id_or_member_epoch,
@@ -65,50 +55,101 @@ pub fn handle(ctx: RequestContext, req: OffsetCommitRequest) -> Reply {
             .then_some(req.retention_time_ms),
         partitions,
     };
-    let receiver =
-        if request.partitions.is_empty() {
-            None
-        } else {
-            Some(ctx.broker.groups.submit(move |coordinator, now, token| {
-                coordinator.offset_commit(now, token, request)
-            }))
-        };
+    let receiver = (!request.partitions.is_empty()).then(|| {
+        ctx.broker
+            .groups
+            .submit(move |coordinator, now, token| coordinator.offset_commit(now, token, request))
+    });
     Reply::Deferred(Box::pin(async move {
-        let mut results = std::collections::HashMap::new();
-        let mut fallback = None;
-        if let Some(receiver) = receiver {
-            match receiver.await {
-                Ok(Response::OffsetCommit(response)) => {
-                    for r in response.partitions {
-                        results.insert((r.topic, r.partition), group_code(r.error));
-                    }
-                }
-                _ => fallback = Some(GroupError::NotCoordinator),
-            }
-        }
-        let mut topics: Vec<OffsetCommitResponseTopic> = Vec::new();
-        for (topic, partition, refused) in order {
-            let code = refused.unwrap_or_else(|| match fallback {
-                Some(error) => group_code(Some(error)),
-                None => results
-                    .get(&(topic.clone(), partition))
-                    .copied()
-                    .unwrap_or(ResponseError::UnknownServerError.code()),
-            });
-            let entry = OffsetCommitResponsePartition::default()
-                .with_partition_index(partition)
-                .with_error_code(code);
-            match topics.last_mut() {
-                Some(last) if last.name.as_str() == topic => last.partitions.push(entry),
-                _ => topics.push(
-                    OffsetCommitResponseTopic::default()
-                        .with_name(TopicName(StrBytes::from_string(topic)))
-                        .with_partitions(vec![entry]),
-                ),
-            }
-        }
+        let results = match receiver {
+            Some(receiver) => match receiver.await {
+                Ok(Response::OffsetCommit(response)) => Ok(response),
+                _ => Err(GroupError::NotCoordinator),
+            },
+            None => Ok(group::OffsetCommitResponse {
+                partitions: Vec::new(),
+            }),
+        };
+        let topics = by_topic(order, results)
+            .into_iter()
+            .map(|(topic, partitions)| {
+                OffsetCommitResponseTopic::default()
+                    .with_name(TopicName(StrBytes::from_string(topic)))
+                    .with_partitions(
+                        partitions
+                            .into_iter()
+                            .map(|(index, code)| {
+                                OffsetCommitResponsePartition::default()
+                                    .with_partition_index(index)
+                                    .with_error_code(code)
+                            })
+                            .collect(),
+                    )
+            })
+            .collect();
         Some(ResponseKind::OffsetCommit(
             OffsetCommitResponse::default().with_topics(topics),
         ))
     }))
+}
+
+/// A partition a commit named: topic, index, and its refusal if it never reaches the
+/// coordinator.
+pub(super) type Asked = (String, i32, Option<i16>);
+
+/// A commit's partitions in request order, each with UNKNOWN_TOPIC_OR_PARTITION if the
+/// partition does not exist, and the ones that do, for the coordinator (OffsetCommit and
+/// TxnOffsetCommit).
+pub(super) fn known_partitions(
+    image: &MetadataImage,
+    asked: impl Iterator<Item = OffsetCommitPartition>,
+) -> (Vec<Asked>, Vec<OffsetCommitPartition>) {
+    let mut order = Vec::new();
+    let mut known = Vec::new();
+    for p in asked {
+        if image.partition(&p.topic, p.partition).is_none() {
+            order.push((
+                p.topic,
+                p.partition,
+                Some(ResponseError::UnknownTopicOrPartition.code()),
+            ));
+            continue;
+        }
+        order.push((p.topic.clone(), p.partition, None));
+        known.push(p);
+    }
+    (order, known)
+}
+
+/// Every partition's code in request order, grouped by consecutive topic: its refusal, or
+/// the coordinator's answer for it (`results`), or that of the coordinator's failure.
+pub(super) fn by_topic(
+    order: Vec<Asked>,
+    results: Result<group::OffsetCommitResponse, GroupError>,
+) -> Vec<(String, Vec<(i32, i16)>)> {
+    let mut codes = std::collections::HashMap::new();
+    let failed = match results {
+        Ok(response) => {
+            for r in response.partitions {
+                codes.insert((r.topic, r.partition), group_code(r.error));
+            }
+            None
+        }
+        Err(error) => Some(error),
+    };
+    let mut topics: Vec<(String, Vec<(i32, i16)>)> = Vec::new();
+    for (topic, partition, refused) in order {
+        let code = refused.unwrap_or_else(|| match failed {
+            Some(error) => group_code(Some(error)),
+            None => codes
+                .get(&(topic.clone(), partition))
+                .copied()
+                .unwrap_or(ResponseError::UnknownServerError.code()),
+        });
+        match topics.last_mut() {
+            Some((last, partitions)) if *last == topic => partitions.push((partition, code)),
+            _ => topics.push((topic, vec![(partition, code)])),
+        }
+    }
+    topics
 }

@@ -11,8 +11,9 @@
 //! and group instance id are checked as for OffsetCommit (KIP-447) when given. Unknown
 //! partitions are UNKNOWN_TOPIC_OR_PARTITION.
 
-use std::collections::HashMap;
-
+use super::offset_commit::{by_topic, known_partitions};
+use super::{Reply, RequestContext};
+use crate::group::{self, GroupError, OffsetCommitPartition, Response};
 use kafka_protocol::messages::txn_offset_commit_response::{
     TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic,
 };
@@ -20,11 +21,6 @@ use kafka_protocol::messages::{
     ResponseKind, TopicName, TxnOffsetCommitRequest, TxnOffsetCommitResponse,
 };
 use kafka_protocol::protocol::{StrBytes, VersionRange};
-use kafka_protocol::ResponseError;
-
-use super::errors::group_code;
-use super::{Reply, RequestContext};
-use crate::group::{self, GroupError, OffsetCommitPartition, Response};
 
 /// Handled versions.
 pub const VERSIONS: VersionRange = VersionRange { min: 0, max: 5 };
@@ -33,21 +29,12 @@ pub const VERSIONS: VersionRange = VersionRange { min: 0, max: 5 };
 pub fn handle(ctx: RequestContext, req: TxnOffsetCommitRequest) -> Reply {
     let version = ctx.version;
     let image = ctx.broker.controller.image();
-    let mut order: Vec<(String, i32, Option<i16>)> = Vec::new();
-    let mut partitions = Vec::new();
-    for topic in req.topics {
+    let asked = req.topics.into_iter().flat_map(|topic| {
         let name = topic.name.to_string();
-        for p in topic.partitions {
-            if image.partition(&name, p.partition_index).is_none() {
-                order.push((
-                    name.clone(),
-                    p.partition_index,
-                    Some(ResponseError::UnknownTopicOrPartition.code()),
-                ));
-                continue;
-            }
-            order.push((name.clone(), p.partition_index, None));
-            partitions.push(OffsetCommitPartition {
+        topic
+            .partitions
+            .into_iter()
+            .map(move |p| OffsetCommitPartition {
                 topic: name.clone(),
                 partition: p.partition_index,
                 offset: p.committed_offset,
@@ -57,9 +44,9 @@ pub fn handle(ctx: RequestContext, req: TxnOffsetCommitRequest) -> Reply {
                     -1
                 },
                 metadata: p.committed_metadata.map(|s| s.to_string()),
-            });
-        }
-    }
+            })
+    });
+    let (order, partitions) = known_partitions(&image, asked);
     let (generation_id, member_id, group_instance_id) = if version >= 3 {
         (
             req.generation_id,
@@ -84,39 +71,32 @@ pub fn handle(ctx: RequestContext, req: TxnOffsetCommitRequest) -> Reply {
         })
     });
     Reply::Deferred(Box::pin(async move {
-        let mut results = HashMap::new();
-        let mut fallback = None;
-        if let Some(receiver) = receiver {
-            match receiver.await {
-                Ok(Response::TxnOffsetCommit(response)) => {
-                    for r in response.partitions {
-                        results.insert((r.topic, r.partition), group_code(r.error));
-                    }
-                }
-                _ => fallback = Some(GroupError::NotCoordinator),
-            }
-        }
-        let mut topics: Vec<TxnOffsetCommitResponseTopic> = Vec::new();
-        for (topic, partition, refused) in order {
-            let code = refused.unwrap_or_else(|| match fallback {
-                Some(error) => group_code(Some(error)),
-                None => results
-                    .get(&(topic.clone(), partition))
-                    .copied()
-                    .unwrap_or(ResponseError::UnknownServerError.code()),
-            });
-            let entry = TxnOffsetCommitResponsePartition::default()
-                .with_partition_index(partition)
-                .with_error_code(code);
-            match topics.last_mut() {
-                Some(last) if last.name.as_str() == topic => last.partitions.push(entry),
-                _ => topics.push(
-                    TxnOffsetCommitResponseTopic::default()
-                        .with_name(TopicName(StrBytes::from_string(topic)))
-                        .with_partitions(vec![entry]),
-                ),
-            }
-        }
+        let results = match receiver {
+            Some(receiver) => match receiver.await {
+                Ok(Response::TxnOffsetCommit(response)) => Ok(response),
+                _ => Err(GroupError::NotCoordinator),
+            },
+            None => Ok(group::OffsetCommitResponse {
+                partitions: Vec::new(),
+            }),
+        };
+        let topics = by_topic(order, results)
+            .into_iter()
+            .map(|(topic, partitions)| {
+                TxnOffsetCommitResponseTopic::default()
+                    .with_name(TopicName(StrBytes::from_string(topic)))
+                    .with_partitions(
+                        partitions
+                            .into_iter()
+                            .map(|(index, code)| {
+                                TxnOffsetCommitResponsePartition::default()
+                                    .with_partition_index(index)
+                                    .with_error_code(code)
+                            })
+                            .collect(),
+                    )
+            })
+            .collect();
         Some(ResponseKind::TxnOffsetCommit(
             TxnOffsetCommitResponse::default().with_topics(topics),
         ))

@@ -590,17 +590,7 @@ impl GroupCoordinator {
         req: OffsetCommitRequest,
     ) -> Output {
         let mut out = Output::default();
-        let all = |error: Option<GroupError>| OffsetCommitResponse {
-            partitions: req
-                .partitions
-                .iter()
-                .map(|p| PartitionResult {
-                    topic: p.topic.clone(),
-                    partition: p.partition,
-                    error,
-                })
-                .collect(),
-        };
+        let all = |error: Option<GroupError>| req.answer_all(error);
         let partition = match self.check_group(&req.group_id, true) {
             Ok(partition) => partition,
             Err(error) => {
@@ -641,47 +631,23 @@ impl GroupCoordinator {
             ctx.refresh_session(group, &req.member_id);
         }
         let token = ctx.reserve_token();
-        let mut results = Vec::with_capacity(req.partitions.len());
-        let mut written = Vec::new();
-        let mut records = Vec::new();
-        for (index, p) in req.partitions.into_iter().enumerate() {
-            let metadata = p.metadata.unwrap_or_default();
-            if metadata.len() > ctx.config.offset_metadata_max_bytes {
-                results.push(PartitionResult {
-                    topic: p.topic,
-                    partition: p.partition,
-                    error: Some(GroupError::OffsetMetadataTooLarge),
-                });
-                continue;
-            }
-            let committed = CommittedOffset {
-                offset: p.offset,
-                leader_epoch: p.leader_epoch,
-                metadata,
-                commit_timestamp_ms: now_ms,
-                expire_timestamp_ms: req
-                    .retention_time_ms
-                    .map(|retention| now_ms.saturating_add(retention)),
-                applied_seq: token.0,
-            };
-            records.push(offset_record(
-                &group.group_id,
-                &p.topic,
-                p.partition,
-                Some(&committed),
-            ));
-            let tp = (p.topic.clone(), p.partition);
+        let expire_timestamp_ms = req
+            .retention_time_ms
+            .map(|retention| now_ms.saturating_add(retention));
+        let (results, written, records) = commit_records(
+            &group.group_id,
+            req.partitions,
+            ctx.config.offset_metadata_max_bytes,
+            now_ms,
+            expire_timestamp_ms,
+            token.0,
+        );
+        for (_, tp, _) in &written {
             group
                 .pending_commits
                 .entry(tp.clone())
                 .or_default()
                 .push(token.0);
-            written.push((index, tp, committed));
-            results.push(PartitionResult {
-                topic: p.topic,
-                partition: p.partition,
-                error: None,
-            });
         }
         if written.is_empty() {
             ctx.respond(
@@ -718,17 +684,7 @@ impl GroupCoordinator {
         req: OffsetCommitRequest,
     ) -> Output {
         let mut out = Output::default();
-        let all = |error: Option<GroupError>| OffsetCommitResponse {
-            partitions: req
-                .partitions
-                .iter()
-                .map(|p| PartitionResult {
-                    topic: p.topic.clone(),
-                    partition: p.partition,
-                    error,
-                })
-                .collect(),
-        };
+        let all = |error: Option<GroupError>| req.answer_all(error);
         let partition = match self.check_group(&req.group_id, true) {
             Ok(partition) => partition,
             Err(error) => {
@@ -763,40 +719,14 @@ impl GroupCoordinator {
                 return out;
             }
         }
-        let mut results = Vec::with_capacity(req.partitions.len());
-        let mut written = Vec::new();
-        let mut records = Vec::new();
-        for (index, p) in req.partitions.into_iter().enumerate() {
-            let metadata = p.metadata.unwrap_or_default();
-            if metadata.len() > ctx.config.offset_metadata_max_bytes {
-                results.push(PartitionResult {
-                    topic: p.topic,
-                    partition: p.partition,
-                    error: Some(GroupError::OffsetMetadataTooLarge),
-                });
-                continue;
-            }
-            let committed = CommittedOffset {
-                offset: p.offset,
-                leader_epoch: p.leader_epoch,
-                metadata,
-                commit_timestamp_ms: now_ms,
-                expire_timestamp_ms: None,
-                applied_seq: 0,
-            };
-            records.push(offset_record(
-                &group.group_id,
-                &p.topic,
-                p.partition,
-                Some(&committed),
-            ));
-            written.push((index, (p.topic.clone(), p.partition), committed));
-            results.push(PartitionResult {
-                topic: p.topic,
-                partition: p.partition,
-                error: None,
-            });
-        }
+        let (results, written, records) = commit_records(
+            &group.group_id,
+            req.partitions,
+            ctx.config.offset_metadata_max_bytes,
+            now_ms,
+            None,
+            0,
+        );
         if written.is_empty() {
             ctx.respond(
                 request,
@@ -2462,6 +2392,60 @@ fn leave_one(
 }
 
 /// Kafka's `validateOffsetCommit` for classic groups.
+/// What an offset commit's partitions become: per partition a result (metadata longer than
+/// `metadata_max_bytes` is OFFSET_METADATA_TOO_LARGE), and for the others the offset to
+/// record (with its index in the results) and its `__consumer_offsets` record.
+type CommitRecords = (
+    Vec<PartitionResult>,
+    Vec<(usize, TopicPartition, CommittedOffset)>,
+    Vec<Record>,
+);
+
+fn commit_records(
+    group_id: &str,
+    partitions: Vec<super::types::OffsetCommitPartition>,
+    metadata_max_bytes: usize,
+    now_ms: i64,
+    expire_timestamp_ms: Option<i64>,
+    applied_seq: u64,
+) -> CommitRecords {
+    let mut results = Vec::with_capacity(partitions.len());
+    let mut written = Vec::new();
+    let mut records = Vec::new();
+    for (index, p) in partitions.into_iter().enumerate() {
+        let metadata = p.metadata.unwrap_or_default();
+        if metadata.len() > metadata_max_bytes {
+            results.push(PartitionResult {
+                topic: p.topic,
+                partition: p.partition,
+                error: Some(GroupError::OffsetMetadataTooLarge),
+            });
+            continue;
+        }
+        let committed = CommittedOffset {
+            offset: p.offset,
+            leader_epoch: p.leader_epoch,
+            metadata,
+            commit_timestamp_ms: now_ms,
+            expire_timestamp_ms,
+            applied_seq,
+        };
+        records.push(offset_record(
+            group_id,
+            &p.topic,
+            p.partition,
+            Some(&committed),
+        ));
+        written.push((index, (p.topic.clone(), p.partition), committed));
+        results.push(PartitionResult {
+            topic: p.topic,
+            partition: p.partition,
+            error: None,
+        });
+    }
+    (results, written, records)
+}
+
 fn validate_offset_commit(group: &Group, req: &OffsetCommitRequest) -> Result<(), GroupError> {
     if req.generation_id < 0 && group.state() == GroupState::Empty {
         // A standalone consumer or the admin client: allowed while nobody uses the group.

@@ -289,6 +289,23 @@ pub struct OffsetCommitRequest {
     pub partitions: Vec<OffsetCommitPartition>,
 }
 
+impl OffsetCommitRequest {
+    /// The same answer for every partition.
+    pub fn answer_all(&self, error: Option<GroupError>) -> OffsetCommitResponse {
+        OffsetCommitResponse {
+            partitions: self
+                .partitions
+                .iter()
+                .map(|p| PartitionResult {
+                    topic: p.topic.clone(),
+                    partition: p.partition,
+                    error,
+                })
+                .collect(),
+        }
+    }
+}
+
 /// The result for one committed partition.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PartitionResult {
