@@ -762,7 +762,8 @@ async fn run_isr_manager(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool
 }
 
 /// Applies every new metadata image: hosts and drops partitions, moves leadership, and hosts
-/// the groups of the `__consumer_offsets` partitions this broker now leads.
+/// the groups of the `__consumer_offsets` partitions and the transactional ids of the
+/// `__transaction_state` partitions this broker now leads.
 async fn follow_metadata(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
     let mut images = broker.controller.subscribe();
     loop {

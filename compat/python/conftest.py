@@ -127,6 +127,18 @@ def gregor():
     assert rc == 0, f"gregor did not stop cleanly on SIGTERM (rc={rc}):\n{tail}"
 
 
+def create_topic(g, name: str, partitions: int = 1, timeout_s: int = 30) -> None:
+    """Creates a topic of one replica through kafka-python's admin client."""
+    from kafka import KafkaAdminClient
+    from kafka.admin import NewTopic
+
+    a = KafkaAdminClient(bootstrap_servers=g.bootstrap, request_timeout_ms=timeout_s * 1000)
+    try:
+        a.create_topics([NewTopic(name, partitions, 1)], timeout_ms=timeout_s * 1000)
+    finally:
+        a.close()
+
+
 @pytest.fixture
 def topic_name(request):
     """A fresh topic name per test (the broker is shared by a module's tests)."""

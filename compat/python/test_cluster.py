@@ -374,3 +374,159 @@ def test_aiokafka_acks_all_survives_a_leader_kill(cluster):
 
     acked, read = asyncio.run(scenario())
     check(acked, read)
+
+
+# ------------------------------------------------------------------ transactions
+
+def java_hash(s: str) -> int:
+    """Java's String.hashCode, as Kafka maps ids to internal topic partitions."""
+    h = 0
+    for unit in s.encode("utf-16-be").hex(" ", 2).split():
+        h = (h * 31 + int(unit, 16)) & 0xFFFFFFFF
+    return h - (1 << 32) if h >= 1 << 31 else h
+
+
+def internal_partition(key: str, partitions: int = 50) -> int:
+    h = java_hash(key)
+    return (0 if h == -(1 << 31) else abs(h)) % partitions
+
+
+def test_confluent_consume_transform_produce_survives_coordinator_and_leader_kills(cluster):
+    """A consume-transform-produce loop (read_committed consumer in a group, transactional
+    producer committing the group's offsets in each transaction, every other transaction
+    aborted and its input read again). The transaction coordinator's broker is killed with
+    SIGKILL mid-transaction, restarted, and then the output partition's leader is killed the
+    same way. Downstream a read_committed consumer sees each input transformed exactly once,
+    in order, and the group's committed offset is the end of the input.
+
+    The group is chosen so that its coordinator is on neither killed broker: librdkafka waits
+    forever for a group coordinator that left the metadata (librdkafka issue #5511, the same
+    with Apache Kafka)."""
+    from confluent_kafka import KafkaException
+
+    run = uuid.uuid4().hex[:8]
+    source, sink, txn_id = f"ctp-in-{run}", f"ctp-out-{run}", f"ctp-tx-{run}"
+    admin = AdminClient({"bootstrap.servers": cluster.bootstrap})
+    for _ in deadline_loop("three live brokers", 30):
+        if len(admin.list_topics(timeout=10).brokers) == 3:
+            break
+    futures = admin.create_topics(
+        [NewTopic(t, num_partitions=1, replication_factor=3,
+                  config={"min.insync.replicas": "2"}) for t in (source, sink)],
+        operation_timeout=10)
+    for f in futures.values():
+        f.result(timeout=30)
+    cluster.wait_whole(source)
+    cluster.wait_whole(sink)
+    inputs = [f"v{i:04d}" for i in range(300)]
+    p = Producer({"bootstrap.servers": cluster.bootstrap, "acks": "all"})
+    for v in inputs:
+        p.produce(source, value=v.encode(), partition=0)
+    assert p.flush(30) == 0
+
+    # The internal topics exist once a transactional id and a group were looked up.
+    probe = Producer({"bootstrap.servers": cluster.bootstrap, "transactional.id": f"probe-{run}"})
+    probe.init_transactions(30)
+    probe_consumer = Consumer({"bootstrap.servers": cluster.bootstrap, "group.id": f"p-{run}"})
+    probe_consumer.list_topics(timeout=10)
+    probe_consumer.subscribe([source])
+    probe_consumer.poll(1)
+    probe_consumer.close()
+
+    def leader_of(topic: str, partition: int) -> int:
+        for _ in deadline_loop(f"a leader for {topic}-{partition}", 30):
+            md = admin.list_topics(topic, timeout=10).topics.get(topic)
+            if md is not None and md.error is None and partition in md.partitions:
+                leader = md.partitions[partition].leader
+                if leader >= 0:
+                    return leader
+        raise AssertionError("unreachable")
+
+    coordinator = leader_of("__transaction_state", internal_partition(txn_id))
+    out_leader = leader_of(sink, 0)
+    group = next(g for g in (f"ctp-{run}-{i}" for i in range(1000))
+                 if leader_of("__consumer_offsets", internal_partition(g))
+                 not in (coordinator, out_leader))
+
+    consumer = Consumer({"bootstrap.servers": cluster.bootstrap, "group.id": group,
+                         "enable.auto.commit": False, "auto.offset.reset": "earliest",
+                         "isolation.level": "read_committed"})
+    consumer.subscribe([source])
+    producer = Producer({"bootstrap.servers": cluster.bootstrap, "transactional.id": txn_id,
+                         "linger.ms": 5, "transaction.timeout.ms": 60000})
+    producer.init_transactions(30)
+    position, transactions, errors, killed = 0, 0, [], []
+    for _ in deadline_loop("every input processed", 150):
+        if position >= len(inputs):
+            break
+        batch = [m for m in consumer.consume(num_messages=10, timeout=0.5) if m.error() is None]
+        if not batch:
+            continue
+        transactions += 1
+        next_offset = batch[-1].offset() + 1
+        try:
+            producer.begin_transaction()
+            for m in batch:
+                producer.produce(sink, value=b"T(" + m.value() + b")", partition=0)
+            if transactions == 5:
+                # Mid-transaction: the coordinator's broker dies.
+                cluster.kill9(coordinator)
+                killed.append(coordinator)
+            producer.send_offsets_to_transaction(
+                [TopicPartition(source, 0, next_offset)],
+                consumer.consumer_group_metadata(), 30)
+            if transactions % 2 == 0:
+                producer.flush(30)
+                producer.abort_transaction(30)
+                committed_now = False
+            else:
+                producer.commit_transaction(30)
+                committed_now = True
+        except KafkaException as e:
+            err = e.args[0]
+            assert not err.fatal(), f"fatal transaction error: {err}"
+            errors.append(err.str())
+            for _ in deadline_loop("the abort after an error", 60):
+                try:
+                    producer.abort_transaction(30)
+                    break
+                except KafkaException as again:
+                    assert again.args[0].retriable(), f"abort failed: {again.args[0]}"
+            committed_now = False
+        if committed_now:
+            position = next_offset
+        else:
+            consumer.seek(TopicPartition(source, 0, position))
+        if transactions == 9 and killed == [coordinator]:
+            cluster.restart(coordinator)
+            cluster.wait_whole(sink)
+            victim = leader_of(sink, 0)
+            cluster.kill9(victim)  # the data partition's leader, mid-stream
+            killed.append(victim)
+    producer.flush(10)
+    committed = consumer.committed([TopicPartition(source, 0)], timeout=30)[0].offset
+    consumer.close()
+    for node in killed:
+        if node not in cluster.procs:
+            cluster.restart(node)
+    cluster.wait_whole(sink)
+    print(f"{transactions} transactions; killed {killed}; errors: {errors}")
+    assert len(killed) == 2, f"the kills did not both happen: {killed}"
+    assert committed == len(inputs), f"group committed {committed}"
+
+    reader = Consumer({"bootstrap.servers": cluster.bootstrap, "group.id": f"r-{run}",
+                       "enable.auto.commit": False, "isolation.level": "read_committed"})
+    reader.assign([TopicPartition(sink, 0, 0)])
+    out: list[str] = []
+    for _ in deadline_loop("reading the output", 30, fail=False):
+        out += [m.value().decode() for m in reader.consume(num_messages=1000, timeout=0.2)
+                if m.error() is None]
+        if len(out) >= len(inputs):
+            break
+    extra_end = time.monotonic() + 1
+    while time.monotonic() < extra_end:
+        out += [m.value().decode() for m in reader.consume(num_messages=1000, timeout=0.2)
+                if m.error() is None]
+    reader.close()
+    assert out == [f"T({v})" for v in inputs], \
+        f"{len(out)} read; duplicates or losses, e.g. {[v for v in out if out.count(v) > 1][:5]}"

@@ -6,9 +6,9 @@ Each scenario takes a client adapter (confluent-kafka, kafka-python, aiokafka):
   idempotent; confluent-kafka and aiokafka with it turned on) to three partitions, read back
   with the same library: every record once, in send order per partition, at contiguous
   offsets; the stored batches carry a producer id (read from the partition's segment files),
-  so the producer really was idempotent;
-- a transactional producer (transactions are not in gregor yet) fails fast with a clear
-  error instead of retrying until its timeout.
+  so the producer really was idempotent.
+
+Transactional producers are in `test_transactions.py`.
 """
 
 from __future__ import annotations
@@ -20,22 +20,11 @@ from pathlib import Path
 
 import pytest
 
+from conftest import create_topic
+
 PARTITIONS = 3
 RECORDS = 600
 TIMEOUT_S = 30
-# A transactional init must fail well before the clients' own timeouts (60 s and more).
-FAIL_FAST_S = 10
-
-
-def create_topic(g, name: str) -> None:
-    from kafka import KafkaAdminClient
-    from kafka.admin import NewTopic
-
-    a = KafkaAdminClient(bootstrap_servers=g.bootstrap, request_timeout_ms=TIMEOUT_S * 1000)
-    try:
-        a.create_topics([NewTopic(name, PARTITIONS, 1)], timeout_ms=TIMEOUT_S * 1000)
-    finally:
-        a.close()
 
 
 def values_for(partition: int) -> list[str]:
@@ -63,7 +52,7 @@ def stored_producer_ids(g, topic: str, partition: int) -> set[int]:
 
 # ------------------------------------------------------------------ adapters
 # produce(g, topic) -> {partition: [offsets in send order]}; read(g, topic) ->
-# {partition: [(offset, value)]}; init_transactional(g) raises the client's error.
+# {partition: [(offset, value)]}.
 
 class Confluent:
     name = "confluent"
@@ -109,11 +98,6 @@ class Confluent:
         c.close()
         return got
 
-    def init_transactional(self, g):
-        from confluent_kafka import Producer
-
-        p = Producer({"bootstrap.servers": g.bootstrap, "transactional.id": "py-tx-confluent"})
-        p.init_transactions(60)
 
 
 class KafkaPython:
@@ -150,15 +134,6 @@ class KafkaPython:
         c.close()
         return got
 
-    def init_transactional(self, g):
-        from kafka import KafkaProducer
-
-        p = KafkaProducer(bootstrap_servers=g.bootstrap, transactional_id="py-tx-kafka-python",
-                          max_block_ms=60_000)
-        try:
-            p.init_transactions()
-        finally:
-            p.close(timeout=5)
 
 
 class AioKafka:
@@ -207,19 +182,6 @@ class AioKafka:
 
         return asyncio.run(run())
 
-    def init_transactional(self, g):
-        from aiokafka import AIOKafkaProducer
-
-        async def run():
-            p = AIOKafkaProducer(bootstrap_servers=g.bootstrap,
-                                 transactional_id="py-tx-aiokafka")
-            try:
-                await asyncio.wait_for(p.start(), 60)
-            finally:
-                await p.stop()
-
-        asyncio.run(run())
-
 
 CLIENTS = [Confluent(), KafkaPython(), AioKafka()]
 
@@ -232,7 +194,7 @@ def client(request):
 # ------------------------------------------------------------------ scenarios
 
 def test_idempotent_produce_reads_back_exactly_once_in_order(gregor, topic_name, client):
-    create_topic(gregor, topic_name)
+    create_topic(gregor, topic_name, PARTITIONS)
     offsets = client.produce(gregor, topic_name)
     got = client.read(gregor, topic_name)
     for q in range(PARTITIONS):
@@ -242,11 +204,3 @@ def test_idempotent_produce_reads_back_exactly_once_in_order(gregor, topic_name,
         ids = stored_producer_ids(gregor, topic_name, q)
         assert ids and all(i >= 0 for i in ids), f"partition {q}: producer ids {ids}"
 
-
-def test_transactional_producer_fails_fast(gregor, client):
-    started = time.monotonic()
-    with pytest.raises(Exception) as raised:
-        client.init_transactional(gregor)
-    elapsed = time.monotonic() - started
-    print(f"{client.name}: {raised.value!r} after {elapsed:.1f}s")
-    assert elapsed < FAIL_FAST_S, f"{client.name} took {elapsed:.1f}s: {raised.value!r}"

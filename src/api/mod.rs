@@ -22,6 +22,7 @@ pub mod delete_topics;
 pub mod describe_cluster;
 pub mod describe_configs;
 pub mod describe_groups;
+pub mod describe_transactions;
 pub mod end_txn;
 pub mod errors;
 pub mod fetch;
@@ -34,6 +35,7 @@ pub mod join_group;
 pub mod leave_group;
 pub mod list_groups;
 pub mod list_offsets;
+pub mod list_transactions;
 pub mod metadata;
 pub mod offset_commit;
 pub mod offset_delete;
@@ -91,6 +93,11 @@ pub const SUPPORTED: &[(ApiKey, VersionRange)] = &[
     (ApiKey::EndTxn, end_txn::VERSIONS),
     (ApiKey::WriteTxnMarkers, write_txn_markers::VERSIONS),
     (ApiKey::TxnOffsetCommit, txn_offset_commit::VERSIONS),
+    (
+        ApiKey::DescribeTransactions,
+        describe_transactions::VERSIONS,
+    ),
+    (ApiKey::ListTransactions, list_transactions::VERSIONS),
 ];
 
 /// The handled version range of an API, if it is handled at all.
@@ -211,6 +218,12 @@ pub async fn handle(ctx: RequestContext, body: RequestKind) -> Reply {
         )),
         RequestKind::WriteTxnMarkers(req) => write_txn_markers::handle(ctx, req),
         RequestKind::TxnOffsetCommit(req) => txn_offset_commit::handle(ctx, req),
+        RequestKind::DescribeTransactions(req) => Reply::Ready(ResponseKind::DescribeTransactions(
+            describe_transactions::handle(&ctx, req),
+        )),
+        RequestKind::ListTransactions(req) => Reply::Ready(ResponseKind::ListTransactions(
+            list_transactions::handle(&ctx, req),
+        )),
         RequestKind::AddPartitionsToTxn(req) => Reply::Ready(ResponseKind::AddPartitionsToTxn(
             add_partitions_to_txn::handle(&ctx, req).await,
         )),
@@ -283,6 +296,12 @@ mod tests {
                     both::<AddOffsetsToTxnRequest, AddOffsetsToTxnResponse>()
                 }
                 ApiKey::EndTxn => both::<EndTxnRequest, EndTxnResponse>(),
+                ApiKey::DescribeTransactions => {
+                    both::<DescribeTransactionsRequest, DescribeTransactionsResponse>()
+                }
+                ApiKey::ListTransactions => {
+                    both::<ListTransactionsRequest, ListTransactionsResponse>()
+                }
                 ApiKey::TxnOffsetCommit => {
                     both::<TxnOffsetCommitRequest, TxnOffsetCommitResponse>()
                 }

@@ -241,6 +241,12 @@ impl TxnCoordinator {
         crate::group::partition_for(transactional_id, self.config.num_partitions)
     }
 
+    /// Whether this coordinator serves the id now (NOT_COORDINATOR, or
+    /// COORDINATOR_LOAD_IN_PROGRESS while its partition loads).
+    pub fn serving(&self, transactional_id: &str) -> Result<(), TxnError> {
+        self.check_serving(transactional_id).map(|_| ())
+    }
+
     /// Whether this coordinator serves the id now.
     fn check_serving(&self, transactional_id: &str) -> Result<(i32, i32), TxnError> {
         let partition = self.partition_for(transactional_id);
