@@ -139,6 +139,42 @@ mod tests {
                     .with_duration_filter(-1),
             )
         };
+        // The partition's leader shows the producer and where its open transaction begins.
+        let partition = b.replicas.leader_partition("t", 1).unwrap();
+        partition
+            .append_as_leader(
+                crate::log::batch::testing::producer_batch(
+                    init.producer_id.0,
+                    init.producer_epoch,
+                    0,
+                    2,
+                    1,
+                    true,
+                ),
+                1,
+            )
+            .unwrap();
+        let producers = crate::api::describe_producers::handle(
+            &ctx(&b, ApiKey::DescribeProducers, 0),
+            kafka_protocol::messages::DescribeProducersRequest::default().with_topics(vec![
+                kafka_protocol::messages::describe_producers_request::TopicRequest::default()
+                    .with_name(TopicName(StrBytes::from_static_str("t")))
+                    .with_partition_indexes(vec![1, 7]),
+            ]),
+        );
+        let p1 = &producers.topics[0].partitions[0];
+        assert_eq!(p1.error_code, 0);
+        assert_eq!(p1.active_producers.len(), 1);
+        let active = &p1.active_producers[0];
+        assert_eq!(active.producer_id, init.producer_id);
+        assert_eq!(
+            (active.last_sequence, active.current_txn_start_offset),
+            (1, 0)
+        );
+        assert_eq!(
+            producers.topics[0].partitions[1].error_code,
+            ResponseError::UnknownTopicOrPartition.code()
+        );
         let all = list(vec![], 1);
         assert_eq!(all.transaction_states.len(), 1);
         assert_eq!(

@@ -22,6 +22,7 @@ pub mod delete_topics;
 pub mod describe_cluster;
 pub mod describe_configs;
 pub mod describe_groups;
+pub mod describe_producers;
 pub mod describe_transactions;
 pub mod end_txn;
 pub mod errors;
@@ -93,6 +94,7 @@ pub const SUPPORTED: &[(ApiKey, VersionRange)] = &[
     (ApiKey::EndTxn, end_txn::VERSIONS),
     (ApiKey::WriteTxnMarkers, write_txn_markers::VERSIONS),
     (ApiKey::TxnOffsetCommit, txn_offset_commit::VERSIONS),
+    (ApiKey::DescribeProducers, describe_producers::VERSIONS),
     (
         ApiKey::DescribeTransactions,
         describe_transactions::VERSIONS,
@@ -218,6 +220,9 @@ pub async fn handle(ctx: RequestContext, body: RequestKind) -> Reply {
         )),
         RequestKind::WriteTxnMarkers(req) => write_txn_markers::handle(ctx, req),
         RequestKind::TxnOffsetCommit(req) => txn_offset_commit::handle(ctx, req),
+        RequestKind::DescribeProducers(req) => Reply::Ready(ResponseKind::DescribeProducers(
+            describe_producers::handle(&ctx, req),
+        )),
         RequestKind::DescribeTransactions(req) => Reply::Ready(ResponseKind::DescribeTransactions(
             describe_transactions::handle(&ctx, req),
         )),
@@ -298,6 +303,9 @@ mod tests {
                 ApiKey::EndTxn => both::<EndTxnRequest, EndTxnResponse>(),
                 ApiKey::DescribeTransactions => {
                     both::<DescribeTransactionsRequest, DescribeTransactionsResponse>()
+                }
+                ApiKey::DescribeProducers => {
+                    both::<DescribeProducersRequest, DescribeProducersResponse>()
                 }
                 ApiKey::ListTransactions => {
                     both::<ListTransactionsRequest, ListTransactionsResponse>()

@@ -887,6 +887,11 @@ impl PartitionLog {
         lock(&self.producers).last_stable_offset(high_watermark)
     }
 
+    /// Every producer the partition keeps state for (DescribeProducers).
+    pub fn active_producers(&self) -> Vec<super::producer_state::ActiveProducer> {
+        lock(&self.producers).active()
+    }
+
     /// How many transactions are open on the partition.
     pub fn ongoing_transactions(&self) -> usize {
         lock(&self.producers).ongoing_transactions()

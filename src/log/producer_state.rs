@@ -270,6 +270,23 @@ pub struct CompletedTxn {
     pub last_stable_offset: i64,
 }
 
+/// One producer as DescribeProducers shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ActiveProducer {
+    /// Producer id.
+    pub producer_id: i64,
+    /// Its epoch here.
+    pub epoch: i16,
+    /// The last sequence of its last batch here (-1: none at this epoch).
+    pub last_sequence: i32,
+    /// Its last batch's timestamp.
+    pub last_timestamp_ms: i64,
+    /// The newest coordinator epoch of its markers here (-1: none).
+    pub coordinator_epoch: i32,
+    /// First offset of its open transaction here (-1: none).
+    pub txn_start_offset: i64,
+}
+
 /// The leader's verdict on a producer's batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
@@ -396,6 +413,24 @@ impl ProducerStateManager {
         self.producers.clear();
         self.ongoing.clear();
         self.unreplicated.clear();
+    }
+
+    /// Every producer the partition keeps state for, by producer id.
+    pub fn active(&self) -> Vec<ActiveProducer> {
+        let mut active: Vec<ActiveProducer> = self
+            .producers
+            .iter()
+            .map(|(&producer_id, entry)| ActiveProducer {
+                producer_id,
+                epoch: entry.epoch,
+                last_sequence: entry.last().map_or(-1, |b| b.last_sequence),
+                last_timestamp_ms: entry.last_timestamp_ms,
+                coordinator_epoch: entry.coordinator_epoch,
+                txn_start_offset: entry.txn_first_offset,
+            })
+            .collect();
+        active.sort_unstable_by_key(|p| p.producer_id);
+        active
     }
 
     /// How many transactions are open on the partition.
