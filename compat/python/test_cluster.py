@@ -8,6 +8,11 @@ and while it produces the partition's leader is killed with SIGKILL and later re
 Every record the client saw acknowledged must then be read back by the same library at its
 offset, in order, and no record may be there twice; the cluster must be whole again (all
 three brokers in the ISR) before the next test.
+
+Transactions: confluent-kafka runs a consume-transform-produce loop while the transaction
+coordinator's broker and then the output partition's leader are killed with SIGKILL;
+kafka-python and aiokafka commit and abort transactions on the cluster and read back the
+committed records only.
 """
 
 from __future__ import annotations
@@ -530,3 +535,91 @@ def test_confluent_consume_transform_produce_survives_coordinator_and_leader_kil
     reader.close()
     assert out == [f"T({v})" for v in inputs], \
         f"{len(out)} read; duplicates or losses, e.g. {[v for v in out if out.count(v) > 1][:5]}"
+
+
+def transactional_round_trip(cluster: Cluster, client: str) -> None:
+    """A kafka-python or aiokafka transactional producer on the three-broker cluster (RF=3,
+    min.insync.replicas=2): three transactions committed and two aborted (flushed first), read
+    back by the same library at read_committed: the committed records only, in order."""
+    topic = replicated_topic(cluster, f"cluster-txn-{client}")
+    txn_id = f"cluster-tx-{client}-{uuid.uuid4().hex[:8]}"
+    committed: list[str] = []
+    batches = [[f"{client}-{t}-{i:02d}" for i in range(20)] for t in range(5)]
+    if client == "kafka_python":
+        from kafka import KafkaConsumer, KafkaProducer
+        from kafka import TopicPartition as KTopicPartition
+
+        p = KafkaProducer(bootstrap_servers=cluster.bootstrap, transactional_id=txn_id,
+                          acks="all", max_block_ms=60000)
+        p.init_transactions()
+        for t, values in enumerate(batches):
+            p.begin_transaction()
+            for v in values:
+                p.send(topic, value=v.encode(), partition=0)
+            if t % 2 == 0:
+                p.commit_transaction()
+                committed += values
+            else:
+                p.flush(timeout=30)
+                p.abort_transaction()
+        p.close(timeout=10)
+        c = KafkaConsumer(bootstrap_servers=cluster.bootstrap, group_id=None,
+                          isolation_level="read_committed", enable_auto_commit=False,
+                          fetch_max_wait_ms=100)
+        tp = KTopicPartition(topic, 0)
+        c.assign([tp])
+        c.seek_to_beginning(tp)
+        got: list[str] = []
+        for _ in deadline_loop("reading the committed records", 30, fail=False):
+            for records in c.poll(timeout_ms=200).values():
+                got += [r.value.decode() for r in records]
+            if len(got) >= len(committed):
+                break
+        c.close()
+    else:
+        from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+        from aiokafka import TopicPartition as ATopicPartition
+
+        async def scenario():
+            p = AIOKafkaProducer(bootstrap_servers=cluster.bootstrap, transactional_id=txn_id)
+            await p.start()
+            try:
+                for t, values in enumerate(batches):
+                    await p.begin_transaction()
+                    for v in values:
+                        await p.send(topic, value=v.encode(), partition=0)
+                    if t % 2 == 0:
+                        await p.commit_transaction()
+                        committed.extend(values)
+                    else:
+                        await p.flush()
+                        await p.abort_transaction()
+            finally:
+                await p.stop()
+            c = AIOKafkaConsumer(bootstrap_servers=cluster.bootstrap, group_id=None,
+                                 isolation_level="read_committed", enable_auto_commit=False,
+                                 fetch_max_wait_ms=100)
+            await c.start()
+            try:
+                tp = ATopicPartition(topic, 0)
+                c.assign([tp])
+                await c.seek_to_beginning(tp)
+                got: list[str] = []
+                end = time.monotonic() + 30
+                while len(got) < len(committed) and time.monotonic() < end:
+                    for records in (await c.getmany(timeout_ms=200)).values():
+                        got += [r.value.decode() for r in records]
+                return got
+            finally:
+                await c.stop()
+
+        got = asyncio.run(scenario())
+    assert got == committed, f"{client}: read {len(got)} of {len(committed)} committed"
+
+
+def test_kafka_python_transactions_on_the_cluster(cluster):
+    transactional_round_trip(cluster, "kafka_python")
+
+
+def test_aiokafka_transactions_on_the_cluster(cluster):
+    transactional_round_trip(cluster, "aiokafka")
