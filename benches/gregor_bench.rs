@@ -31,6 +31,8 @@
 //!    that charge for first touches of memory they took back (docs/BENCHMARKS.md).
 //! 7. The idempotent producer (`idempotence`): idempotent against plain produce at acks=all
 //!    in the same run, and the memory cost of 1,000 producers' state in 100 partitions.
+//! 8. Transactions (`transactions`): transactions of 100 and 1,000 records against the
+//!    idempotent producer in the same run, and read_committed against read_uncommitted.
 //!
 //! Client and servers share the machine's cores, so every figure includes that contention. The
 //! report names the machine, the date and the load average, and, per phase, how many cores
@@ -60,6 +62,8 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 #[path = "gregor_bench/idempotence.rs"]
 mod idempotence;
+#[path = "gregor_bench/transactions.rs"]
+mod transactions;
 
 /// Partitions of every bench topic.
 const PARTITIONS: i32 = 8;
@@ -124,7 +128,7 @@ const USAGE: &str = "usage: cargo bench --bench gregor_bench -- [--quick] [--mar
   --paced-seconds    seconds of each paced (per-request cost) phase (default 3)
   --fetch-wait-ms N  fetch.wait.max.ms of the latency consumer (default 1)
   --no-ceiling       skip the no-op server
-  --phases LIST      comma-separated subset of produce,consume,paced,latency,groups,idempotent
+  --phases LIST      comma-separated subset of produce,consume,paced,latency,groups,idempotent,transactions
                      (default all; consume reads what produce wrote)
   --brokers N        run gregor as an N-broker cluster (one process, gregor dev --brokers N)
                      with default.replication.factor=N (default 1)
@@ -290,16 +294,18 @@ enum Phase {
     Latency,
     Groups,
     Idempotent,
+    Transactions,
 }
 
 impl Phase {
-    const ALL: [Phase; 6] = [
+    const ALL: [Phase; 7] = [
         Phase::Produce,
         Phase::Consume,
         Phase::Paced,
         Phase::Latency,
         Phase::Groups,
         Phase::Idempotent,
+        Phase::Transactions,
     ];
 
     fn parse(name: &str) -> Result<Phase, String> {
@@ -310,6 +316,7 @@ impl Phase {
             "latency" => Ok(Phase::Latency),
             "groups" => Ok(Phase::Groups),
             "idempotent" => Ok(Phase::Idempotent),
+            "transactions" => Ok(Phase::Transactions),
             other => Err(format!("unknown phase {other:?}")),
         }
     }
@@ -421,6 +428,7 @@ struct Report {
     groups: Option<GroupsRun>,
     idempotence: Vec<idempotence::IdempotenceRuns>,
     producer_state: Option<idempotence::StateCost>,
+    transactions: Option<transactions::TransactionRuns>,
     gregor_peak_rss_kb: Option<u64>,
     one_broker_peak_rss_kb: Option<u64>,
     noop_peak_rss_kb: Option<u64>,
@@ -604,6 +612,19 @@ fn run(options: &Options) -> BenchResult<()> {
         (Vec::new(), None)
     };
 
+    // 8: transactions.
+    let transactions = if options.runs(Phase::Transactions) {
+        transactions::create(&gregor)?;
+        let count = if options.quick { 20_000 } else { 200_000 };
+        let runs = transactions::run(&gregor, options.rounds, count)?;
+        for line in runs.lines() {
+            eprintln!("{line}");
+        }
+        Some(runs)
+    } else {
+        None
+    };
+
     // 4: peak memory, then a clean stop.
     let gregor_peak_rss_kb = gregor.peak_rss_kb();
     let one_broker_peak_rss_kb = one_broker.as_ref().and_then(Server::peak_rss_kb);
@@ -630,6 +651,7 @@ fn run(options: &Options) -> BenchResult<()> {
         groups,
         idempotence,
         producer_state,
+        transactions,
         gregor_peak_rss_kb,
         one_broker_peak_rss_kb,
         noop_peak_rss_kb,
@@ -2202,6 +2224,9 @@ impl Report {
         for line in self.idempotence_lines() {
             let _ = writeln!(out, "{line}");
         }
+        for line in self.transactions.iter().flat_map(|t| t.lines()) {
+            let _ = writeln!(out, "{line}");
+        }
         let _ = writeln!(out, "\ntargets:");
         for (label, met, detail) in self.targets(&summaries) {
             let verdict = if met { "met" } else { "MISSED" };
@@ -2318,6 +2343,9 @@ impl Report {
             }
         }
         for line in self.idempotence_lines() {
+            let _ = writeln!(out, "{line}");
+        }
+        for line in self.transactions.iter().flat_map(|t| t.lines()) {
             let _ = writeln!(out, "{line}");
         }
         let _ = writeln!(

@@ -30,7 +30,7 @@ mod tests;
 
 pub use coordinator::{
     Append, AppendError, AppendToken, MarkerJob, Output, RequestToken, Response, TxnConfig,
-    TxnCoordinator, TxnError,
+    TxnCoordinator, TxnError, END_TXN_WAIT_MS,
 };
 pub use state::{TxnMetadata, TxnState};
 

@@ -10,6 +10,7 @@ struct Harness {
     now: i64,
     next_request: RequestToken,
     next_producer_id: i64,
+    late: Vec<(RequestToken, Response)>,
 }
 
 impl Harness {
@@ -23,6 +24,7 @@ impl Harness {
             now: 0,
             next_request: 0,
             next_producer_id: 1000,
+            late: Vec::new(),
         }
     }
 
@@ -75,16 +77,27 @@ impl Harness {
         one(responses, token)
     }
 
-    /// EndTxn; returns the answer and the marker jobs it started (not yet reported written).
-    fn end(&mut self, producer: (i64, i16), commit: bool) -> (Response, Vec<MarkerJob>) {
+    /// EndTxn; returns its answer if it came at once (an EndTxn that starts markers is
+    /// answered once they are written: [`Harness::late`]), the marker jobs it started (not yet
+    /// reported written), and its token.
+    fn end(
+        &mut self,
+        producer: (i64, i16),
+        commit: bool,
+    ) -> (Option<Response>, Vec<MarkerJob>, RequestToken) {
         let token = self.request();
         let output = self
             .c
             .end_txn(self.now, token, ID, producer.0, producer.1, commit);
         let (responses, markers) = self.settle(output);
-        (one(responses, token), markers)
+        let answer = responses
+            .into_iter()
+            .find(|(t, _)| *t == token)
+            .map(|(_, r)| r);
+        (answer, markers, token)
     }
 
+    /// Reports a job's markers written; the answers that released are kept for `late`.
     fn markers_written(&mut self, job: &MarkerJob) {
         let output = self.c.markers_written(
             self.now,
@@ -92,7 +105,14 @@ impl Harness {
             job.producer_id,
             job.producer_epoch,
         );
-        self.settle(output);
+        let (responses, _) = self.settle(output);
+        self.late.extend(responses);
+    }
+
+    /// The answer a later step released for `token`.
+    fn late(&mut self, token: RequestToken) -> Option<Response> {
+        let at = self.late.iter().position(|(t, _)| *t == token)?;
+        Some(self.late.remove(at).1)
     }
 
     fn state(&self) -> TxnState {
@@ -123,8 +143,8 @@ fn a_transaction_commits_through_prepare_markers_and_complete() {
     let output =
         h.c.add_partitions(0, token, ID, producer.0, producer.1, &[("a".into(), 0)]);
     assert!(output.appends.is_empty());
-    let (answer, jobs) = h.end(producer, true);
-    assert_eq!(answer, Ok(producer));
+    let (answer, jobs, end_token) = h.end(producer, true);
+    assert_eq!(answer, None, "answered once the markers are written");
     assert_eq!(h.state(), TxnState::PrepareCommit);
     assert_eq!(
         jobs,
@@ -144,18 +164,22 @@ fn a_transaction_commits_through_prepare_markers_and_complete() {
     );
     assert_eq!(
         h.end(producer, true).0,
-        Err(TxnError::ConcurrentTransactions)
+        Some(Err(TxnError::ConcurrentTransactions))
     );
     h.markers_written(&jobs[0]);
     assert_eq!(h.state(), TxnState::CompleteCommit);
+    assert_eq!(h.late(end_token), Some(Ok(producer)));
     assert!(h.c.metadata(ID).expect("id").partitions.is_empty());
     // A retried EndTxn of the same decision succeeds; the opposite one does not.
-    assert_eq!(h.end(producer, true).0, Ok(producer));
-    assert_eq!(h.end(producer, false).0, Err(TxnError::InvalidTxnState));
+    assert_eq!(h.end(producer, true).0, Some(Ok(producer)));
+    assert_eq!(
+        h.end(producer, false).0,
+        Some(Err(TxnError::InvalidTxnState))
+    );
     // The next transaction starts from CompleteCommit.
     assert_eq!(h.add(producer, &[("c", 0)]), Ok(producer));
-    let (answer, jobs) = h.end(producer, false);
-    assert_eq!(answer, Ok(producer));
+    let (answer, jobs, _) = h.end(producer, false);
+    assert_eq!(answer, None);
     assert!(!jobs[0].commit);
     assert_eq!(jobs[0].partitions, vec![("c".into(), 0)]);
 }
@@ -178,7 +202,7 @@ fn a_second_producer_fences_the_first_and_aborts_its_open_transaction() {
         "the abort is written at the bumped epoch"
     );
     // The zombie is fenced at once.
-    assert_eq!(h.end(zombie, true).0, Err(TxnError::ProducerFenced));
+    assert_eq!(h.end(zombie, true).0, Some(Err(TxnError::ProducerFenced)));
     assert_eq!(h.add(zombie, &[("b", 0)]), Err(TxnError::ProducerFenced));
     // Retrying before the markers are written: still waiting.
     assert_eq!(h.init(None), Err(TxnError::ConcurrentTransactions));
@@ -186,7 +210,7 @@ fn a_second_producer_fences_the_first_and_aborts_its_open_transaction() {
     assert_eq!(h.state(), TxnState::CompleteAbort);
     let fresh = h.init(None).expect("init");
     assert_eq!(fresh, (zombie.0, 2));
-    assert_eq!(h.end(zombie, false).0, Err(TxnError::ProducerFenced));
+    assert_eq!(h.end(zombie, false).0, Some(Err(TxnError::ProducerFenced)));
     // KIP-360: a producer naming its old epoch is fenced; naming the current one bumps; a
     // retry of that bump (naming the epoch before it) gets the same answer.
     assert_eq!(h.init(Some(zombie)), Err(TxnError::ProducerFenced));
@@ -207,7 +231,10 @@ fn requests_are_checked_against_the_id_producer_and_state() {
         h.add((producer.0 + 1, 0), &[("a", 0)]),
         Err(TxnError::InvalidProducerIdMapping)
     );
-    assert_eq!(h.end(producer, true).0, Err(TxnError::InvalidTxnState));
+    assert_eq!(
+        h.end(producer, true).0,
+        Some(Err(TxnError::InvalidTxnState))
+    );
     let token = h.request();
     let output = h.c.init_producer_id(0, token, ID, 900_001, None, None);
     assert_eq!(
@@ -253,7 +280,7 @@ fn a_transaction_open_past_its_timeout_is_aborted_and_its_producer_fenced() {
     assert_eq!(h.state(), TxnState::PrepareAbort);
     h.markers_written(&markers[0]);
     assert_eq!(h.state(), TxnState::CompleteAbort);
-    assert_eq!(h.end(producer, true).0, Err(TxnError::ProducerFenced));
+    assert_eq!(h.end(producer, true).0, Some(Err(TxnError::ProducerFenced)));
     // An id idle past transactional.id.expiration.ms is removed with a tombstone.
     h.now += 604_800_000 + 3_600_000;
     let output = h.c.tick(h.now);
@@ -275,8 +302,9 @@ fn a_new_coordinator_replays_the_log_and_finishes_decided_transactions() {
     h.settle(output);
     let partition = h.c.partition_for(ID);
     // The old coordinator loses the partition; a new one (a later leader epoch) replays it.
+    // Its EndTxn, waiting for markers, hears NOT_COORDINATOR and asks the new one.
     let lost = h.c.unload(partition);
-    assert!(lost.responses.is_empty());
+    assert_eq!(one(lost.responses, token), Err(TxnError::NotCoordinator));
     assert!(h.c.metadata(ID).is_none());
     let mut fresh = TxnCoordinator::new(TxnConfig::default());
     fresh.begin_loading(partition, 5);
@@ -317,4 +345,33 @@ fn unloading_answers_waiting_requests_not_coordinator() {
     // The append's late report changes nothing.
     let late = h.c.complete(0, output.appends[0].token, Ok(()));
     assert!(late.responses.is_empty());
+}
+
+#[test]
+fn an_end_txn_whose_markers_lag_is_answered_at_its_deadline_or_on_unload() {
+    let mut h = Harness::new();
+    let producer = h.init(None).expect("init");
+    h.add(producer, &[("a", 0)]).expect("add");
+    // The markers are never reported written (a partition without a leader): the decision is
+    // durable, so the client hears Kafka's answer after END_TXN_WAIT_MS.
+    let (answer, _, token) = h.end(producer, true);
+    assert_eq!(answer, None);
+    assert!(h.c.next_deadline().is_some_and(|d| d <= END_TXN_WAIT_MS));
+    let early = h.c.tick(END_TXN_WAIT_MS - 1);
+    assert!(early.responses.iter().all(|(t, _)| *t != token));
+    let due = h.c.tick(END_TXN_WAIT_MS);
+    assert_eq!(one(due.responses, token), Ok(producer));
+    assert_eq!(h.state(), TxnState::PrepareCommit);
+    // Losing the partition while an EndTxn waits answers it NOT_COORDINATOR (the client asks
+    // the new coordinator, which finishes the transaction from its replay).
+    let mut h = Harness::new();
+    let producer = h.init(None).expect("init");
+    h.add(producer, &[("a", 0)]).expect("add");
+    let (_, _, token) = h.end(producer, false);
+    let partition = h.c.partition_for(ID);
+    let unloaded = h.c.unload(partition);
+    assert_eq!(
+        one(unloaded.responses, token),
+        Err(TxnError::NotCoordinator)
+    );
 }

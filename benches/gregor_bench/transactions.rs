@@ -1,0 +1,282 @@
+//! Phase 8, transactions: one librdkafka transactional producer writing transactions of 100
+//! and of 1,000 records of 100 B (begin, send, `commit_transaction`, which flushes) against
+//! an idempotent producer at acks=all in the same run, alternating, on the same topic; and one
+//! consumer reading what they wrote at read_committed against read_uncommitted. Issue 14's
+//! targets: transactions of 100 records ≥ 0.5× and of 1,000 records ≥ 0.8× the idempotent
+//! throughput; read_committed ≥ 0.9× read_uncommitted.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseProducer, Producer};
+use rdkafka::{Offset, TopicPartitionList};
+
+use super::{
+    client_config, create_topics_with, produce_phase_with, self_cpu, send_blocking, BenchResult,
+    Deliveries, ProduceRun, Server, PARTITIONS, PRODUCE_SEND_BOUND,
+};
+
+/// The phase's topic.
+pub(super) const TOPIC_TRANSACTIONS: &str = "bench-transactions";
+/// Record size.
+const VALUE_BYTES: usize = 100;
+/// Transaction sizes measured.
+pub(super) const TRANSACTION_SIZES: [u64; 2] = [100, 1000];
+/// Issue 14's targets, by transaction size, as a fraction of the idempotent throughput.
+pub(super) const TARGETS: [f64; 2] = [0.5, 0.8];
+/// Issue 14's target for read_committed against read_uncommitted consumption.
+pub(super) const READ_COMMITTED_TARGET: f64 = 0.9;
+
+fn median(mut values: Vec<f64>) -> f64 {
+    super::median(&mut values)
+}
+
+/// The phase's runs.
+#[derive(Debug, Default)]
+pub(super) struct TransactionRuns {
+    pub(super) idempotent: Vec<ProduceRun>,
+    /// By transaction size, in the order of [`TRANSACTION_SIZES`].
+    pub(super) transactional: [Vec<ProduceRun>; 2],
+    /// Records per second read at read_uncommitted and at read_committed.
+    pub(super) read_uncommitted: Vec<f64>,
+    pub(super) read_committed: Vec<f64>,
+}
+
+impl TransactionRuns {
+    /// Median records/s of runs.
+    fn median_rate(runs: &[ProduceRun]) -> f64 {
+        median(runs.iter().map(ProduceRun::records_per_second).collect())
+    }
+
+    /// The median transactional throughput of size index `i` over the median idempotent one.
+    pub(super) fn ratio(&self, i: usize) -> f64 {
+        Self::median_rate(&self.transactional[i]) / Self::median_rate(&self.idempotent)
+    }
+
+    /// Median read_committed over median read_uncommitted.
+    pub(super) fn read_ratio(&self) -> f64 {
+        median(self.read_committed.clone()) / median(self.read_uncommitted.clone())
+    }
+
+    /// The report's lines.
+    pub(super) fn lines(&self) -> Vec<String> {
+        if self.idempotent.is_empty() {
+            return Vec::new();
+        }
+        let rates = |runs: &[ProduceRun]| {
+            runs.iter()
+                .map(|r| format!("{:.0}", r.records_per_second()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let mut lines = vec![
+            "\ntransactions against the idempotent producer, 100 B, acks=all, one librdkafka producer, same topic, alternating:".to_string(),
+            format!("  idempotent: {} rec/s (runs: {})", Self::median_rate(&self.idempotent).round(), rates(&self.idempotent)),
+        ];
+        for (i, size) in TRANSACTION_SIZES.iter().enumerate() {
+            let runs = &self.transactional[i];
+            lines.push(format!(
+                "  transactions of {size}: {} rec/s, {:.0} transactions/s, {:.1}% of idempotent (target ≥ {:.0}%; runs: {}; broker {:.3} µs/rec)",
+                Self::median_rate(runs).round(),
+                Self::median_rate(runs) / *size as f64,
+                self.ratio(i) * 100.0,
+                TARGETS[i] * 100.0,
+                rates(runs),
+                median(runs.iter().map(ProduceRun::server_cpu_per_record_us).collect()),
+            ));
+        }
+        if !self.read_committed.is_empty() {
+            lines.push(format!(
+                "  consume: read_committed {:.0} rec/s, read_uncommitted {:.0} rec/s: {:.1}% (target ≥ {:.0}%)",
+                median(self.read_committed.clone()),
+                median(self.read_uncommitted.clone()),
+                self.read_ratio() * 100.0,
+                READ_COMMITTED_TARGET * 100.0,
+            ));
+        }
+        lines
+    }
+}
+
+/// Creates the phase's topic.
+pub(super) fn create(server: &Server) -> BenchResult<()> {
+    create_topics_with(server, &[TOPIC_TRANSACTIONS], PARTITIONS)
+}
+
+/// `rounds` rounds of: the idempotent producer, then transactions of each size (the order of
+/// the three alternates by round), `count` records each; then the topic read back at both
+/// isolation levels.
+pub(super) fn run(server: &Server, rounds: usize, count: u64) -> BenchResult<TransactionRuns> {
+    let mut runs = TransactionRuns::default();
+    for round in 1..=rounds {
+        let mut order: Vec<Option<usize>> = vec![None, Some(0), Some(1)];
+        if round % 2 == 0 {
+            order.reverse();
+        }
+        for which in order {
+            super::write_back_page_cache();
+            let run = match which {
+                None => {
+                    produce_phase_with(server, TOPIC_TRANSACTIONS, VALUE_BYTES, count, "all", true)?
+                }
+                Some(i) => transactional(server, count, TRANSACTION_SIZES[i], round)?,
+            };
+            eprintln!(
+                "round {round}: {:<24} {:>10.0} rec/s server {:.3} µs/rec",
+                match which {
+                    None => "idempotent".to_string(),
+                    Some(i) => format!("transactions of {}", TRANSACTION_SIZES[i]),
+                },
+                run.records_per_second(),
+                run.server_cpu_per_record_us(),
+            );
+            match which {
+                None => runs.idempotent.push(run),
+                Some(i) => runs.transactional[i].push(run),
+            }
+        }
+    }
+    for round in 1..=rounds {
+        for committed in [round % 2 == 0, round % 2 != 0] {
+            let rate = consume(server, committed)?;
+            eprintln!(
+                "round {round}: consume {:<16} {rate:>10.0} rec/s",
+                if committed {
+                    "read_committed"
+                } else {
+                    "read_uncommitted"
+                }
+            );
+            if committed {
+                runs.read_committed.push(rate);
+            } else {
+                runs.read_uncommitted.push(rate);
+            }
+        }
+    }
+    Ok(runs)
+}
+
+/// `count` records in transactions of `size`, round-robin over the partitions. The clock runs
+/// from the first begin to the last commit; `init_transactions` and one warm-up transaction
+/// come before it.
+fn transactional(server: &Server, count: u64, size: u64, round: usize) -> BenchResult<ProduceRun> {
+    let producer: BaseProducer<Deliveries> = client_config(&server.bootstrap)
+        .set("transactional.id", format!("bench-tx-{size}-{round}"))
+        .set("linger.ms", "5")
+        .set("batch.size", "1000000")
+        .set("compression.type", "none")
+        .set("queue.buffering.max.kbytes", "2097151")
+        .set("queue.buffering.max.messages", "1000000")
+        .create_with_context(Deliveries::default())
+        .map_err(|e| format!("transactional producer: {e}"))?;
+    let timeout = Duration::from_secs(30);
+    producer
+        .init_transactions(timeout)
+        .map_err(|e| format!("init_transactions: {e}"))?;
+    let value: Vec<u8> = (0..VALUE_BYTES).map(|i| (i % 251) as u8).collect();
+    let one = |first: u64, records: u64| -> BenchResult<()> {
+        producer
+            .begin_transaction()
+            .map_err(|e| format!("begin_transaction: {e}"))?;
+        for i in first..first + records {
+            send_blocking(
+                &producer,
+                TOPIC_TRANSACTIONS,
+                (i % PARTITIONS as u64) as i32,
+                &value,
+            )?;
+        }
+        // rdkafka's `commit_transaction` flushes first, and its flush polls in steps of up to
+        // 100 ms, which would make every transaction last 100 ms: the delivery reports are
+        // served here in 1 ms steps instead, so that flush finds nothing left.
+        let drained = Instant::now();
+        while producer.in_flight_count() > 0 && drained.elapsed() < timeout {
+            producer.poll(Duration::from_millis(1));
+        }
+        producer
+            .commit_transaction(timeout)
+            .map_err(|e| format!("commit_transaction: {e}"))
+    };
+    one(0, PARTITIONS as u64)?;
+    let warmup = producer.context().delivered.load(Ordering::Relaxed);
+    let server_cpu = server.cpu();
+    let client_cpu = self_cpu();
+    let start = Instant::now();
+    let mut sent = 0u64;
+    let mut stopped_early = false;
+    while sent < count {
+        if start.elapsed() > PRODUCE_SEND_BOUND {
+            stopped_early = true;
+            break;
+        }
+        one(sent, size.min(count - sent))?;
+        sent += size.min(count - sent);
+    }
+    let elapsed = start.elapsed();
+    let context = producer.context();
+    Ok(ProduceRun {
+        delivered: context.delivered.load(Ordering::Relaxed) - warmup,
+        failed: context.failed.load(Ordering::Relaxed),
+        elapsed,
+        value_bytes: VALUE_BYTES,
+        server_cpu: server.cpu().since(server_cpu),
+        client_cpu: self_cpu().since(client_cpu),
+        stopped_early,
+        load: Default::default(),
+    })
+}
+
+/// Reads the whole topic from the beginning at one isolation level; records/s.
+fn consume(server: &Server, read_committed: bool) -> BenchResult<f64> {
+    let consumer: BaseConsumer = client_config(&server.bootstrap)
+        .set("group.id", "bench-transactions-reader")
+        .set("enable.auto.commit", "false")
+        .set(
+            "isolation.level",
+            if read_committed {
+                "read_committed"
+            } else {
+                "read_uncommitted"
+            },
+        )
+        .set("fetch.wait.max.ms", "10")
+        .set("queued.min.messages", "1000000")
+        .set("fetch.queue.backoff.ms", "0")
+        .create()
+        .map_err(|e| format!("consumer: {e}"))?;
+    let mut tpl = TopicPartitionList::new();
+    let mut end = 0i64;
+    for partition in 0..PARTITIONS {
+        let (_, high) = consumer
+            .fetch_watermarks(TOPIC_TRANSACTIONS, partition, Duration::from_secs(10))
+            .map_err(|e| format!("watermarks: {e}"))?;
+        end += high;
+        tpl.add_partition_offset(TOPIC_TRANSACTIONS, partition, Offset::Beginning)
+            .map_err(|e| format!("assign: {e}"))?;
+    }
+    consumer.assign(&tpl).map_err(|e| format!("assign: {e}"))?;
+    // Every record of the topic is committed (aborted ones there are none), so both levels
+    // read the same records; markers take offsets but are not delivered.
+    let start = Instant::now();
+    let mut records = 0u64;
+    let mut idle = Instant::now();
+    while idle.elapsed() < Duration::from_secs(2) && start.elapsed() < Duration::from_secs(120) {
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                records += 1;
+                idle = Instant::now();
+                let _ = m.offset();
+            }
+            Some(Err(e)) => return Err(format!("consume: {e}")),
+            None => {}
+        }
+    }
+    let elapsed = start.elapsed().saturating_sub(idle.elapsed());
+    if records == 0 || records as i64 > end {
+        return Err(format!("read {records} records of at most {end}"));
+    }
+    Ok(records as f64 / elapsed.as_secs_f64().max(1e-9))
+}
