@@ -154,7 +154,13 @@ impl TxnIndex {
 
     /// Records an aborted transaction whose marker is in the segment starting at
     /// `segment_base`.
+    ///
+    /// The entry is in memory (what reads use) even if the file write fails: the marker is
+    /// already in the log, and the replay at the next open derives the entry again.
     pub fn append(&mut self, segment_base: i64, aborted: AbortedTxn) -> Result<(), LogError> {
+        let entries = self.segments.entry(segment_base).or_default();
+        entries.entries.push(aborted);
+        entries.dirty = true;
         let mut bytes = Vec::with_capacity(ABORTED_TXN_BYTES);
         aborted.encode(&mut bytes);
         let mut file = OpenOptions::new()
@@ -162,9 +168,6 @@ impl TxnIndex {
             .append(true)
             .open(self.path(segment_base))?;
         file.write_all(&bytes)?;
-        let entries = self.segments.entry(segment_base).or_default();
-        entries.entries.push(aborted);
-        entries.dirty = true;
         Ok(())
     }
 
