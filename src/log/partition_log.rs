@@ -265,6 +265,10 @@ pub struct PartitionLog {
     producers: Mutex<ProducerStateManager>,
     /// Aborted transactions by segment; changed only under `append_lock`.
     txn_index: Mutex<TxnIndex>,
+    /// Mirrors `ProducerStateManager::has_unstable` (set under the `producers` lock after
+    /// every change to it), so reads of a partition without transactions, the common case,
+    /// take the high watermark as the last stable offset without that lock.
+    unstable: AtomicBool,
 }
 
 impl PartitionLog {
@@ -419,6 +423,7 @@ impl PartitionLog {
             epochs: Mutex::new(LeaderEpochCache::new()),
             producers: Mutex::new(ProducerStateManager::new(producers_max)),
             txn_index: Mutex::new(txn_index),
+            unstable: AtomicBool::new(false),
         };
         if created || cut_from.is_some() {
             sync_dir(&log.dir)?;
@@ -525,7 +530,10 @@ impl PartitionLog {
             producers = state.len(),
             "loaded producer state"
         );
-        *lock(&self.producers) = state;
+        let mut producers = lock(&self.producers);
+        *producers = state;
+        self.unstable
+            .store(producers.has_unstable(), Ordering::Release);
         Ok(())
     }
 
@@ -834,6 +842,8 @@ impl PartitionLog {
                     ));
                 }
             }
+            self.unstable
+                .store(producers.has_unstable(), Ordering::Release);
         }
         if log_append_time {
             info.log_append_time_ms = now_ms;
@@ -874,6 +884,8 @@ impl PartitionLog {
         let mut info = self.append_locked(&mut state, &config, &[write], now_ms)?;
         let mut producers = lock(&self.producers);
         let completed = producers.apply_marker(marker, offset, now_ms);
+        self.unstable
+            .store(producers.has_unstable(), Ordering::Release);
         if completed.is_some_and(|done| done.aborted) {
             let segment_base = self.active_segment()?.base_offset();
             index_abort(&mut lock(&self.txn_index), segment_base, completed)?;
@@ -884,7 +896,14 @@ impl PartitionLog {
 
     /// The last stable offset for `high_watermark` (see [`ProducerStateManager::last_stable_offset`]).
     pub fn last_stable_offset(&self, high_watermark: i64) -> i64 {
-        lock(&self.producers).last_stable_offset(high_watermark)
+        if !self.unstable.load(Ordering::Acquire) {
+            return high_watermark;
+        }
+        let mut producers = lock(&self.producers);
+        let last_stable_offset = producers.last_stable_offset(high_watermark);
+        self.unstable
+            .store(producers.has_unstable(), Ordering::Release);
+        last_stable_offset
     }
 
     /// Every producer the partition keeps state for (DescribeProducers).
@@ -1020,6 +1039,8 @@ impl PartitionLog {
                     }
                 }
             }
+            self.unstable
+                .store(producers.has_unstable(), Ordering::Release);
         }
         info.leader_epoch = last_epoch;
         Ok(info)

@@ -433,6 +433,12 @@ impl ProducerStateManager {
         active
     }
 
+    /// Whether a transaction is open or closed but not yet replicated: only then can the last
+    /// stable offset be below the high watermark.
+    pub fn has_unstable(&self) -> bool {
+        !self.ongoing.is_empty() || !self.unreplicated.is_empty()
+    }
+
     /// How many transactions are open on the partition.
     pub fn ongoing_transactions(&self) -> usize {
         self.ongoing.len()
