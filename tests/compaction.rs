@@ -8,7 +8,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::{assigned_consumer, create_topic, producer, TestBroker};
+use common::{assigned_consumer, create_topic, producer, roll_and_clean, TestBroker};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
@@ -52,27 +52,6 @@ async fn send(p: &FutureProducer, topic: &str, key: &str, value: Option<&str>) -
         .await
         .expect("delivered")
         .offset
-}
-
-/// Rolls the partition's active segment (a test hook: a real broker rolls on `segment.bytes`,
-/// `segment.ms` or `max.compaction.lag.ms`) and runs the log cleaner once.
-async fn roll_and_clean(
-    broker: &TestBroker,
-    topic: &str,
-) -> gregor::replica::manager::LogCleanerRun {
-    let b = broker.broker().clone();
-    let topic = topic.to_string();
-    tokio::task::spawn_blocking(move || {
-        b.replicas
-            .leader_partition(&topic, 0)
-            .expect("partition")
-            .log()
-            .roll()
-            .expect("roll");
-        b.replicas.run_log_cleaner(now_ms())
-    })
-    .await
-    .expect("cleaner task")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

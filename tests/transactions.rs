@@ -1,7 +1,8 @@
 //! Transactions with librdkafka's transactional producer (rdkafka) against a real broker:
 //! commits are seen by read_committed consumers, aborts are not, a second producer with the
-//! same transactional id fences the first, and a transaction left open is aborted by its
-//! timeout so read_committed consumers move on. Budget: about 20 s.
+//! same transactional id fences the first, a transaction left open is aborted by its timeout
+//! so read_committed consumers move on, and compaction removes aborted data but never an open
+//! transaction's. Budget: about 30 s.
 
 mod common;
 
@@ -37,11 +38,15 @@ fn txn_producer(bootstrap: &str, id: &str, extra: &[(&str, &str)]) -> TxnProduce
 }
 
 fn send(producer: &TxnProducer, topic: &str, partition: i32, value: &str) {
+    send_keyed(producer, topic, partition, value, value);
+}
+
+fn send_keyed(producer: &TxnProducer, topic: &str, partition: i32, key: &str, value: &str) {
     producer
         .send(
             BaseRecord::to(topic)
                 .partition(partition)
-                .key(value)
+                .key(key)
                 .payload(value),
         )
         .map_err(|(e, _)| e)
@@ -137,6 +142,88 @@ async fn committed_transactions_are_seen_aborted_ones_are_not() {
         .expect("leader");
     assert_eq!(partition.log().ongoing_transactions(), 0);
     assert_eq!(partition.log().all_aborted_transactions().len(), 3);
+    assert_eq!(partition.last_stable_offset(), partition.high_watermark());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compaction_removes_aborted_data_and_leaves_open_transactions_alone() {
+    let broker = TestBroker::start(&[]).await;
+    let bootstrap = broker.bootstrap.clone();
+    let topic = "txn-compacted";
+    common::create_topic(
+        &bootstrap,
+        topic,
+        1,
+        &[
+            ("cleanup.policy", "compact"),
+            ("min.cleanable.dirty.ratio", "0.01"),
+            ("delete.retention.ms", "0"),
+        ],
+    )
+    .await;
+    let keys = |prefix: &str, range: std::ops::Range<usize>| -> Vec<String> {
+        range.map(|i| format!("{prefix}-k{i}")).collect()
+    };
+    let write = |producer: &TxnProducer, prefix: &str, range: std::ops::Range<usize>| {
+        for i in range {
+            send_keyed(
+                producer,
+                topic,
+                0,
+                &format!("k{i}"),
+                &format!("{prefix}-k{i}"),
+            );
+        }
+        producer.flush(TIMEOUT).expect("flush");
+    };
+    let (a, b) = tokio::task::block_in_place(|| {
+        let a = txn_producer(&bootstrap, "txn-compact-a", &[]);
+        a.begin_transaction().expect("begin");
+        write(&a, "a1", 0..10);
+        a.commit_transaction(TIMEOUT).expect("commit");
+        (a, txn_producer(&bootstrap, "txn-compact-b", &[]))
+    });
+    common::roll_and_clean(&broker, topic).await;
+    // b leaves k0 open; a then writes every key and aborts.
+    tokio::task::block_in_place(|| {
+        b.begin_transaction().expect("begin");
+        write(&b, "open", 0..1);
+        a.begin_transaction().expect("begin");
+        write(&a, "aborted", 0..10);
+        a.abort_transaction(TIMEOUT).expect("abort");
+    });
+    common::roll_and_clean(&broker, topic).await;
+    let partition = broker
+        .broker()
+        .replicas
+        .leader_partition(topic, 0)
+        .expect("leader");
+    assert_eq!(partition.log().all_aborted_transactions().len(), 1);
+    tokio::task::block_in_place(|| {
+        // Everything after b's open write is beyond the cleaner's reach.
+        let mut expected = keys("a1", 0..10);
+        expected.extend(keys("open", 0..1));
+        expected.extend(keys("aborted", 0..10));
+        expected.sort();
+        let everything = read(&bootstrap, topic, 1, "read_uncommitted", expected.len() + 1);
+        assert_eq!(values(&everything), expected);
+        let committed = read(&bootstrap, topic, 1, "read_committed", 10);
+        assert_eq!(values(&committed), keys("a1", 0..10));
+        b.commit_transaction(TIMEOUT).expect("commit");
+    });
+    // b committed: the aborted records go, b's k0 supersedes a1's.
+    let run = common::roll_and_clean(&broker, topic).await;
+    assert_eq!(run.partitions_cleaned, 1, "{run:?}");
+    assert!(run.records_removed >= 11, "{run:?}");
+    let mut expected = keys("a1", 1..10);
+    expected.extend(keys("open", 0..1));
+    expected.sort();
+    tokio::task::block_in_place(|| {
+        let everything = read(&bootstrap, topic, 1, "read_uncommitted", expected.len() + 1);
+        assert_eq!(values(&everything), expected);
+        let committed = read(&bootstrap, topic, 1, "read_committed", expected.len());
+        assert_eq!(values(&committed), expected);
+    });
     assert_eq!(partition.last_stable_offset(), partition.high_watermark());
 }
 

@@ -10,10 +10,10 @@
 //!    compaction stopped, persisted in `cleaner-offset-checkpoint`; the log start at first) into
 //!    a clean head and a dirty tail. The dirty tail is cleanable up to the *first uncleanable
 //!    offset*: the base of the segment holding the smallest of the caller's upper bound (the
-//!    high watermark; later the last stable offset), the active segment's base, and the base of
-//!    the first dirty segment with a record newer than `min.compaction.lag.ms`. Nothing is done
-//!    unless the dirty ratio (cleanable bytes / clean + cleanable bytes) is above
-//!    `min.cleanable.dirty.ratio`, or a dirty segment's first batch is older than
+//!    last stable offset, so no open transaction is ever cleaned), the active segment's base,
+//!    and the base of the first dirty segment with a record newer than `min.compaction.lag.ms`.
+//!    Nothing is done unless the dirty ratio (cleanable bytes / clean + cleanable bytes) is
+//!    above `min.cleanable.dirty.ratio`, or a dirty segment's first batch is older than
 //!    `max.compaction.lag.ms` (Kafka's `LogCleanerManager`).
 //! 2. **The offset map.** Key → latest offset over the cleanable range, keys stored as a
 //!    128-bit digest (24 bytes an entry, as Kafka's `SkimpyOffsetMap`) with at most
@@ -54,10 +54,14 @@
 //! `.log.swap` is complete: the segment files it replaces (bases from its base up to its next
 //! offset) are removed and the `.swap` files take their final names.
 //!
+//! # Transactions ([`transactions`])
+//! Below the last stable offset every transaction has ended. Aborted data stays out of the
+//! offset map and is removed whole (its producer's last batch may stay as an empty header);
+//! committed data is cleaned like any other. A marker stays while a batch of its transaction
+//! does, then gets a delete horizon like a tombstone's and goes once that has passed. The
+//! cleaned segment's `.txnindex` keeps the aborts whose data it still holds.
+//!
 //! # Not done (yet)
-//! - Transactions: control batches and transactional batches are kept as they are and their
-//!   records stay out of the offset map (so a possibly aborted record never supersedes another);
-//!   markers are never removed. This changes when transactions land.
 //! - Producer state: without producer-id expiry, the last batch of every producer id found in the
 //!   log is kept (possibly empty) for as long as it is that producer's last.
 //! - The cleaner is not throttled (`log.cleaner.io.max.bytes.per.second`); the caller bounds the
@@ -83,6 +87,9 @@ use super::segment::{
     SEGMENT_BYTES_MAX, SEGMENT_FILE_SUFFIXES, SWAP_FILE_SUFFIX,
 };
 use super::LogError;
+use transactions::TxnTracker;
+
+mod transactions;
 
 /// Kafka's `log.cleaner.dedupe.buffer.size` default.
 pub const DEDUPE_BUFFER_BYTES_DEFAULT: u64 = 134_217_728;
@@ -97,8 +104,8 @@ const WRITE_CHUNK_BYTES: usize = 512 * 1024;
 /// What the caller decides for one compaction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CompactionSettings {
-    /// Nothing at or above this offset is cleaned: the high watermark (later the last stable
-    /// offset). The segment holding it is not cleaned either.
+    /// Nothing at or above this offset is cleaned: the last stable offset (at most the high
+    /// watermark). The segment holding it is not cleaned either.
     pub upper_bound_offset: i64,
     /// `log.cleaner.dedupe.buffer.size`: memory for the offset map, at
     /// [`OFFSET_MAP_ENTRY_BYTES`] an entry.
@@ -171,8 +178,13 @@ pub struct CompactionStats {
     pub batches_emptied: u64,
     /// Batches dropped whole.
     pub batches_removed: u64,
-    /// Batches that got a delete horizon.
+    /// Batches that got a delete horizon (with tombstones, or markers whose transaction has
+    /// no batch left).
     pub delete_horizons_set: u64,
+    /// Records of aborted transactions dropped.
+    pub aborted_records_removed: u64,
+    /// Transaction markers dropped (their transaction's data gone, their horizon passed).
+    pub markers_removed: u64,
 }
 
 impl CompactionStats {
@@ -197,6 +209,8 @@ impl CompactionStats {
             batches_emptied: 0,
             batches_removed: 0,
             delete_horizons_set: 0,
+            aborted_records_removed: 0,
+            markers_removed: 0,
         }
     }
 
@@ -559,8 +573,16 @@ pub(super) fn compact(
             config.max_message_bytes as usize,
         ),
     };
+    // One walk over every group, in offset order: a transaction may span groups.
+    let walk_start = to_clean
+        .first()
+        .map_or(end_offset, |first| first.base_offset());
+    let mut transactions =
+        TxnTracker::new(log.aborted_transactions(walk_start, range.first_uncleanable_offset));
     for group in &groups {
-        if clean_group(log, &config, group, &round, &mut stats)? == Progress::Aborted {
+        if clean_group(log, &config, group, &round, &mut transactions, &mut stats)?
+            == Progress::Aborted
+        {
             stats.outcome = CompactionOutcome::Aborted;
             debug!(dir = %log.dir().display(), ?stats, "compaction aborted: the log changed");
             return Ok(stats);
@@ -583,6 +605,8 @@ pub(super) fn compact(
         tombstones_removed = stats.tombstones_removed,
         keyless_removed = stats.keyless_removed,
         delete_horizons_set = stats.delete_horizons_set,
+        aborted_records_removed = stats.aborted_records_removed,
+        markers_removed = stats.markers_removed,
         elapsed_ms = started.elapsed().as_millis() as u64,
         "compacted log"
     );
@@ -603,6 +627,8 @@ fn build_offset_map(
         super::compression::decompressed_max_bytes(log.config().max_message_bytes as usize);
     let start = range.first_dirty_offset;
     let dirty = segments_in_range(segments, start, range.first_uncleanable_offset);
+    let mut transactions =
+        TxnTracker::new(log.aborted_transactions(start, range.first_uncleanable_offset));
     for (index, segment) in dirty.iter().enumerate() {
         let next_start = dirty
             .get(index + 1)
@@ -621,8 +647,15 @@ fn build_offset_map(
             }
             let (_, batch) = item?;
             let header = batch.header();
-            // Transactional and control batches stay out of the map (see the module doc).
-            if !header.is_control() && !header.is_transactional() {
+            // Markers and aborted data stay out of the map.
+            let skip = if header.is_control() {
+                let marker = batch::marker_record(&batch, decompressed_max_bytes)?;
+                transactions.on_control_batch(&header, marker, header.records_count() == 0);
+                true
+            } else {
+                transactions.on_data_batch(&header)
+            };
+            if !skip {
                 let base_offset = header.base_offset();
                 let mut full = false;
                 batch::for_each_record(&batch, decompressed_max_bytes, |record| {
@@ -730,6 +763,7 @@ fn clean_group(
     config: &LogConfig,
     group: &[Arc<Segment>],
     round: &Round<'_>,
+    transactions: &mut TxnTracker,
     stats: &mut CompactionStats,
 ) -> Result<Progress, LogError> {
     let Some(first) = group.first() else {
@@ -744,7 +778,7 @@ fn clean_group(
         CLEANED_FILE_SUFFIX,
     )?;
     let mut group_stats = CompactionStats::new(CompactionOutcome::Cleaned);
-    match fill_cleaned(log, &cleaned, group, round, &mut group_stats) {
+    match fill_cleaned(log, &cleaned, group, round, transactions, &mut group_stats) {
         Ok(Progress::Done) => {}
         Ok(Progress::Aborted) => {
             cleaned.delete_files()?;
@@ -763,7 +797,8 @@ fn clean_group(
     }
     let bytes_before: u64 = group.iter().map(|segment| segment.size_bytes()).sum();
     let bytes_after = cleaned.size_bytes();
-    if !log.replace_segments(cleaned, group, round.truncations)? {
+    let aborted = transactions.take_indexed();
+    if !log.replace_segments(cleaned, group, round.truncations, aborted)? {
         return Ok(Progress::Aborted);
     }
     debug!(
@@ -788,6 +823,8 @@ fn clean_group(
     stats.batches_emptied += group_stats.batches_emptied;
     stats.batches_removed += group_stats.batches_removed;
     stats.delete_horizons_set += group_stats.delete_horizons_set;
+    stats.aborted_records_removed += group_stats.aborted_records_removed;
+    stats.markers_removed += group_stats.markers_removed;
     Ok(Progress::Done)
 }
 
@@ -797,6 +834,7 @@ fn fill_cleaned(
     cleaned: &Segment,
     group: &[Arc<Segment>],
     round: &Round<'_>,
+    transactions: &mut TxnTracker,
     stats: &mut CompactionStats,
 ) -> Result<Progress, LogError> {
     let base_offset = cleaned.base_offset();
@@ -809,7 +847,7 @@ fn fill_cleaned(
                 return Ok(Progress::Aborted);
             }
             let (_, batch) = item?;
-            let Some(kept) = filter_batch(batch, round, stats)? else {
+            let Some(kept) = filter_batch(batch, round, transactions, stats)? else {
                 continue;
             };
             let header = kept.header();
@@ -850,19 +888,32 @@ enum EmptyBatch {
     KeepHeader,
 }
 
-/// The batch as the cleaned segment keeps it, if at all (see the module doc, step 4).
+/// The batch as the cleaned segment keeps it, if at all (see the module doc, step 4, and
+/// [`transactions`]).
 fn filter_batch(
     batch: Batch,
     round: &Round<'_>,
+    transactions: &mut TxnTracker,
     stats: &mut CompactionStats,
 ) -> Result<Option<Batch>, LogError> {
     let header = batch.header();
     let count = u64::try_from(header.records_count()).unwrap_or(0);
     stats.records_read += count;
-    if header.is_control() || header.is_transactional() {
-        stats.records_retained += count;
-        return Ok(Some(batch));
-    }
+    let horizon_ms = header.delete_horizon_ms();
+    let is_control = header.is_control();
+    // Kafka's `checkBatchRetention`: a marker may go once nothing of its transaction is left
+    // and its horizon has passed; an aborted transaction's data goes at once.
+    let (marker_may_go, discard) = if is_control {
+        let marker = batch::marker_record(&batch, round.decompressed_max_bytes)?;
+        let may_go = transactions.on_control_batch(&header, marker, count == 0);
+        (
+            may_go,
+            may_go && horizon_ms.is_some_and(|horizon| horizon <= round.now_ms),
+        )
+    } else {
+        let aborted = transactions.on_data_batch(&header);
+        (false, aborted)
+    };
     let producer_last = header.producer_id() >= 0
         && round.producers.get(&header.producer_id()) == Some(&header.last_offset());
     let when_empty = if producer_last || header.next_offset() == round.upper_bound_offset {
@@ -870,7 +921,14 @@ fn filter_batch(
     } else {
         EmptyBatch::Delete
     };
-    let horizon_ms = header.delete_horizon_ms();
+    if discard {
+        if is_control {
+            stats.markers_removed += 1;
+        } else {
+            stats.aborted_records_removed += count;
+        }
+        return emptied(&batch, when_empty, stats);
+    }
     let retain_tombstones = horizon_ms.is_none_or(|horizon| round.now_ms < horizon);
     let base_offset = header.base_offset();
     let records = batch::decompressed_records(&batch, round.decompressed_max_bytes)?;
@@ -885,7 +943,7 @@ fn filter_batch(
         },
         |record| {
             let offset = base_offset + i64::from(record.offset_delta);
-            let keep = if offset > round.map.latest_offset {
+            let keep = if is_control || offset > round.map.latest_offset {
                 true
             } else if let Some(key) = record.key {
                 offset >= round.map.get(key) && (record.value.is_some() || retain_tombstones)
@@ -894,7 +952,7 @@ fn filter_batch(
                 false
             };
             if keep {
-                kept_tombstone |= record.value.is_none();
+                kept_tombstone |= !is_control && record.value.is_none();
                 kept.push(record);
             } else {
                 removed += 1;
@@ -906,18 +964,9 @@ fn filter_batch(
     )?;
     stats.records_retained += kept.len() as u64;
     if kept.is_empty() {
-        return match when_empty {
-            EmptyBatch::Delete => {
-                stats.batches_removed += 1;
-                Ok(None)
-            }
-            EmptyBatch::KeepHeader => {
-                stats.batches_emptied += 1;
-                empty_header(&batch).map(Some)
-            }
-        };
+        return emptied(&batch, when_empty, stats);
     }
-    let set_horizon = kept_tombstone && horizon_ms.is_none();
+    let set_horizon = (kept_tombstone || marker_may_go) && horizon_ms.is_none();
     if removed == 0 && !set_horizon {
         return Ok(Some(batch));
     }
@@ -929,6 +978,24 @@ fn filter_batch(
     };
     stats.batches_rewritten += 1;
     rewrite(&batch, &kept, new_horizon_ms).map(Some)
+}
+
+/// What is left of a batch that keeps none of its records.
+fn emptied(
+    batch: &Batch,
+    when_empty: EmptyBatch,
+    stats: &mut CompactionStats,
+) -> Result<Option<Batch>, LogError> {
+    match when_empty {
+        EmptyBatch::Delete => {
+            stats.batches_removed += 1;
+            Ok(None)
+        }
+        EmptyBatch::KeepHeader => {
+            stats.batches_emptied += 1;
+            empty_header(batch).map(Some)
+        }
+    }
 }
 
 /// `batch` with only the `kept` records (at their original offset deltas) and the given delete

@@ -1741,13 +1741,15 @@ impl PartitionLog {
     /// in one step and the
     /// `.deleted` files are removed (readers holding old segments keep reading their open
     /// files). A crash anywhere in between is finished or undone by [`PartitionLog::open`].
-    /// Returns `false` (and removes `cleaned`) when the log changed meanwhile: closed, truncated,
-    /// or one of `old` no longer in it (retention).
+    /// `aborted` becomes the cleaned segment's aborted-transaction index (the old segments'
+    /// entries go). Returns `false` (and removes `cleaned`) when the log changed meanwhile:
+    /// closed, truncated, or one of `old` no longer in it (retention).
     pub(super) fn replace_segments(
         &self,
         cleaned: Segment,
         old: &[Arc<Segment>],
         truncations: u64,
+        aborted: Vec<AbortedTxn>,
     ) -> Result<bool, LogError> {
         let mut state = lock(&self.append_lock);
         let unchanged =
@@ -1797,7 +1799,7 @@ impl PartitionLog {
             self.segments_generation.fetch_add(1, Ordering::AcqRel);
             drop(map);
             let bases: Vec<i64> = old.iter().map(|segment| segment.base_offset()).collect();
-            lock(&self.txn_index).merge(&bases, into)?;
+            lock(&self.txn_index).replace(&bases, into, aborted)?;
         }
         drop(state);
         self.dir_sync_needed.store(true, Ordering::Release);

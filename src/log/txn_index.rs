@@ -17,11 +17,11 @@
 //!   every entry at or above its starting offset again, after [`TxnIndex::truncate_from`] has
 //!   dropped them; below it the files are the record. A torn last entry is cut at load.
 //! - Entries are kept in memory (aborted transactions are rare and small); files are only
-//!   appended, or rewritten whole under a temporary name when a truncation or a merge changes
-//!   one. Appends are not fsynced one by one: [`TxnIndex::sync`] runs before the producer
-//!   snapshot that would make the replay skip them (at a roll).
-//! - A file whose segment is gone (a crash between a compaction's swap and its merge) gives
-//!   its entries to the segment that now covers its base offset.
+//!   appended, or rewritten whole under a temporary name when a truncation or a compaction
+//!   changes one. Appends are not fsynced one by one: [`TxnIndex::sync`] runs before the
+//!   producer snapshot that would make the replay skip them (at a roll).
+//! - A file whose segment is gone (a crash between a compaction's swap and its index rewrite)
+//!   gives its entries to the segment that now covers its base offset.
 
 use std::collections::BTreeMap;
 use std::fs::{self, OpenOptions};
@@ -209,33 +209,29 @@ impl TxnIndex {
         remove_if_present(&self.path(base))
     }
 
-    /// Gives the entries of the segments at `from` to the segment at `into` (the log
-    /// cleaner replaced them with one segment at `into`).
-    pub fn merge(&mut self, from: &[i64], into: i64) -> Result<(), LogError> {
-        let mut moved = false;
-        for &base in from {
-            if base == into {
-                continue;
-            }
-            if let Some(entries) = self.segments.remove(&base) {
-                if !entries.entries.is_empty() {
-                    self.segments
-                        .entry(into)
-                        .or_default()
-                        .entries
-                        .extend(entries.entries);
-                    moved = true;
-                }
-            }
+    /// Replaces the entries of the segments at `from` with `entries` under the segment at
+    /// `into` (the log cleaner replaced them with one segment at `into`, which holds the
+    /// markers of `entries`).
+    pub fn replace(
+        &mut self,
+        from: &[i64],
+        into: i64,
+        mut entries: Vec<AbortedTxn>,
+    ) -> Result<(), LogError> {
+        for base in from {
+            self.segments.remove(base);
         }
-        if moved {
-            if let Some(entries) = self.segments.get_mut(&into) {
-                entries.entries.sort_by_key(|e| e.last_offset);
-            }
-            // The merged file is written before the old ones go, so a crash in between leaves
-            // duplicates that `load` folds into the owner, never a loss.
-            self.rewrite(into)?;
-        }
+        entries.sort_by_key(|e| e.last_offset);
+        self.segments.insert(
+            into,
+            SegmentEntries {
+                entries,
+                dirty: false,
+            },
+        );
+        // The new file is written before the old ones go, so a crash in between leaves
+        // entries that `load` folds into the owner (a superset, never a loss).
+        self.rewrite(into)?;
         for &base in from {
             if base != into {
                 remove_if_present(&self.path(base))?;
@@ -358,7 +354,7 @@ mod tests {
     }
 
     #[test]
-    fn truncation_merge_and_orphan_files() {
+    fn truncation_replacement_and_orphan_files() {
         let dir = tempfile::tempdir().unwrap();
         let mut index = TxnIndex::empty(dir.path());
         index.append(0, aborted(1, 0, 5, 6)).unwrap();
@@ -368,11 +364,14 @@ mod tests {
         assert_eq!(index.all(), vec![aborted(1, 0, 5, 6)]);
         assert!(!dir.path().join("00000000000000000010.txnindex").exists());
         index.append(10, aborted(2, 10, 15, 16)).unwrap();
-        index.merge(&[0, 10], 0).unwrap();
+        // A compaction keeps only the aborts whose data it kept.
+        index
+            .replace(&[0, 10], 0, vec![aborted(2, 10, 15, 16)])
+            .unwrap();
         assert!(!dir.path().join("00000000000000000010.txnindex").exists());
         assert_eq!(
             TxnIndex::load(dir.path(), &[0]).unwrap().all(),
-            vec![aborted(1, 0, 5, 6), aborted(2, 10, 15, 16)]
+            vec![aborted(2, 10, 15, 16)]
         );
         // A file whose segment is gone is folded into the segment that covers it; one below
         // the first segment is dropped.

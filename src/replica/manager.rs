@@ -419,7 +419,8 @@ impl ReplicaManager {
             }
             budget_spent += cleanable.clean_bytes + cleanable.cleanable_bytes;
             let settings = CompactionSettings {
-                upper_bound_offset: partition.high_watermark(),
+                // Never past an open transaction (Kafka's first unstable offset).
+                upper_bound_offset: partition.last_stable_offset(),
                 dedupe_buffer_bytes: self.config.log_cleaner_dedupe_buffer_size(),
             };
             match partition.log().compact(now_ms, &settings) {

@@ -289,6 +289,28 @@ pub fn assigned_consumer_with(
     consumer
 }
 
+/// Rolls partition 0 of `topic`'s active segment (a test hook: a real broker rolls on
+/// `segment.bytes`, `segment.ms` or `max.compaction.lag.ms`) and runs the log cleaner once.
+pub async fn roll_and_clean(
+    broker: &TestBroker,
+    topic: &str,
+) -> gregor::replica::manager::LogCleanerRun {
+    let b = broker.broker().clone();
+    let topic = topic.to_string();
+    tokio::task::spawn_blocking(move || {
+        b.replicas
+            .leader_partition(&topic, 0)
+            .expect("partition")
+            .log()
+            .roll()
+            .expect("roll");
+        b.replicas
+            .run_log_cleaner(gregor::replica::manager::now_ms())
+    })
+    .await
+    .expect("cleaner task")
+}
+
 /// Creates a topic through the admin API.
 pub async fn create_topic(bootstrap: &str, topic: &str, partitions: i32, configs: &[(&str, &str)]) {
     use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};

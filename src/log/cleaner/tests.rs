@@ -28,11 +28,23 @@ fn batch_of(
     compression: Compression,
     producer_id: i64,
 ) -> Bytes {
+    encode_entries(entries, timestamp_ms, compression, producer_id, false, 0)
+}
+
+/// `entries` as one batch of `producer_id` (epoch 0 if it has one) from `base_sequence`.
+fn encode_entries(
+    entries: &[Entry<'_>],
+    timestamp_ms: i64,
+    compression: Compression,
+    producer_id: i64,
+    transactional: bool,
+    base_sequence: i32,
+) -> Bytes {
     let records: Vec<Record> = entries
         .iter()
         .enumerate()
         .map(|(index, (key, value))| Record {
-            transactional: false,
+            transactional,
             control: false,
             delete_horizon: false,
             partition_leader_epoch: 0,
@@ -40,7 +52,7 @@ fn batch_of(
             producer_epoch: if producer_id >= 0 { 0 } else { -1 },
             timestamp_type: WireTimestampType::Creation,
             offset: index as i64,
-            sequence: index as i32,
+            sequence: base_sequence + index as i32,
             timestamp: timestamp_ms + index as i64,
             key: key.map(|k| Bytes::copy_from_slice(k.as_bytes())),
             value: value.map(|v| Bytes::copy_from_slice(v.as_bytes())),
@@ -1185,4 +1197,170 @@ fn header_of_an_encoded_tombstone_batch() {
     let bytes = keyed(&[(Some("a"), None)], 5);
     let header = BatchHeader::parse(&bytes).expect("header");
     assert_eq!(header.delete_horizon_ms(), None);
+}
+
+/// One transactional batch of `producer_id` (epoch 0) from `base_sequence`.
+fn txn_batch(entries: &[Entry<'_>], producer_id: i64, base_sequence: i32) -> Bytes {
+    encode_entries(
+        entries,
+        100,
+        Compression::None,
+        producer_id,
+        true,
+        base_sequence,
+    )
+}
+
+fn end_txn(log: &PartitionLog, producer_id: i64, commit: bool) -> i64 {
+    let marker = crate::log::producer_state::Marker {
+        producer_id,
+        epoch: 0,
+        coordinator_epoch: 0,
+        commit,
+    };
+    log.append_marker(&marker, 100, 0)
+        .expect("marker")
+        .0
+        .base_offset
+}
+
+/// Base offsets of the control batches, and (offset, key, value) of the data records.
+fn control_offsets(log: &PartitionLog) -> Vec<i64> {
+    stored(log)
+        .iter()
+        .filter(|b| b.header().is_control())
+        .map(|b| b.header().base_offset())
+        .collect()
+}
+
+fn data_rows(log: &PartitionLog) -> Vec<(i64, String, String)> {
+    stored(log)
+        .iter()
+        .filter(|b| !b.header().is_control())
+        .flat_map(|batch| batch::decode_records(batch, usize::MAX).expect("decode"))
+        .map(|record| {
+            let text = |b: Option<Bytes>| String::from_utf8_lossy(&b.unwrap_or_default()).into();
+            (record.offset, text(record.key), text(record.value))
+        })
+        .collect()
+}
+
+/// Compacts below the log's last stable offset, as the replica manager does.
+fn compact_stable(log: &PartitionLog, now_ms: i64) -> CompactionStats {
+    let upper = log.last_stable_offset(log.log_end_offset());
+    log.compact(now_ms, &CompactionSettings::below(upper))
+        .expect("compact")
+}
+
+#[test]
+fn transactions_aborted_data_goes_open_ones_stay_and_markers_go_after_their_horizon() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = open(dir.path(), compact_config());
+    let append = |bytes: Bytes| log.append(bytes, 100, 0).expect("append").base_offset;
+    // Round 1: producer 1 aborts a=1 b=1, producer 2 commits a=2, producer 1 commits e=1,
+    // producer 3 leaves a=3 open in a segment of its own.
+    assert_eq!(
+        append(txn_batch(
+            &[(Some("a"), Some("1")), (Some("b"), Some("1"))],
+            1,
+            0
+        )),
+        0
+    );
+    assert_eq!(end_txn(&log, 1, false), 2);
+    assert_eq!(append(txn_batch(&[(Some("a"), Some("2"))], 2, 0)), 3);
+    assert_eq!(end_txn(&log, 2, true), 4);
+    assert_eq!(append(keyed(&[(Some("c"), Some("1"))], 100)), 5);
+    assert_eq!(append(txn_batch(&[(Some("e"), Some("1"))], 1, 2)), 6);
+    assert_eq!(end_txn(&log, 1, true), 7);
+    log.roll().expect("roll");
+    assert_eq!(append(txn_batch(&[(Some("a"), Some("3"))], 3, 0)), 8);
+    log.roll().expect("roll");
+    assert_eq!(log.last_stable_offset(log.log_end_offset()), 8);
+
+    let stats = compact_stable(&log, 1000);
+    assert_eq!(stats.outcome, CompactionOutcome::Cleaned);
+    assert_eq!(
+        stats.first_uncleanable_offset, 8,
+        "the open transaction bounds it"
+    );
+    assert_eq!(stats.aborted_records_removed, 2);
+    // a=2 stays: the open a=3 may still abort, so it supersedes nothing yet.
+    let expect = |rows: &[(i64, &str, &str)]| -> Vec<(i64, String, String)> {
+        rows.iter()
+            .map(|(o, k, v)| (*o, k.to_string(), v.to_string()))
+            .collect()
+    };
+    assert_eq!(
+        data_rows(&log),
+        expect(&[(3, "a", "2"), (5, "c", "1"), (6, "e", "1"), (8, "a", "3")])
+    );
+    assert_eq!(control_offsets(&log), vec![2, 4, 7]);
+    let aborted: Vec<(i64, i64, i64)> = log
+        .all_aborted_transactions()
+        .iter()
+        .map(|a| (a.producer_id, a.first_offset, a.last_offset))
+        .collect();
+    assert_eq!(
+        aborted,
+        vec![(1, 0, 2)],
+        "the abort's marker stays, so does its entry"
+    );
+    assert_eq!(stats.delete_horizons_set, 0);
+
+    // Round 2: producer 3 commits; producer 2 commits f=1. a=2 goes (a=3 is committed now).
+    // The abort marker has no data left: it gets a horizon and its index entry goes. The
+    // commit at 4 stays one more round: this pass still read its (now removed) batch.
+    assert_eq!(end_txn(&log, 3, true), 9);
+    assert_eq!(append(txn_batch(&[(Some("f"), Some("1"))], 2, 1)), 10);
+    assert_eq!(end_txn(&log, 2, true), 11);
+    log.roll().expect("roll");
+    assert_eq!(append(keyed(&[(Some("z"), Some("1"))], 100)), 12);
+    log.roll().expect("roll");
+    let stats = compact_stable(&log, 1000);
+    assert_eq!(stats.outcome, CompactionOutcome::Cleaned);
+    assert_eq!(
+        data_rows(&log),
+        expect(&[
+            (5, "c", "1"),
+            (6, "e", "1"),
+            (8, "a", "3"),
+            (10, "f", "1"),
+            (12, "z", "1")
+        ])
+    );
+    assert_eq!(control_offsets(&log), vec![2, 4, 7, 9, 11]);
+    assert_eq!(stats.delete_horizons_set, 1);
+    assert_eq!(stats.markers_removed, 0);
+    assert!(log.all_aborted_transactions().is_empty());
+    let horizon = |offset: i64| {
+        stored(&log)
+            .iter()
+            .find(|b| b.header().base_offset() == offset)
+            .and_then(|b| b.header().delete_horizon_ms())
+    };
+    assert_eq!(horizon(2), Some(2000));
+    assert_eq!(horizon(4), None);
+
+    // Round 3, past the horizon: the abort marker goes; the commit at 4 gets its horizon.
+    assert_eq!(append(keyed(&[(Some("c"), Some("2"))], 100)), 13);
+    log.roll().expect("roll");
+    let stats = compact_stable(&log, 3000);
+    assert_eq!(stats.markers_removed, 1);
+    assert_eq!(stats.delete_horizons_set, 1);
+    assert_eq!(control_offsets(&log), vec![4, 7, 9, 11]);
+    assert_eq!(horizon(4), Some(4000));
+
+    // Nothing is left open: reopened, and replayed from the log's start without snapshots.
+    let end = log.log_end_offset();
+    log.close().expect("close");
+    for entry in std::fs::read_dir(dir.path()).expect("dir") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_some_and(|e| e == "snapshot") {
+            std::fs::remove_file(path).expect("remove snapshot");
+        }
+    }
+    let log = open(dir.path(), compact_config());
+    assert_eq!(log.last_stable_offset(end), end);
+    assert!(log.all_aborted_transactions().is_empty());
 }
