@@ -29,6 +29,7 @@ use crate::log::LogError;
 use crate::replica::fetcher::{ReplicaFetchers, REPLICA_MAGIC};
 use crate::replica::manager::now_ms;
 use crate::replica::ReplicaManager;
+use crate::server::peer_client::PeerPool;
 use crate::server::{self, peer_auth, Principal};
 use crate::txn::TRANSACTION_STATE_TOPIC;
 
@@ -77,6 +78,8 @@ pub struct Broker {
     pub txns: TxnService,
     /// Producer ids for idempotent producers (InitProducerId).
     pub producer_ids: Arc<ProducerIds>,
+    /// Connections to other brokers' internal listeners (markers, verification).
+    pub peers: Arc<PeerPool>,
     /// Follower-side replication tasks.
     fetchers: ReplicaFetchers,
     /// Serialises creating `__consumer_offsets` and `__transaction_state`.
@@ -101,12 +104,16 @@ impl Broker {
         let controller = Controller::open(config.clone()).await?;
         let replicas = Arc::new(ReplicaManager::open(config.clone())?);
         let groups = GroupService::new(config.clone(), replicas.clone());
+        let peers = Arc::new(PeerPool::new(
+            config.cluster_secret(),
+            REPLICA_MAGIC,
+            config.internal_frame_max_bytes(),
+        ));
         let markers = MarkerWriter::new(
             replicas.clone(),
             groups.clone(),
             controller.subscribe(),
-            config.cluster_secret(),
-            config.internal_frame_max_bytes(),
+            peers.clone(),
             Duration::from_millis(config.request_timeout_ms()),
         );
         let txns = TxnService::new(config.clone(), replicas.clone(), markers);
@@ -119,6 +126,7 @@ impl Broker {
             groups,
             txns,
             producer_ids: Arc::new(ProducerIds::new()),
+            peers,
             fetchers: ReplicaFetchers::default(),
             internal_topic_lock: tokio::sync::Mutex::new(()),
             shutdown,

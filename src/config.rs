@@ -397,6 +397,13 @@ pub const BROKER_CONFIGS: &[ConfigDef] = &[
         1,
         "Longest transaction.timeout.ms a producer may ask for (INVALID_TRANSACTION_TIMEOUT beyond).",
     ),
+    ConfigDef {
+        name: "transaction.partition.verification.enable",
+        default: "true",
+        kind: ConfigKind::Boolean,
+        sensitive: false,
+        doc: "Before a transactional producer's first write to a partition in a transaction, its leader asks the transaction coordinator whether the partition was added to it (KIP-890); a write that was not is refused with INVALID_TXN_STATE.",
+    },
     long(
         "transactional.id.expiration.ms",
         "604800000",
@@ -988,6 +995,10 @@ impl BrokerConfig {
             expire_check_interval_ms: self
                 .long("transaction.remove.expired.transaction.cleanup.interval.ms"),
         }
+    }
+    /// `transaction.partition.verification.enable`.
+    pub fn transaction_partition_verification(&self) -> bool {
+        self.boolean("transaction.partition.verification.enable")
     }
     /// `request.timeout.ms`.
     pub fn request_timeout_ms(&self) -> u64 {

@@ -11,7 +11,8 @@
 //! - [`protocol`]: decoding requests and encoding responses with `kafka-protocol`, and the
 //!   guard that keeps hostile frames from aborting the process.
 //! - [`api`]: one file per Kafka API and the one dispatch `match`; the version table that
-//!   feeds both dispatch and ApiVersions; maps layer errors to Kafka error codes.
+//!   feeds both dispatch and ApiVersions; maps layer errors to Kafka error codes; the
+//!   produce path's KIP-890 question to a transaction's coordinator (`api::txn_verification`).
 //! - [`replica`]: partitions this broker hosts (leader today; followers with the cluster), the
 //!   replica manager that owns them, group commit of fsyncs, and long-poll wake-ups.
 //! - [`cluster`]: the metadata image (brokers, topics, partitions) and the controller that
@@ -20,7 +21,8 @@
 //! - [`txn`]: the transaction coordinator (transactional ids, their producers' epochs and
 //!   transactions' states); I/O-free, time injected, like [`group`].
 //! - [`coordinator`]: the coordinators' runtime: the clock, timers, the `__consumer_offsets`
-//!   appends and replay, and requests waiting for a rebalance.
+//!   and `__transaction_state` appends and replay, requests waiting for a rebalance, and the
+//!   transaction marker channel.
 //! - [`log`]: Kafka's segment log on local disk; knows nothing of replication or the wire.
 //! - [`broker`]: wires the pieces into one running broker with a clean shutdown.
 //! - [`probe`]: `gregor health`, the ApiVersions probe a `FROM scratch` image's health check

@@ -327,17 +327,7 @@ async fn consume_transform_produce_is_exactly_once_across_a_coordinator_move() {
     // group's.
     let broker = cluster.running(0).broker.clone();
     broker.ensure_offsets_topic().await.expect("offsets topic");
-    broker
-        .ensure_transaction_topic()
-        .await
-        .expect("transaction topic");
-    let image = broker.controller.image();
-    let leader_of = |topic: &str, partition: i32| {
-        image
-            .partition(topic, partition)
-            .map(|p| p.leader)
-            .expect("partition")
-    };
+    let leader_of = leaders_with_transaction_topic(&broker).await;
     let group_coordinator = leader_of(OFFSETS_TOPIC, broker.groups.partition_for(GROUP));
     let txn_id = (0..)
         .map(|i| format!("ctp-tx-{i}"))
@@ -511,6 +501,24 @@ async fn consume_transform_produce_is_exactly_once_across_a_coordinator_move() {
     cluster.shutdown().await;
 }
 
+/// Creates `__transaction_state` through `broker` and returns a lookup of partition leaders
+/// (node ids) in the metadata as it is then.
+async fn leaders_with_transaction_topic(
+    broker: &std::sync::Arc<gregor::broker::Broker>,
+) -> impl Fn(&str, i32) -> i32 {
+    broker
+        .ensure_transaction_topic()
+        .await
+        .expect("transaction topic");
+    let image = broker.controller.image();
+    move |topic: &str, partition: i32| {
+        image
+            .partition(topic, partition)
+            .map(|p| p.leader)
+            .expect("partition")
+    }
+}
+
 /// One consume-transform-produce transaction: writes the batch transformed, adds the offsets
 /// after it, and commits (or, every third transaction, aborts). Ok(true) when committed.
 fn run_transaction(
@@ -551,4 +559,117 @@ fn run_transaction(
 
 fn stopped_requested(flag: &std::sync::Mutex<Option<usize>>) -> bool {
     flag.lock().map(|f| f.is_some()).unwrap_or(true)
+}
+
+/// A transactional producer's write that arrives after its transaction ended (a request stuck
+/// in the network while the client committed): the same producer id, epoch and next sequence,
+/// sent straight to a partition leader. With KIP-890 verification (the default) the leader
+/// asks the coordinator, learns the partition is in no open transaction and refuses it with
+/// INVALID_TXN_STATE, on a leader that is the coordinator's broker and on one that is not
+/// (the question then goes over the internal listener); nothing is left open. With the check
+/// off, the same write opens a transaction no coordinator knows of and the partition's last
+/// stable offset hangs there: the hole the check closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_arriving_after_its_transaction_ended_is_refused_and_hangs_nothing() {
+    use common::cluster::{create, Cluster};
+    use gregor::txn::TRANSACTION_STATE_TOPIC;
+    use kafka_protocol::messages::{ApiKey, ProduceResponse, TransactionalId};
+    use kafka_protocol::protocol::StrBytes;
+    use kafka_protocol::ResponseError;
+
+    for verification in [true, false] {
+        let settings = [(
+            "transaction.partition.verification.enable",
+            if verification { "true" } else { "false" },
+        )];
+        let cluster = Cluster::start_with(3, &settings).await;
+        let bootstrap = cluster.all_bootstrap();
+        create(&bootstrap, "late", 6, 3).await.expect("topic");
+        let broker = cluster.running(0).broker.clone();
+        let leader_of = leaders_with_transaction_topic(&broker).await;
+        // A transactional id whose coordinator leads one partition of `late` and not another.
+        let (txn_id, local, remote) = (0..)
+            .map(|i| format!("late-tx-{i}"))
+            .find_map(|id| {
+                let coordinator =
+                    leader_of(TRANSACTION_STATE_TOPIC, broker.txns.partition_for(&id));
+                let local = (0..6).find(|p| leader_of("late", *p) == coordinator)?;
+                let remote = (0..6).find(|p| leader_of("late", *p) != coordinator)?;
+                Some((id, local, remote))
+            })
+            .expect("a transactional id");
+        tokio::task::block_in_place(|| {
+            let producer = txn_producer(&bootstrap, &txn_id, &[]);
+            producer.begin_transaction().expect("begin");
+            send(&producer, "late", local, "committed-local");
+            send(&producer, "late", remote, "committed-remote");
+            producer.commit_transaction(TIMEOUT).expect("commit");
+        });
+        for partition in [local, remote] {
+            let leader = leader_of("late", partition);
+            let index = usize::try_from(leader - 1).expect("node ids from 1");
+            let state = cluster
+                .running(index)
+                .broker
+                .replicas
+                .leader_partition("late", partition)
+                .expect("leader");
+            let producer = state
+                .log()
+                .active_producers()
+                .into_iter()
+                .next()
+                .expect("the producer's state");
+            let batch = common::producer_record_batch(
+                producer.producer_id,
+                producer.epoch,
+                producer.last_sequence + 1,
+                &["late"],
+                true,
+            );
+            let request = common::produce_request("late", vec![(partition, batch)], -1)
+                .with_transactional_id(Some(TransactionalId(StrBytes::from_string(
+                    txn_id.clone(),
+                ))));
+            let response: ProduceResponse =
+                common::raw_request(cluster.ports[index], ApiKey::Produce, 9, &request);
+            let code = response.responses[0].partition_responses[0].error_code;
+            if verification {
+                assert_eq!(
+                    code,
+                    ResponseError::InvalidTxnState.code(),
+                    "partition {partition} (leader {leader}): {response:?}"
+                );
+                assert_eq!(state.last_stable_offset(), state.high_watermark());
+                assert_eq!(state.log().ongoing_transactions(), 0);
+            } else {
+                assert_eq!(code, 0, "accepted without the check: {response:?}");
+                assert!(
+                    state.last_stable_offset() < state.high_watermark(),
+                    "the write hangs the partition"
+                );
+            }
+        }
+        if verification {
+            // The producer goes on: its next transaction is verified and written.
+            tokio::task::block_in_place(|| {
+                let producer = txn_producer(&bootstrap, &txn_id, &[]);
+                producer.begin_transaction().expect("begin");
+                send(&producer, "late", local, "next-local");
+                send(&producer, "late", remote, "next-remote");
+                producer.commit_transaction(TIMEOUT).expect("commit");
+                let got = read(&bootstrap, "late", 6, "read_committed", 4);
+                assert_eq!(
+                    values(&got),
+                    [
+                        "committed-local",
+                        "committed-remote",
+                        "next-local",
+                        "next-remote"
+                    ]
+                );
+            });
+        }
+        cluster.shutdown().await;
+    }
 }

@@ -27,9 +27,9 @@ pub fn log_error_code(e: &LogError) -> i16 {
         LogError::Sequence(SequenceError::InvalidSequence { .. }) => {
             ResponseError::InvalidRecord.code()
         }
-        LogError::Sequence(SequenceError::InvalidTxnState { .. }) => {
-            ResponseError::InvalidTxnState.code()
-        }
+        LogError::Sequence(
+            SequenceError::InvalidTxnState { .. } | SequenceError::NotVerified { .. },
+        ) => ResponseError::InvalidTxnState.code(),
         LogError::Sequence(SequenceError::CoordinatorFenced { .. }) => {
             ResponseError::TransactionCoordinatorFenced.code()
         }

@@ -48,6 +48,7 @@ pub mod sync_group;
 #[cfg(test)]
 mod test_support;
 pub mod txn_offset_commit;
+pub mod txn_verification;
 pub mod write_txn_markers;
 
 use std::future::Future;
@@ -174,7 +175,7 @@ pub async fn handle(ctx: RequestContext, body: RequestKind) -> Reply {
         RequestKind::Metadata(req) => {
             Reply::Ready(ResponseKind::Metadata(metadata::handle(&ctx, req).await))
         }
-        RequestKind::Produce(req) => produce::handle(ctx, req),
+        RequestKind::Produce(req) => produce::handle(ctx, req).await,
         RequestKind::Fetch(req) => fetch::handle(ctx, req),
         RequestKind::ListOffsets(req) => {
             Reply::Ready(ResponseKind::ListOffsets(list_offsets::handle(&ctx, req)))

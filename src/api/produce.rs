@@ -20,8 +20,12 @@
 //! transactional batch needs the request's `transactional_id` (INVALID_RECORD without one, as
 //! Kafka's "Produce requests with transactional records must have a transactionalId"); it opens
 //! the producer's transaction on the partition, which holds the last stable offset until the
-//! coordinator's marker closes it. (Kafka 3.6's check with the coordinator that the partition
-//! was added first, KIP-890's verification, is not made.)
+//! coordinator's marker closes it. Before a batch opens a transaction, the coordinator is asked
+//! whether the partition was added to it (KIP-890 part 1, `transaction.partition.verification.
+//! enable`, on by default; see [`super::txn_verification`]): a partition that was not gets
+//! INVALID_TXN_STATE, one whose coordinator cannot answer now NOT_ENOUGH_REPLICAS (retried).
+//! The question is asked in phase one, so the connection's next request waits for it, as each
+//! Kafka connection waits for its previous request.
 //!
 //! Errors are per partition; one bad partition does not fail the others. NOT_LEADER_OR_FOLLOWER
 //! carries the current leader and its endpoint from v10 (KIP-951). A compacted topic
@@ -38,13 +42,16 @@ use kafka_protocol::protocol::{StrBytes, VersionRange};
 use kafka_protocol::ResponseError;
 
 use super::errors::{replica_error_code, LeaderHints};
+use super::txn_verification::{produce_error, verify, Question, Verifier};
 use super::{Reply, RequestContext};
 use crate::cluster::metadata::reserved_topic;
 use crate::cluster::MetadataImage;
 use crate::log::batch::{frame_size, BatchHeader};
+use crate::log::producer_state::TxnVerification;
 use crate::log::{LogError, TimestampType};
 use crate::replica::manager::now_ms;
 use crate::replica::{Partition, ReplicaError};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 /// Handled versions.
@@ -61,12 +68,19 @@ struct Appended {
 }
 
 /// Phase one of Produce.
-pub fn handle(ctx: RequestContext, req: ProduceRequest) -> Reply {
+pub async fn handle(ctx: RequestContext, req: ProduceRequest) -> Reply {
     let version = ctx.version;
     let acks = req.acks;
     let valid_acks = matches!(acks, -1..=1);
-    let now = now_ms();
     let image = ctx.broker.controller.image();
+    let verification_on =
+        req.transactional_id.is_some() && ctx.broker.config.transaction_partition_verification();
+    let mut verified = if verification_on {
+        verify_first_writes(&ctx, &req, &image).await
+    } else {
+        HashMap::new()
+    };
+    let now = now_ms();
 
     let mut topics: Vec<(TopicProduceResponse, Vec<Appended>)> = Vec::new();
     for topic_data in req.topic_data {
@@ -151,7 +165,23 @@ pub fn handle(ctx: RequestContext, req: ProduceRequest) -> Reply {
                     continue;
                 }
             }
-            match partition.append_as_leader(records, now) {
+            let verification = match verified.remove(&(topic.name.to_string(), index)) {
+                Some(Ok(verification)) => verification,
+                Some(Err(code)) => {
+                    partitions.push(error(
+                        code,
+                        Some(format!(
+                            "the transaction coordinator did not confirm that {}-{index} is in \
+                             the producer's transaction",
+                            topic.name
+                        )),
+                    ));
+                    continue;
+                }
+                None if verification_on => TxnVerification::Guard(None),
+                None => TxnVerification::Off,
+            };
+            match partition.append_verified(records, now, verification) {
                 Ok(info) => {
                     let mut response = partition_response(version, index, 0, None)
                         .with_base_offset(info.base_offset);
@@ -264,6 +294,108 @@ pub fn handle(ctx: RequestContext, req: ProduceRequest) -> Reply {
         add_leader_hints(&mut response, &ctx.broker.controller.image(), version);
         Some(ResponseKind::Produce(response))
     }))
+}
+
+/// KIP-890 part 1 (see [`super::txn_verification`]): for each partition whose batch would open
+/// the producer's transaction here, takes a verification guard and asks the coordinator; the
+/// outcome by (topic, partition): the verification to append with, or the error code to answer.
+/// Partitions not listed open no transaction (or are refused later for other reasons).
+async fn verify_first_writes(
+    ctx: &RequestContext,
+    req: &ProduceRequest,
+    image: &MetadataImage,
+) -> HashMap<(String, i32), Result<TxnVerification, i16>> {
+    let mut outcome = HashMap::new();
+    let Some(transactional_id) = req.transactional_id.as_ref() else {
+        return outcome;
+    };
+    let mut question = Question {
+        transactional_id: transactional_id.as_str(),
+        producer_id: -1,
+        epoch: -1,
+        partitions: Vec::new(),
+    };
+    let mut guards = Vec::new();
+    for topic_data in &req.topic_data {
+        let topic = if ctx.version >= 13 {
+            image.topic_by_id(&topic_data.topic_id)
+        } else {
+            image.topic(topic_data.name.as_str())
+        };
+        let Some(topic) = topic else {
+            continue;
+        };
+        for partition_data in &topic_data.partition_data {
+            let Some(header) = partition_data
+                .records
+                .as_ref()
+                .and_then(|records| BatchHeader::parse(records).ok())
+            else {
+                continue;
+            };
+            if !header.is_transactional() || header.producer_id() < 0 {
+                continue;
+            }
+            if question.producer_id < 0 {
+                question.producer_id = header.producer_id();
+                question.epoch = header.producer_epoch();
+            }
+            if (header.producer_id(), header.producer_epoch())
+                != (question.producer_id, question.epoch)
+            {
+                // One producer per request: another one's batch gets no guard, so it cannot
+                // open a transaction.
+                continue;
+            }
+            let Ok(partition) = ctx
+                .broker
+                .replicas
+                .leader_partition(&topic.name, partition_data.index)
+            else {
+                continue;
+            };
+            let key = (topic.name.to_string(), partition_data.index);
+            match partition
+                .log()
+                .begin_txn_verification(question.producer_id, question.epoch)
+            {
+                None => {
+                    outcome.insert(key, Ok(TxnVerification::Guard(None)));
+                }
+                Some(guard) => {
+                    question.partitions.push(key.clone());
+                    guards.push((key, guard));
+                }
+            }
+        }
+    }
+    if guards.is_empty() {
+        return outcome;
+    }
+    let verifier = Verifier {
+        txns: &ctx.broker.txns,
+        peers: &ctx.broker.peers,
+        image,
+        me: ctx.broker.replicas.node_id(),
+        timeout: std::time::Duration::from_millis(ctx.broker.config.request_timeout_ms()),
+    };
+    let codes = verify(&verifier, &question).await;
+    for ((key, guard), code) in guards.into_iter().zip(codes) {
+        let verdict = if code == 0 {
+            Ok(TxnVerification::Guard(Some(guard)))
+        } else {
+            tracing::debug!(
+                transactional_id = question.transactional_id,
+                topic = key.0,
+                partition = key.1,
+                code,
+                "transactional write not verified"
+            );
+            Err(produce_error(code))
+        };
+        outcome.insert(key, verdict);
+    }
+    outcome
 }
 
 /// Why a client may not write this batch, if it may not: control batches (transaction markers)

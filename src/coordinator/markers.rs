@@ -10,15 +10,14 @@
 //! (INVALID_PRODUCER_EPOCH, TRANSACTION_COORDINATOR_FENCED: a newer coordinator or producer
 //! epoch exists) ends the job unfinished; everything else (no leader, not the leader, a
 //! timeout, a broken connection) is retried after [`RETRY_BACKOFF`] while the coordinator
-//! still wants it. Connections to other brokers are kept in a small pool and reused.
+//! still wants it. Connections to other brokers come from the broker's [`PeerPool`].
 //!
 //! [`Principal::Broker`]: crate::server::Principal::Broker
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::BytesMut;
 use kafka_protocol::messages::write_txn_markers_request::{
     WritableTxnMarker, WritableTxnMarkerTopic,
 };
@@ -27,25 +26,20 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
-use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use crate::cluster::MetadataImage;
 use crate::log::producer_state::{Marker, SequenceError};
 use crate::log::LogError;
-use crate::replica::fetcher::REPLICA_MAGIC;
 use crate::replica::manager::now_ms;
 use crate::replica::{ReplicaError, ReplicaManager};
-use crate::server::peer_auth::ClusterSecret;
-use crate::server::peer_client::{self, Call};
+use crate::server::peer_client::{PeerPool, PeerRequest};
 use crate::txn::MarkerJob;
 
 use super::GroupService;
 
 /// The pause before a round retries the partitions left.
 pub const RETRY_BACKOFF: Duration = Duration::from_millis(100);
-/// Idle connections kept per broker.
-const POOL_PER_BROKER: usize = 4;
 
 /// What became of one partition's marker in a round.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,12 +68,9 @@ struct Inner {
     replicas: Arc<ReplicaManager>,
     groups: GroupService,
     images: watch::Receiver<Arc<MetadataImage>>,
-    secret: Option<ClusterSecret>,
-    frame_max_bytes: usize,
+    peers: Arc<PeerPool>,
     /// `request.timeout.ms`: one round's bound.
     timeout: Duration,
-    pool: Mutex<HashMap<i32, Vec<(String, TcpStream)>>>,
-    correlation: std::sync::atomic::AtomicI32,
 }
 
 impl MarkerWriter {
@@ -88,8 +79,7 @@ impl MarkerWriter {
         replicas: Arc<ReplicaManager>,
         groups: GroupService,
         images: watch::Receiver<Arc<MetadataImage>>,
-        secret: Option<ClusterSecret>,
-        frame_max_bytes: usize,
+        peers: Arc<PeerPool>,
         timeout: Duration,
     ) -> MarkerWriter {
         MarkerWriter {
@@ -97,11 +87,8 @@ impl MarkerWriter {
                 replicas,
                 groups,
                 images,
-                secret,
-                frame_max_bytes,
+                peers,
                 timeout,
-                pool: Mutex::new(HashMap::new()),
-                correlation: std::sync::atomic::AtomicI32::new(0),
             }),
         }
     }
@@ -229,13 +216,11 @@ impl MarkerWriter {
         partitions: &[(String, i32)],
     ) -> Vec<Outcome> {
         let retry_all = vec![Outcome::Retry; partitions.len()];
-        let (Some(secret), Some(addr)) = (
-            self.inner.secret.as_ref(),
-            image
-                .registrations
-                .get(&leader)
-                .map(|r| r.internal_addr.clone()),
-        ) else {
+        let Some(addr) = image
+            .registrations
+            .get(&leader)
+            .map(|r| r.internal_addr.clone())
+        else {
             return retry_all;
         };
         let mut topics: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
@@ -258,54 +243,30 @@ impl MarkerWriter {
                         })
                         .collect(),
                 )]);
-        let pooled = self
+        // The leader answers within its own `request.timeout.ms`; a little more here.
+        let bound = self.inner.timeout + Duration::from_secs(5);
+        let sent = self
             .inner
-            .pool
-            .lock()
-            .ok()
-            .and_then(|mut pool| pool.get_mut(&leader)?.pop())
-            .filter(|(pooled_addr, _)| *pooled_addr == addr);
-        let correlation_id = self
-            .inner
-            .correlation
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let exchange = async {
-            let mut stream = match pooled {
-                Some((_, stream)) => stream,
-                None => peer_client::connect(&addr, secret, REPLICA_MAGIC).await?,
-            };
-            let mut received = BytesMut::new();
-            let response: WriteTxnMarkersResponse = peer_client::exchange(
-                &mut stream,
-                Call {
+            .peers
+            .send::<_, WriteTxnMarkersResponse>(
+                leader,
+                &addr,
+                PeerRequest {
                     api_key: ApiKey::WriteTxnMarkers,
                     version: 1,
-                    correlation_id,
                     client_id: "gregor-txn-markers",
                 },
                 &request,
-                &mut received,
-                self.inner.frame_max_bytes,
+                bound,
             )
-            .await?;
-            Ok::<_, std::io::Error>((stream, response))
-        };
-        // The leader answers within its own `request.timeout.ms`; a little more here.
-        let bound = self.inner.timeout + Duration::from_secs(5);
-        let (stream, response) = match tokio::time::timeout(bound, exchange).await {
-            Ok(Ok(done)) => done,
-            Ok(Err(error)) => {
+            .await;
+        let response = match sent {
+            Ok(response) => response,
+            Err(error) => {
                 tracing::debug!(leader, %error, "WriteTxnMarkers failed; retrying");
                 return retry_all;
             }
-            Err(_) => return retry_all,
         };
-        if let Ok(mut pool) = self.inner.pool.lock() {
-            let kept = pool.entry(leader).or_default();
-            if kept.len() < POOL_PER_BROKER {
-                kept.push((addr, stream));
-            }
-        }
         let mut codes: HashMap<(&str, i32), i16> = HashMap::new();
         for result in &response.markers {
             for topic in &result.topics {

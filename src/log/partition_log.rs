@@ -53,8 +53,8 @@ use super::cleaner::{self, Cleanable, CompactionSettings, CompactionStats};
 use super::file_slice::FileSlice;
 use super::leader_epoch::LeaderEpochCache;
 use super::producer_state::{
-    CompletedTxn, Marker, ProducerBatch, ProducerStateManager, SequenceError, Verdict,
-    SNAPSHOT_FILE_SUFFIX,
+    CompletedTxn, Marker, ProducerBatch, ProducerStateManager, SequenceError, TxnVerification,
+    Verdict, SNAPSHOT_FILE_SUFFIX,
 };
 use super::segment::{
     self, lock, read_lock, remove_if_present, sync_dir, write_lock, AppendBatch, Segment,
@@ -213,8 +213,9 @@ pub struct AppendInfo {
 /// Who writes a leader append.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AppendOrigin {
-    /// A client's Produce: every producer rule applies.
-    Client,
+    /// A client's Produce: every producer rule applies, and a batch opening a transaction
+    /// needs what the verification asks for.
+    Client(TxnVerification),
     /// A coordinator writing for a producer (no sequences): only the epoch is checked.
     Coordinator,
 }
@@ -746,7 +747,12 @@ impl PartitionLog {
         now_ms: i64,
         leader_epoch: i32,
     ) -> Result<AppendInfo, LogError> {
-        self.append_from(records, now_ms, leader_epoch, AppendOrigin::Client)
+        self.append_from(
+            records,
+            now_ms,
+            leader_epoch,
+            AppendOrigin::Client(TxnVerification::Off),
+        )
     }
 
     /// [`PartitionLog::append`] for a given writer: a coordinator's transactional batches
@@ -790,7 +796,9 @@ impl PartitionLog {
         let idempotent = batches.iter().any(|b| b.header().producer_id() >= 0);
         let duplicate = match (idempotent, origin) {
             (false, _) => None,
-            (true, AppendOrigin::Client) => self.check_producers(&batches)?,
+            (true, AppendOrigin::Client(verification)) => {
+                self.check_producers(&batches, verification)?
+            }
             (true, AppendOrigin::Coordinator) => {
                 let producers = lock(&self.producers);
                 for batch in &batches {
@@ -906,6 +914,12 @@ impl PartitionLog {
         last_stable_offset
     }
 
+    /// Takes a verification guard before the leader asks a transaction's coordinator whether
+    /// this partition is in it (see [`ProducerStateManager::begin_verification`]).
+    pub fn begin_txn_verification(&self, producer_id: i64, epoch: i16) -> Option<u64> {
+        lock(&self.producers).begin_verification(producer_id, epoch)
+    }
+
     /// Every producer the partition keeps state for (DescribeProducers).
     pub fn active_producers(&self) -> Vec<super::producer_state::ActiveProducer> {
         lock(&self.producers).active()
@@ -929,14 +943,18 @@ impl PartitionLog {
 
     /// The leader's producer checks (see [`super::producer_state`]) of a client's batches:
     /// `Some` when the (only) batch is a retry of one the log holds. Under the append lock.
-    fn check_producers(&self, batches: &[batch::Batch]) -> Result<Option<ProducerBatch>, LogError> {
+    fn check_producers(
+        &self,
+        batches: &[batch::Batch],
+        verification: TxnVerification,
+    ) -> Result<Option<ProducerBatch>, LogError> {
         let producers = lock(&self.producers);
         for batch in batches {
             let Some(incoming) = ProducerBatch::from_header(&batch.header()) else {
                 continue;
             };
             match producers.check(&incoming)? {
-                Verdict::Append => {}
+                Verdict::Append => producers.check_verified(&incoming, verification)?,
                 Verdict::Duplicate(original) if batches.len() == 1 => {
                     return Ok(Some(ProducerBatch {
                         batch: original,

@@ -223,6 +223,18 @@ pub enum SequenceError {
         /// The batch's epoch.
         epoch: i16,
     },
+    /// A transactional batch that would open a transaction on the partition without the
+    /// coordinator having confirmed, since the last marker, that the partition is in the
+    /// producer's transaction (KIP-890 verification). INVALID_TXN_STATE.
+    #[error(
+        "transactional write from producer {producer_id} at epoch {epoch} was not verified          with its transaction coordinator"
+    )]
+    NotVerified {
+        /// Producer id.
+        producer_id: i64,
+        /// The batch's epoch.
+        epoch: i16,
+    },
     /// A transaction marker from a coordinator epoch older than one the partition has seen
     /// for the producer. TRANSACTION_COORDINATOR_FENCED.
     #[error(
@@ -375,6 +387,23 @@ pub struct ProducerStateManager {
     /// Closed transactions whose marker the high watermark has not passed yet: first offset
     /// -> marker offset.
     unreplicated: BTreeMap<i64, i64>,
+    /// Verification guards (KIP-890): producer id -> (guard, epoch), taken before the leader
+    /// asks the coordinator whether the partition is in the producer's transaction; a marker
+    /// or the transaction's first batch drops it. Not in snapshots: a new leader verifies
+    /// again.
+    guards: HashMap<i64, (u64, i16)>,
+    next_guard: u64,
+}
+
+/// How a client's transactional batch was verified with its coordinator (KIP-890).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TxnVerification {
+    /// Not asked for (`transaction.partition.verification.enable=false`; tests).
+    Off,
+    /// Asked for: the guard the leader took before asking, or `None` when the producer had a
+    /// transaction open on the partition then (nothing to verify). A batch that opens a
+    /// transaction needs a guard that is still there.
+    Guard(Option<u64>),
 }
 
 impl ProducerStateManager {
@@ -385,6 +414,71 @@ impl ProducerStateManager {
             producers_max: producers_max.max(1),
             ongoing: BTreeMap::new(),
             unreplicated: BTreeMap::new(),
+            guards: HashMap::new(),
+            next_guard: 0,
+        }
+    }
+
+    /// Takes a verification guard for a transactional write of `producer_id` at `epoch` about to
+    /// be checked with the coordinator, or `None` if the producer's transaction is open here
+    /// already (its first batch was verified). An existing guard of the same epoch is shared.
+    pub fn begin_verification(&mut self, producer_id: i64, epoch: i16) -> Option<u64> {
+        if self
+            .producers
+            .get(&producer_id)
+            .is_some_and(|entry| entry.txn_first_offset >= 0 && entry.epoch == epoch)
+        {
+            return None;
+        }
+        if let Some((guard, guard_epoch)) = self.guards.get(&producer_id) {
+            if *guard_epoch == epoch {
+                return Some(*guard);
+            }
+        }
+        if self.guards.len() >= self.producers_max {
+            // Bounded like the producers: the oldest guard goes (its write is refused and
+            // retried).
+            if let Some(oldest) = self
+                .guards
+                .iter()
+                .min_by_key(|(_, (g, _))| *g)
+                .map(|(id, _)| *id)
+            {
+                self.guards.remove(&oldest);
+            }
+        }
+        self.next_guard = self.next_guard.wrapping_add(1);
+        let guard = self.next_guard;
+        self.guards.insert(producer_id, (guard, epoch));
+        Some(guard)
+    }
+
+    /// Whether a client's batch may be written as `verification` says (see
+    /// [`TxnVerification`]): only a transactional batch that opens a transaction needs a guard.
+    pub fn check_verified(
+        &self,
+        incoming: &ProducerBatch,
+        verification: TxnVerification,
+    ) -> Result<(), SequenceError> {
+        let TxnVerification::Guard(guard) = verification else {
+            return Ok(());
+        };
+        if !incoming.transactional {
+            return Ok(());
+        }
+        let open = self
+            .producers
+            .get(&incoming.producer_id)
+            .is_some_and(|entry| entry.txn_first_offset >= 0 && entry.epoch == incoming.epoch);
+        let guarded =
+            guard.is_some() && self.guards.get(&incoming.producer_id).map(|(g, _)| *g) == guard;
+        if open || guarded {
+            Ok(())
+        } else {
+            Err(SequenceError::NotVerified {
+                producer_id: incoming.producer_id,
+                epoch: incoming.epoch,
+            })
         }
     }
 
@@ -529,6 +623,7 @@ impl ProducerStateManager {
         entry.push(applied.batch);
         entry.last_timestamp_ms = entry.last_timestamp_ms.max(applied.batch.timestamp_ms);
         if applied.transactional && entry.txn_first_offset < 0 {
+            self.guards.remove(&applied.producer_id);
             entry.txn_first_offset = applied.batch.first_offset;
             self.ongoing
                 .insert(applied.batch.first_offset, applied.producer_id);
@@ -622,6 +717,8 @@ impl ProducerStateManager {
         }
         entry.coordinator_epoch = entry.coordinator_epoch.max(marker.coordinator_epoch);
         entry.last_timestamp_ms = entry.last_timestamp_ms.max(timestamp_ms);
+        // What a coordinator confirmed before this marker was about the transaction it ended.
+        self.guards.remove(&marker.producer_id);
         let first_offset = entry.txn_first_offset;
         if first_offset < 0 {
             return None;
@@ -786,6 +883,59 @@ mod tests {
                 timestamp_ms: 1000 + offset,
             },
         }
+    }
+
+    #[test]
+    fn a_transaction_opens_only_with_a_guard_a_marker_has_not_voided() {
+        let mut state = ProducerStateManager::new(2);
+        let txn = |first: i32, offset: i64| ProducerBatch {
+            transactional: true,
+            ..batch(7, 0, first, 1, offset)
+        };
+        let guarded = TxnVerification::Guard;
+        // Off: anything goes; no guard: refused.
+        assert_eq!(
+            state.check_verified(&txn(0, 0), TxnVerification::Off),
+            Ok(())
+        );
+        assert!(matches!(
+            state.check_verified(&txn(0, 0), guarded(None)),
+            Err(SequenceError::NotVerified { producer_id: 7, .. })
+        ));
+        let guard = state.begin_verification(7, 0).expect("a guard");
+        assert_eq!(state.begin_verification(7, 0), Some(guard), "shared");
+        assert!(state
+            .check_verified(&txn(0, 0), guarded(Some(guard + 1)))
+            .is_err());
+        // A marker between the question and the write voids the guard.
+        let marker = Marker {
+            producer_id: 7,
+            epoch: 0,
+            coordinator_epoch: 0,
+            commit: false,
+        };
+        state.apply_marker(&marker, 0, 1000);
+        assert!(state
+            .check_verified(&txn(0, 1), guarded(Some(guard)))
+            .is_err());
+        let guard = state.begin_verification(7, 0).expect("a new guard");
+        assert_eq!(
+            state.check_verified(&txn(0, 1), guarded(Some(guard))),
+            Ok(())
+        );
+        state.apply(&txn(0, 1));
+        // The transaction is open: its next batches need no guard, nor a new question.
+        assert_eq!(state.begin_verification(7, 0), None);
+        assert_eq!(state.check_verified(&txn(1, 2), guarded(None)), Ok(()));
+        // Guards are bounded like producers: the oldest goes.
+        let first = state.begin_verification(8, 0).expect("guard");
+        state.begin_verification(9, 0).expect("guard");
+        state.begin_verification(10, 0).expect("guard");
+        let eight = ProducerBatch {
+            transactional: true,
+            ..batch(8, 0, 0, 1, 3)
+        };
+        assert!(state.check_verified(&eight, guarded(Some(first))).is_err());
     }
 
     #[test]

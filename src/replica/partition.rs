@@ -18,8 +18,8 @@ use uuid::Uuid;
 
 use super::group_commit::{FlushError, GroupCommit};
 use super::ReplicaError;
-use crate::log::producer_state::{CompletedTxn, Marker};
-use crate::log::{AppendInfo, FileSlice, PartitionLog};
+use crate::log::producer_state::{CompletedTxn, Marker, TxnVerification};
+use crate::log::{AppendInfo, AppendOrigin, FileSlice, PartitionLog};
 
 /// What a fetch of one partition returns.
 #[derive(Debug, Clone)]
@@ -375,8 +375,22 @@ impl Partition {
         records: Bytes,
         now_ms: i64,
     ) -> Result<AppendInfo, ReplicaError> {
-        self.leader_append(|log, epoch| log.append(records, now_ms, epoch).map(|info| (info, ())))
-            .map(|(info, ())| info)
+        self.append_verified(records, now_ms, TxnVerification::Off)
+    }
+
+    /// [`Partition::append_as_leader`] of a client's batch whose transaction, if it opens one,
+    /// was verified with its coordinator as `verification` says (KIP-890).
+    pub fn append_verified(
+        self: &Arc<Self>,
+        records: Bytes,
+        now_ms: i64,
+        verification: TxnVerification,
+    ) -> Result<AppendInfo, ReplicaError> {
+        self.leader_append(|log, epoch| {
+            log.append_from(records, now_ms, epoch, AppendOrigin::Client(verification))
+                .map(|info| (info, ()))
+        })
+        .map(|(info, ())| info)
     }
 
     /// Leader append of a coordinator's batch written for a producer (no sequences; see

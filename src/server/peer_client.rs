@@ -1,11 +1,17 @@
 //! The client side of the internal listener: what one broker uses to send Kafka requests to
-//! another (replica fetches, transaction markers).
+//! another (replica fetches, transaction markers, KIP-890 verification).
 //!
 //! [`connect`] opens a connection with the magic that says it carries Kafka frames as a broker
 //! and proves this broker holds `cluster.secret` ([`peer_auth`]); [`exchange`] sends one
 //! request and reads its response, refusing a response larger than
 //! `internal.socket.request.max.bytes` and one for another correlation id. One request at a
-//! time per connection.
+//! time per connection. [`PeerPool`] keeps a few idle connections per broker for the
+//! request/response traffic between brokers (the replica fetchers hold their own).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
 
 use bytes::{Buf, BufMut, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
@@ -107,4 +113,111 @@ where
         )));
     }
     Ok(response)
+}
+
+/// Idle connections kept per broker.
+const POOL_PER_BROKER: usize = 4;
+
+/// Which request a [`PeerPool::send`] makes.
+#[derive(Debug, Clone, Copy)]
+pub struct PeerRequest {
+    /// The API.
+    pub api_key: ApiKey,
+    /// Its version.
+    pub version: i16,
+    /// The client id the other broker logs.
+    pub client_id: &'static str,
+}
+
+/// Connections to other brokers' internal listeners, reused across requests.
+pub struct PeerPool {
+    secret: Option<ClusterSecret>,
+    magic: &'static [u8; 4],
+    frame_max_bytes: usize,
+    /// Broker id -> idle connections with the address they were opened to.
+    idle: Mutex<HashMap<i32, Vec<(String, TcpStream)>>>,
+    correlation: AtomicI32,
+}
+
+impl std::fmt::Debug for PeerPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerPool").finish_non_exhaustive()
+    }
+}
+
+impl PeerPool {
+    /// A pool connecting with `magic`, proving `secret` (none: every send fails), reading
+    /// responses of at most `frame_max_bytes`.
+    pub fn new(
+        secret: Option<ClusterSecret>,
+        magic: &'static [u8; 4],
+        frame_max_bytes: usize,
+    ) -> PeerPool {
+        PeerPool {
+            secret,
+            magic,
+            frame_max_bytes,
+            idle: Mutex::new(HashMap::new()),
+            correlation: AtomicI32::new(0),
+        }
+    }
+
+    /// Sends `request` to broker `broker` (internal listener at `addr`) on an idle connection
+    /// or a new one and waits at most `bound` for the response; the connection goes back to
+    /// the pool after a complete exchange and is dropped after a failed one.
+    pub async fn send<Req, Resp>(
+        &self,
+        broker: i32,
+        addr: &str,
+        what: PeerRequest,
+        request: &Req,
+        bound: Duration,
+    ) -> std::io::Result<Resp>
+    where
+        Req: Encodable + HeaderVersion,
+        Resp: Decodable + HeaderVersion,
+    {
+        let secret = self
+            .secret
+            .as_ref()
+            .ok_or_else(|| std::io::Error::other("no cluster.secret to reach other brokers"))?;
+        let pooled = self
+            .idle
+            .lock()
+            .ok()
+            .and_then(|mut idle| idle.get_mut(&broker)?.pop())
+            .filter(|(pooled_addr, _)| pooled_addr == addr);
+        let call = Call {
+            api_key: what.api_key,
+            version: what.version,
+            correlation_id: self.correlation.fetch_add(1, Ordering::Relaxed),
+            client_id: what.client_id,
+        };
+        let exchange = async {
+            let mut stream = match pooled {
+                Some((_, stream)) => stream,
+                None => connect(addr, secret, self.magic).await?,
+            };
+            let mut received = BytesMut::new();
+            let response: Resp = exchange(
+                &mut stream,
+                call,
+                request,
+                &mut received,
+                self.frame_max_bytes,
+            )
+            .await?;
+            Ok::<_, std::io::Error>((stream, response))
+        };
+        let (stream, response) = tokio::time::timeout(bound, exchange)
+            .await
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
+        if let Ok(mut idle) = self.idle.lock() {
+            let kept = idle.entry(broker).or_default();
+            if kept.len() < POOL_PER_BROKER {
+                kept.push((addr.to_string(), stream));
+            }
+        }
+        Ok(response)
+    }
 }

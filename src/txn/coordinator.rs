@@ -496,6 +496,41 @@ impl TxnCoordinator {
         self.write(now_ms, next, Then::Respond(token))
     }
 
+    /// KIP-890 verification (AddPartitionsToTxn v4+ with `verify_only`, from a partition
+    /// leader about to write a transactional producer's first batch): whether each partition
+    /// is in the producer's open transaction. The id must be this coordinator's, with this
+    /// producer id (INVALID_PRODUCER_ID_MAPPING) and epoch (PRODUCER_FENCED); a transaction
+    /// being completed is CONCURRENT_TRANSACTIONS. A write in flight is not waited for: the
+    /// partitions a client writes to were added by a write it saw complete.
+    pub fn verify_partitions(
+        &self,
+        transactional_id: &str,
+        producer_id: i64,
+        epoch: i16,
+        partitions: &[(String, i32)],
+    ) -> Result<Vec<bool>, TxnError> {
+        self.check_serving(transactional_id)?;
+        let meta = &self
+            .txns
+            .get(transactional_id)
+            .ok_or(TxnError::InvalidProducerIdMapping)?
+            .meta;
+        if meta.producer_id != producer_id || meta.state == TxnState::Dead {
+            return Err(TxnError::InvalidProducerIdMapping);
+        }
+        if meta.producer_epoch != epoch {
+            return Err(TxnError::ProducerFenced);
+        }
+        if meta.state.is_preparing() {
+            return Err(TxnError::ConcurrentTransactions);
+        }
+        let ongoing = meta.state == TxnState::Ongoing;
+        Ok(partitions
+            .iter()
+            .map(|partition| ongoing && meta.partitions.contains(partition))
+            .collect())
+    }
+
     /// EndTxn: commit or abort the open transaction.
     pub fn end_txn(
         &mut self,

@@ -375,3 +375,49 @@ fn an_end_txn_whose_markers_lag_is_answered_at_its_deadline_or_on_unload() {
         Err(TxnError::NotCoordinator)
     );
 }
+
+#[test]
+fn verification_says_which_partitions_are_in_the_open_transaction() {
+    let mut h = Harness::new();
+    let parts = |list: &[(&str, i32)]| -> Vec<(String, i32)> {
+        list.iter().map(|(t, p)| (t.to_string(), *p)).collect()
+    };
+    let asked = parts(&[("a", 0), ("a", 1)]);
+    assert_eq!(
+        h.c.verify_partitions(ID, 5, 0, &asked),
+        Err(TxnError::InvalidProducerIdMapping)
+    );
+    let producer = h.init(None).expect("init");
+    // No transaction open: nothing is in it.
+    assert_eq!(
+        h.c.verify_partitions(ID, producer.0, producer.1, &asked),
+        Ok(vec![false, false])
+    );
+    h.add(producer, &[("a", 0)]).expect("add");
+    assert_eq!(
+        h.c.verify_partitions(ID, producer.0, producer.1, &asked),
+        Ok(vec![true, false])
+    );
+    assert_eq!(
+        h.c.verify_partitions(ID, producer.0 + 1, producer.1, &asked),
+        Err(TxnError::InvalidProducerIdMapping)
+    );
+    assert_eq!(
+        h.c.verify_partitions(ID, producer.0, producer.1 - 1, &asked),
+        Err(TxnError::ProducerFenced)
+    );
+    // While the transaction completes, and after: not in it any more.
+    let (_, markers, _) = h.end(producer, true);
+    assert_eq!(
+        h.c.verify_partitions(ID, producer.0, producer.1, &asked),
+        Err(TxnError::ConcurrentTransactions)
+    );
+    for job in &markers {
+        h.markers_written(job);
+    }
+    assert_eq!(h.state(), TxnState::CompleteCommit);
+    assert_eq!(
+        h.c.verify_partitions(ID, producer.0, producer.1, &asked),
+        Ok(vec![false, false])
+    );
+}

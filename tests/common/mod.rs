@@ -817,13 +817,24 @@ pub fn idempotent_record_batch(
     base_sequence: i32,
     values: &[&str],
 ) -> bytes::Bytes {
+    producer_record_batch(producer_id, producer_epoch, base_sequence, values, false)
+}
+
+/// [`idempotent_record_batch`], transactional or not.
+pub fn producer_record_batch(
+    producer_id: i64,
+    producer_epoch: i16,
+    base_sequence: i32,
+    values: &[&str],
+    transactional: bool,
+) -> bytes::Bytes {
     use bytes::Bytes;
     use kafka_protocol::records::{Record, TimestampType};
     let records: Vec<Record> = values
         .iter()
         .enumerate()
         .map(|(i, value)| Record {
-            transactional: false,
+            transactional,
             control: false,
             partition_leader_epoch: 0,
             producer_id,
@@ -860,10 +871,25 @@ pub fn produce_raw_at(
     acks: i16,
     version: i16,
 ) -> kafka_protocol::messages::ProduceResponse {
+    let request = produce_request(topic, partitions, acks);
+    raw_request(
+        port,
+        kafka_protocol::messages::ApiKey::Produce,
+        version,
+        &request,
+    )
+}
+
+/// A Produce request (by topic name) of `partitions` (index, records) with `acks`.
+pub fn produce_request(
+    topic: &str,
+    partitions: Vec<(i32, bytes::Bytes)>,
+    acks: i16,
+) -> kafka_protocol::messages::ProduceRequest {
     use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-    use kafka_protocol::messages::{ApiKey, ProduceRequest, TopicName};
+    use kafka_protocol::messages::{ProduceRequest, TopicName};
     use kafka_protocol::protocol::StrBytes;
-    let request = ProduceRequest::default()
+    ProduceRequest::default()
         .with_acks(acks)
         .with_timeout_ms(10_000)
         .with_topic_data(vec![TopicProduceData::default()
@@ -877,6 +903,5 @@ pub fn produce_raw_at(
                             .with_records(Some(records))
                     })
                     .collect(),
-            )]);
-    raw_request(port, ApiKey::Produce, version, &request)
+            )])
 }
