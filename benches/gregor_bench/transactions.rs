@@ -1,9 +1,14 @@
-//! Phase 8, transactions: one librdkafka transactional producer writing transactions of 100
-//! and of 1,000 records of 100 B (begin, send, `commit_transaction`, which flushes) against
-//! an idempotent producer at acks=all in the same run, alternating, on the same topic; and one
+//! Phase 8, transactions: librdkafka transactional producers writing transactions of 100 and
+//! of 1,000 records of 100 B (begin, send, `commit_transaction`, which flushes) against an
+//! idempotent producer at acks=all in the same run, alternating, on the same topic; and one
 //! consumer reading what they wrote at read_committed against read_uncommitted. Issue 14's
 //! targets: transactions of 100 records ≥ 0.5× and of 1,000 records ≥ 0.8× the idempotent
 //! throughput; read_committed ≥ 0.9× read_uncommitted.
+//!
+//! The transactional runs are made twice: with one producer, whose transactions run one after
+//! another (a transaction is a few round trips, so one producer is bound by latency, not by the
+//! broker), and with [`CONCURRENT_PRODUCERS`] producers at once, each with its own
+//! transactional id and share of the records, as a stream processor runs one per task.
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -26,6 +31,8 @@ const VALUE_BYTES: usize = 100;
 pub(super) const TRANSACTION_SIZES: [u64; 2] = [100, 1000];
 /// Issue 14's targets, by transaction size, as a fraction of the idempotent throughput.
 pub(super) const TARGETS: [f64; 2] = [0.5, 0.8];
+/// Producers of the concurrent transactional runs.
+pub(super) const CONCURRENT_PRODUCERS: usize = 8;
 /// Issue 14's target for read_committed against read_uncommitted consumption.
 pub(super) const READ_COMMITTED_TARGET: f64 = 0.9;
 
@@ -37,8 +44,10 @@ fn median(mut values: Vec<f64>) -> f64 {
 #[derive(Debug, Default)]
 pub(super) struct TransactionRuns {
     pub(super) idempotent: Vec<ProduceRun>,
-    /// By transaction size, in the order of [`TRANSACTION_SIZES`].
+    /// One producer, by transaction size, in the order of [`TRANSACTION_SIZES`].
     pub(super) transactional: [Vec<ProduceRun>; 2],
+    /// [`CONCURRENT_PRODUCERS`] producers, by transaction size.
+    pub(super) concurrent: [Vec<ProduceRun>; 2],
     /// Records per second read at read_uncommitted and at read_committed.
     pub(super) read_uncommitted: Vec<f64>,
     pub(super) read_committed: Vec<f64>,
@@ -50,9 +59,18 @@ impl TransactionRuns {
         median(runs.iter().map(ProduceRun::records_per_second).collect())
     }
 
-    /// The median transactional throughput of size index `i` over the median idempotent one.
-    pub(super) fn ratio(&self, i: usize) -> f64 {
-        Self::median_rate(&self.transactional[i]) / Self::median_rate(&self.idempotent)
+    /// The median transactional throughput of size index `i` (one producer, or
+    /// [`CONCURRENT_PRODUCERS`]) over the median idempotent one.
+    pub(super) fn ratio(&self, i: usize, concurrent: bool) -> f64 {
+        Self::median_rate(self.runs(i, concurrent)) / Self::median_rate(&self.idempotent)
+    }
+
+    fn runs(&self, i: usize, concurrent: bool) -> &[ProduceRun] {
+        if concurrent {
+            &self.concurrent[i]
+        } else {
+            &self.transactional[i]
+        }
     }
 
     /// Median read_committed over median read_uncommitted.
@@ -72,20 +90,33 @@ impl TransactionRuns {
                 .join(", ")
         };
         let mut lines = vec![
-            "\ntransactions against the idempotent producer, 100 B, acks=all, one librdkafka producer, same topic, alternating:".to_string(),
-            format!("  idempotent: {} rec/s (runs: {})", Self::median_rate(&self.idempotent).round(), rates(&self.idempotent)),
+            "\ntransactions against the idempotent producer, 100 B, acks=all, same topic, alternating (idempotent linger.ms=5; transactional linger.ms=0, as librdkafka's commit flush):".to_string(),
+            format!(
+                "  idempotent, one producer: {} rec/s (runs: {}; broker {:.3} µs/rec, client {:.3} µs/rec)",
+                Self::median_rate(&self.idempotent).round(),
+                rates(&self.idempotent),
+                median(self.idempotent.iter().map(ProduceRun::server_cpu_per_record_us).collect()),
+                median(self.idempotent.iter().map(ProduceRun::client_cpu_per_record_us).collect()),
+            ),
         ];
-        for (i, size) in TRANSACTION_SIZES.iter().enumerate() {
-            let runs = &self.transactional[i];
-            lines.push(format!(
-                "  transactions of {size}: {} rec/s, {:.0} transactions/s, {:.1}% of idempotent (target ≥ {:.0}%; runs: {}; broker {:.3} µs/rec)",
-                Self::median_rate(runs).round(),
-                Self::median_rate(runs) / *size as f64,
-                self.ratio(i) * 100.0,
-                TARGETS[i] * 100.0,
-                rates(runs),
-                median(runs.iter().map(ProduceRun::server_cpu_per_record_us).collect()),
-            ));
+        for concurrent in [false, true] {
+            for (i, size) in TRANSACTION_SIZES.iter().enumerate() {
+                let runs = self.runs(i, concurrent);
+                if runs.is_empty() {
+                    continue;
+                }
+                lines.push(format!(
+                    "  transactions of {size}, {} producer(s): {} rec/s, {:.0} transactions/s, {:.1}% of idempotent (target ≥ {:.0}%; runs: {}; broker {:.3} µs/rec, clients {:.3} µs/rec)",
+                    if concurrent { CONCURRENT_PRODUCERS } else { 1 },
+                    Self::median_rate(runs).round(),
+                    Self::median_rate(runs) / *size as f64,
+                    self.ratio(i, concurrent) * 100.0,
+                    TARGETS[i] * 100.0,
+                    rates(runs),
+                    median(runs.iter().map(ProduceRun::server_cpu_per_record_us).collect()),
+                    median(runs.iter().map(ProduceRun::client_cpu_per_record_us).collect()),
+                ));
+            }
         }
         if !self.read_committed.is_empty() {
             lines.push(format!(
@@ -111,7 +142,14 @@ pub(super) fn create(server: &Server) -> BenchResult<()> {
 pub(super) fn run(server: &Server, rounds: usize, count: u64) -> BenchResult<TransactionRuns> {
     let mut runs = TransactionRuns::default();
     for round in 1..=rounds {
-        let mut order: Vec<Option<usize>> = vec![None, Some(0), Some(1)];
+        // None: idempotent; Some((size index, producers)).
+        let mut order: Vec<Option<(usize, usize)>> = vec![
+            None,
+            Some((0, 1)),
+            Some((1, 1)),
+            Some((0, CONCURRENT_PRODUCERS)),
+            Some((1, CONCURRENT_PRODUCERS)),
+        ];
         if round % 2 == 0 {
             order.reverse();
         }
@@ -121,20 +159,28 @@ pub(super) fn run(server: &Server, rounds: usize, count: u64) -> BenchResult<Tra
                 None => {
                     produce_phase_with(server, TOPIC_TRANSACTIONS, VALUE_BYTES, count, "all", true)?
                 }
-                Some(i) => transactional(server, count, TRANSACTION_SIZES[i], round)?,
+                Some((i, producers)) => {
+                    transactional(server, count, TRANSACTION_SIZES[i], round, producers)?
+                }
             };
             eprintln!(
-                "round {round}: {:<24} {:>10.0} rec/s server {:.3} µs/rec",
+                "round {round}: {:<36} {:>10.0} rec/s server {:.3} µs/rec",
                 match which {
                     None => "idempotent".to_string(),
-                    Some(i) => format!("transactions of {}", TRANSACTION_SIZES[i]),
+                    Some((i, producers)) => {
+                        format!(
+                            "transactions of {}, {producers} producer(s)",
+                            TRANSACTION_SIZES[i]
+                        )
+                    }
                 },
                 run.records_per_second(),
                 run.server_cpu_per_record_us(),
             );
             match which {
                 None => runs.idempotent.push(run),
-                Some(i) => runs.transactional[i].push(run),
+                Some((i, 1)) => runs.transactional[i].push(run),
+                Some((i, _)) => runs.concurrent[i].push(run),
             }
         }
     }
@@ -159,51 +205,134 @@ pub(super) fn run(server: &Server, rounds: usize, count: u64) -> BenchResult<Tra
     Ok(runs)
 }
 
-/// `count` records in transactions of `size`, round-robin over the partitions. The clock runs
-/// from the first begin to the last commit; `init_transactions` and one warm-up transaction
-/// come before it.
-fn transactional(server: &Server, count: u64, size: u64, round: usize) -> BenchResult<ProduceRun> {
+/// `count` records in transactions of `size`, round-robin over the partitions, from
+/// `producers` producers at once (each its own transactional id and thread, `count /
+/// producers` records each). The clock runs from the first begin to the last commit;
+/// `init_transactions` and one warm-up transaction per producer come before it.
+fn transactional(
+    server: &Server,
+    count: u64,
+    size: u64,
+    round: usize,
+    producers: usize,
+) -> BenchResult<ProduceRun> {
+    let share = count / producers as u64;
+    let ready = std::sync::Barrier::new(producers + 1);
+    let server_cpu = std::sync::Mutex::new(None);
+    let outcomes: Vec<BenchResult<(u64, u64, bool)>> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..producers)
+            .map(|p| {
+                let ready = &ready;
+                scope.spawn(move || {
+                    let id = format!("bench-tx-{size}-{round}-{producers}-{p}");
+                    let prepared = one_producer(server, &id);
+                    ready.wait();
+                    let producer = prepared?;
+                    run_transactions(&producer, share, size)
+                })
+            })
+            .collect();
+        ready.wait();
+        if let Ok(mut cpu) = server_cpu.lock() {
+            *cpu = Some((server.cpu(), self_cpu(), Instant::now()));
+        }
+        workers
+            .into_iter()
+            .map(|w| {
+                w.join()
+                    .unwrap_or_else(|_| Err("producer thread panicked".into()))
+            })
+            .collect()
+    });
+    let (server_start, client_start, start) = server_cpu
+        .into_inner()
+        .ok()
+        .flatten()
+        .ok_or("no start time")?;
+    let elapsed = start.elapsed();
+    let mut run = ProduceRun {
+        delivered: 0,
+        failed: 0,
+        elapsed,
+        value_bytes: VALUE_BYTES,
+        server_cpu: server.cpu().since(server_start),
+        client_cpu: self_cpu().since(client_start),
+        stopped_early: false,
+        load: Default::default(),
+    };
+    for outcome in outcomes {
+        let (delivered, failed, stopped_early) = outcome?;
+        run.delivered += delivered;
+        run.failed += failed;
+        run.stopped_early |= stopped_early;
+    }
+    Ok(run)
+}
+
+/// A transactional producer with `id`, initialised, with one warm-up transaction (one record
+/// per partition) behind it.
+fn one_producer(server: &Server, id: &str) -> BenchResult<BaseProducer<Deliveries>> {
     let producer: BaseProducer<Deliveries> = client_config(&server.bootstrap)
-        .set("transactional.id", format!("bench-tx-{size}-{round}"))
-        .set("linger.ms", "5")
+        .set("transactional.id", id)
+        // librdkafka's own commit (`rd_kafka_commit_transaction`, what confluent-kafka calls)
+        // flushes with linger.ms waived, so a transaction's last batches go at once; this
+        // bench drains them itself before committing (see `transaction`), so it waives linger
+        // the only way left to it.
+        .set("linger.ms", "0")
         .set("batch.size", "1000000")
         .set("compression.type", "none")
         .set("queue.buffering.max.kbytes", "2097151")
         .set("queue.buffering.max.messages", "1000000")
         .create_with_context(Deliveries::default())
         .map_err(|e| format!("transactional producer: {e}"))?;
-    let timeout = Duration::from_secs(30);
     producer
-        .init_transactions(timeout)
+        .init_transactions(TIMEOUT)
         .map_err(|e| format!("init_transactions: {e}"))?;
+    transaction(&producer, 0, PARTITIONS as u64)?;
+    producer.context().delivered.store(0, Ordering::Relaxed);
+    Ok(producer)
+}
+
+/// How long one transaction step may take.
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// One transaction of `records` records from record number `first`.
+fn transaction(producer: &BaseProducer<Deliveries>, first: u64, records: u64) -> BenchResult<()> {
     let value: Vec<u8> = (0..VALUE_BYTES).map(|i| (i % 251) as u8).collect();
-    let one = |first: u64, records: u64| -> BenchResult<()> {
-        producer
-            .begin_transaction()
-            .map_err(|e| format!("begin_transaction: {e}"))?;
-        for i in first..first + records {
-            send_blocking(
-                &producer,
-                TOPIC_TRANSACTIONS,
-                (i % PARTITIONS as u64) as i32,
-                &value,
-            )?;
+    producer
+        .begin_transaction()
+        .map_err(|e| format!("begin_transaction: {e}"))?;
+    for i in first..first + records {
+        send_blocking(
+            producer,
+            TOPIC_TRANSACTIONS,
+            (i % PARTITIONS as u64) as i32,
+            &value,
+        )?;
+    }
+    // rdkafka's `commit_transaction` flushes first, and its flush polls in steps of up to
+    // 100 ms, which would make every transaction last 100 ms: the delivery reports are served
+    // here as they come, so that flush finds nothing left. rdkafka 0.39's `poll(t)` serves
+    // events until `t` has passed (spinning on the clock for a t of 1 ms: 40% of the bench's
+    // CPU in a profile), so it is called with no timeout and the thread naps between calls.
+    let drained = Instant::now();
+    while producer.in_flight_count() > 0 && drained.elapsed() < TIMEOUT {
+        producer.poll(Duration::ZERO);
+        if producer.in_flight_count() > 0 {
+            std::thread::sleep(Duration::from_micros(50));
         }
-        // rdkafka's `commit_transaction` flushes first, and its flush polls in steps of up to
-        // 100 ms, which would make every transaction last 100 ms: the delivery reports are
-        // served here in 1 ms steps instead, so that flush finds nothing left.
-        let drained = Instant::now();
-        while producer.in_flight_count() > 0 && drained.elapsed() < timeout {
-            producer.poll(Duration::from_millis(1));
-        }
-        producer
-            .commit_transaction(timeout)
-            .map_err(|e| format!("commit_transaction: {e}"))
-    };
-    one(0, PARTITIONS as u64)?;
-    let warmup = producer.context().delivered.load(Ordering::Relaxed);
-    let server_cpu = server.cpu();
-    let client_cpu = self_cpu();
+    }
+    producer
+        .commit_transaction(TIMEOUT)
+        .map_err(|e| format!("commit_transaction: {e}"))
+}
+
+/// `count` records in transactions of `size`; (delivered, failed, stopped early).
+fn run_transactions(
+    producer: &BaseProducer<Deliveries>,
+    count: u64,
+    size: u64,
+) -> BenchResult<(u64, u64, bool)> {
     let start = Instant::now();
     let mut sent = 0u64;
     let mut stopped_early = false;
@@ -212,21 +341,16 @@ fn transactional(server: &Server, count: u64, size: u64, round: usize) -> BenchR
             stopped_early = true;
             break;
         }
-        one(sent, size.min(count - sent))?;
-        sent += size.min(count - sent);
+        let records = size.min(count - sent);
+        transaction(producer, sent, records)?;
+        sent += records;
     }
-    let elapsed = start.elapsed();
     let context = producer.context();
-    Ok(ProduceRun {
-        delivered: context.delivered.load(Ordering::Relaxed) - warmup,
-        failed: context.failed.load(Ordering::Relaxed),
-        elapsed,
-        value_bytes: VALUE_BYTES,
-        server_cpu: server.cpu().since(server_cpu),
-        client_cpu: self_cpu().since(client_cpu),
+    Ok((
+        context.delivered.load(Ordering::Relaxed),
+        context.failed.load(Ordering::Relaxed),
         stopped_early,
-        load: Default::default(),
-    })
+    ))
 }
 
 /// Reads the whole topic from the beginning at one isolation level; records/s.
