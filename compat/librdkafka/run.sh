@@ -96,10 +96,23 @@ find_src_dir() {
     return 1
 }
 
+# patch_suite SRC: the suite's one local change: 0098 runs its Java-producer half only when
+# KAFKA_PATH (Kafka's jars) is set, so its librdkafka-producer half runs here. Succeeds when it
+# changed something (the tests then need a rebuild).
+patch_suite() {
+    local f="$1/tests/0098-consumer-txn.cpp"
+    [ -f "$f" ] && grep -q '^ *do_test_consumer_txn_test(true' "$f" || return 1
+    sed -i -E 's|^( *)do_test_consumer_txn_test\(true /\* with java producer \*/\);|\1if (test_getenv("KAFKA_PATH", NULL)) /* gregor: needs Kafka jars */\n\1  do_test_consumer_txn_test(true /* with java producer */);|' "$f"
+}
+
 setup_suite() {
     mkdir -p "$WORK"
     local src
     if src="$(find_src_dir)" && [ -x "$src/tests/test-runner" ]; then
+        if patch_suite "$src"; then
+            make -j"$(nproc 2>/dev/null || echo 2)" -C "$src/tests" build >"$WORK/make-tests.log" 2>&1 ||
+                { log "test rebuild failed; see $WORK/make-tests.log"; return 1; }
+        fi
         SRC="$src"
         return 0
     fi
@@ -132,6 +145,7 @@ setup_suite() {
             ./configure --no-download >"$WORK/configure.log" 2>&1 || exit 1
         fi
         make -j"$jobs" libs >"$WORK/make-libs.log" 2>&1 || exit 1
+        patch_suite "$src"
         make -j"$jobs" -C tests build >"$WORK/make-tests.log" 2>&1 || exit 1
     ) || { log "build failed; see $WORK/*.log"; return 1; }
     SRC="$src"
