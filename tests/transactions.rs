@@ -519,6 +519,92 @@ async fn leaders_with_transaction_topic(
     }
 }
 
+/// Sends a TxnOffsetCommit (v3, offset 1 of `late`-0 for `late-group`) for a transaction of
+/// `transactional_id` that has ended, to the group's coordinator; its error code.
+async fn late_txn_offset_commit(
+    cluster: &common::cluster::Cluster,
+    transactional_id: &str,
+    producer_id: i64,
+    epoch: i16,
+) -> i16 {
+    use kafka_protocol::messages::txn_offset_commit_request::{
+        TxnOffsetCommitRequestPartition, TxnOffsetCommitRequestTopic,
+    };
+    use kafka_protocol::messages::{
+        ApiKey, GroupId, ProducerId, TopicName, TransactionalId, TxnOffsetCommitRequest,
+        TxnOffsetCommitResponse,
+    };
+    use kafka_protocol::protocol::StrBytes;
+    let port = group_coordinator_port(cluster, "late-group").await;
+    let request = TxnOffsetCommitRequest::default()
+        .with_transactional_id(TransactionalId(StrBytes::from_string(
+            transactional_id.to_string(),
+        )))
+        .with_group_id(GroupId(StrBytes::from_static_str("late-group")))
+        .with_producer_id(ProducerId(producer_id))
+        .with_producer_epoch(epoch)
+        .with_topics(vec![TxnOffsetCommitRequestTopic::default()
+            .with_name(TopicName(StrBytes::from_static_str("late")))
+            .with_partitions(vec![TxnOffsetCommitRequestPartition::default()
+                .with_partition_index(0)
+                .with_committed_offset(1)])]);
+    let response: TxnOffsetCommitResponse = tokio::task::block_in_place(|| {
+        common::raw_request(port, ApiKey::TxnOffsetCommit, 3, &request)
+    });
+    response.topics[0].partitions[0].error_code
+}
+
+/// The error OffsetFetch v7 with `require_stable` answers for `late`-0 of `group`.
+async fn fetch_stable_offset_error(cluster: &common::cluster::Cluster, group: &str) -> i16 {
+    let port = group_coordinator_port(cluster, group).await;
+    let response = offset_fetch(port, group, true);
+    assert_eq!(response.error_code, 0, "{response:?}");
+    response.topics[0].partitions[0].error_code
+}
+
+/// OffsetFetch v7 of `late`-0 for `group` at the broker on `port`.
+fn offset_fetch(
+    port: u16,
+    group: &str,
+    require_stable: bool,
+) -> kafka_protocol::messages::OffsetFetchResponse {
+    use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
+    use kafka_protocol::messages::{ApiKey, GroupId, OffsetFetchRequest, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+    let request = OffsetFetchRequest::default()
+        .with_group_id(GroupId(StrBytes::from_string(group.to_string())))
+        .with_require_stable(require_stable)
+        .with_topics(Some(vec![OffsetFetchRequestTopic::default()
+            .with_name(TopicName(StrBytes::from_static_str("late")))
+            .with_partition_indexes(vec![0])]));
+    tokio::task::block_in_place(|| common::raw_request(port, ApiKey::OffsetFetch, 7, &request))
+}
+
+/// The client port of the broker coordinating `group`, once it serves the group (creating
+/// `__consumer_offsets` first).
+async fn group_coordinator_port(cluster: &common::cluster::Cluster, group: &str) -> u16 {
+    use gregor::coordinator::OFFSETS_TOPIC;
+    let broker = cluster.running(0).broker.clone();
+    broker.ensure_offsets_topic().await.expect("offsets topic");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let leader = broker
+            .controller
+            .image()
+            .partition(OFFSETS_TOPIC, broker.groups.partition_for(group))
+            .map(|p| p.leader)
+            .expect("offsets partition");
+        if let Ok(index) = usize::try_from(leader - 1) {
+            let port = cluster.ports[index];
+            if offset_fetch(port, group, false).error_code == 0 {
+                return port;
+            }
+        }
+        assert!(Instant::now() < deadline, "no coordinator serves {group}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// One consume-transform-produce transaction: writes the batch transformed, adds the offsets
 /// after it, and commits (or, every third transaction, aborts). Ok(true) when committed.
 fn run_transaction(
@@ -568,7 +654,8 @@ fn stopped_requested(flag: &std::sync::Mutex<Option<usize>>) -> bool {
 /// INVALID_TXN_STATE, on a leader that is the coordinator's broker and on one that is not
 /// (the question then goes over the internal listener); nothing is left open. With the check
 /// off, the same write opens a transaction no coordinator knows of and the partition's last
-/// stable offset hangs there: the hole the check closes.
+/// stable offset hangs there: the hole the check closes. The same for a late TxnOffsetCommit
+/// at the group's coordinator.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_arriving_after_its_transaction_ended_is_refused_and_hangs_nothing() {
     use common::cluster::{create, Cluster};
@@ -605,6 +692,7 @@ async fn a_write_arriving_after_its_transaction_ended_is_refused_and_hangs_nothi
             send(&producer, "late", remote, "committed-remote");
             producer.commit_transaction(TIMEOUT).expect("commit");
         });
+        let mut seen = None;
         for partition in [local, remote] {
             let leader = leader_of("late", partition);
             let index = usize::try_from(leader - 1).expect("node ids from 1");
@@ -620,6 +708,7 @@ async fn a_write_arriving_after_its_transaction_ended_is_refused_and_hangs_nothi
                 .into_iter()
                 .next()
                 .expect("the producer's state");
+            seen = Some((producer.producer_id, producer.epoch));
             let batch = common::producer_record_batch(
                 producer.producer_id,
                 producer.epoch,
@@ -649,6 +738,19 @@ async fn a_write_arriving_after_its_transaction_ended_is_refused_and_hangs_nothi
                     "the write hangs the partition"
                 );
             }
+        }
+        // The same for offsets: a TxnOffsetCommit arriving after its transaction ended, at
+        // the group's coordinator, is refused; without the check it is written and the
+        // group's offset stays pending (require_stable: UNSTABLE_OFFSET_COMMIT) for good.
+        let (producer_id, epoch) = seen.expect("a producer");
+        let code = late_txn_offset_commit(&cluster, &txn_id, producer_id, epoch).await;
+        let unstable = fetch_stable_offset_error(&cluster, "late-group").await;
+        if verification {
+            assert_eq!(code, ResponseError::InvalidTxnState.code());
+            assert_eq!(unstable, 0);
+        } else {
+            assert_eq!(code, 0);
+            assert_eq!(unstable, ResponseError::UnstableOffsetCommit.code());
         }
         if verification {
             // The producer goes on: its next transaction is verified and written.

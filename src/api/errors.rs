@@ -96,6 +96,8 @@ pub fn group_error_code(e: GroupError) -> i16 {
         GroupError::UnknownServerError => ResponseError::UnknownServerError,
         GroupError::UnstableOffsetCommit => ResponseError::UnstableOffsetCommit,
         GroupError::InvalidProducerEpoch => ResponseError::InvalidProducerEpoch,
+        GroupError::InvalidTxnState => ResponseError::InvalidTxnState,
+        GroupError::InvalidProducerIdMapping => ResponseError::InvalidProducerIdMapping,
     };
     error.code()
 }

@@ -220,7 +220,7 @@ pub async fn handle(ctx: RequestContext, body: RequestKind) -> Reply {
             init_producer_id::handle(&ctx, req).await,
         )),
         RequestKind::WriteTxnMarkers(req) => write_txn_markers::handle(ctx, req),
-        RequestKind::TxnOffsetCommit(req) => txn_offset_commit::handle(ctx, req),
+        RequestKind::TxnOffsetCommit(req) => txn_offset_commit::handle(ctx, req).await,
         RequestKind::DescribeProducers(req) => Reply::Ready(ResponseKind::DescribeProducers(
             describe_producers::handle(&ctx, req),
         )),

@@ -36,7 +36,7 @@ use super::{
 
 use crate::config::BrokerConfig;
 use crate::group::{Append, AppendError, GroupCoordinator, Output, RequestToken, Response};
-use crate::log::producer_state::SequenceError;
+use crate::log::producer_state::{SequenceError, TxnVerification};
 use crate::log::LogError;
 use crate::replica::manager::now_ms;
 use crate::replica::{ReplicaError, ReplicaManager};
@@ -333,7 +333,12 @@ impl Inner {
             Err(error) => return Some((token, Err(error))),
         };
         let appended = if append.producer.is_some() {
-            partition.append_as_coordinator(batch, now_ms())
+            let verification = if self.config.transaction_partition_verification() {
+                TxnVerification::Guard(append.verification)
+            } else {
+                TxnVerification::Off
+            };
+            partition.append_as_coordinator(batch, now_ms(), verification)
         } else {
             partition.append_as_leader(batch, now_ms())
         };
@@ -425,6 +430,9 @@ fn append_error(error: &ReplicaError) -> AppendError {
         ReplicaError::Log(LogError::BatchTooLarge { .. }) => AppendError::RecordTooLarge,
         ReplicaError::Log(LogError::Sequence(SequenceError::StaleEpoch { .. })) => {
             AppendError::StaleProducerEpoch
+        }
+        ReplicaError::Log(LogError::Sequence(SequenceError::NotVerified { .. })) => {
+            AppendError::NotVerified
         }
         ReplicaError::Log(_) | ReplicaError::Flush(_) => AppendError::Storage,
     }

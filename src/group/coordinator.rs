@@ -277,6 +277,7 @@ impl Ctx<'_> {
             timestamp_ms: self.now_ms,
             token,
             producer: None,
+            verification: None,
         });
         self.pending_appends.insert(token, pending);
     }
@@ -676,11 +677,13 @@ impl GroupCoordinator {
     /// offsets only when the transaction's COMMIT marker reaches this partition
     /// ([`GroupCoordinator::complete_txn`]). The group is created if it does not exist; a
     /// member id or generation, when given (KIP-447), is checked as for OffsetCommit.
+    /// `verification` is the handler's KIP-890 guard, handed to the append as it is.
     pub fn txn_offset_commit(
         &mut self,
         now_ms: i64,
         request: RequestToken,
         producer: (i64, i16),
+        verification: Option<u64>,
         req: OffsetCommitRequest,
     ) -> Output {
         let mut out = Output::default();
@@ -749,6 +752,7 @@ impl GroupCoordinator {
         ctx.append_with(token, partition, records, pending);
         if let Some(append) = ctx.out.appends.last_mut() {
             append.producer = Some(producer);
+            append.verification = verification;
         }
         out
     }

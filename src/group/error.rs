@@ -79,6 +79,14 @@ pub enum GroupError {
     /// The transactional batch's producer epoch is stale. `INVALID_PRODUCER_EPOCH`.
     #[error("the producer epoch is stale")]
     InvalidProducerEpoch,
+    /// The transaction coordinator did not confirm that the group's partition is in the
+    /// producer's transaction (KIP-890). `INVALID_TXN_STATE`.
+    #[error("the group's partition is not in the producer's transaction")]
+    InvalidTxnState,
+    /// The transaction coordinator does not know the producer id for the transactional id
+    /// (KIP-890 verification). `INVALID_PRODUCER_ID_MAPPING`.
+    #[error("the producer id does not match the transactional id")]
+    InvalidProducerIdMapping,
 }
 
 /// Why the caller could not append records to `__consumer_offsets`; passed to
@@ -103,6 +111,10 @@ pub enum AppendError {
     /// A transactional batch's producer epoch is older than the partition's for the producer.
     #[error("stale producer epoch")]
     StaleProducerEpoch,
+    /// A transactional batch would open the producer's transaction on the partition without a
+    /// verification with the transaction coordinator that still holds (KIP-890).
+    #[error("transactional write not verified")]
+    NotVerified,
 }
 
 impl AppendError {
@@ -114,9 +126,9 @@ impl AppendError {
             AppendError::NotEnoughReplicas | AppendError::Timeout => {
                 GroupError::CoordinatorNotAvailable
             }
-            AppendError::RecordTooLarge | AppendError::StaleProducerEpoch => {
-                GroupError::UnknownServerError
-            }
+            AppendError::RecordTooLarge
+            | AppendError::StaleProducerEpoch
+            | AppendError::NotVerified => GroupError::UnknownServerError,
         }
     }
 
@@ -134,6 +146,7 @@ impl AppendError {
     pub fn for_txn_offset_commit(self) -> GroupError {
         match self {
             AppendError::StaleProducerEpoch => GroupError::InvalidProducerEpoch,
+            AppendError::NotVerified => GroupError::InvalidTxnState,
             other => other.for_offset_commit(),
         }
     }

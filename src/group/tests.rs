@@ -2210,10 +2210,14 @@ fn transactional_offset_commits_wait_for_their_marker() {
             h.now,
             token,
             producer,
+            Some(9),
             commit_req(GROUP, member, generation, &[("t1", 0, offset)]),
         );
-        // Written as the producer's transactional batch.
-        assert!(out.appends.iter().all(|a| a.producer == Some(producer)));
+        // Written as the producer's transactional batch, with the handler's guard.
+        assert!(out
+            .appends
+            .iter()
+            .all(|a| a.producer == Some(producer) && a.verification == Some(9)));
         h.absorb(out);
         let response = match h.responses.remove(&token) {
             Some(Response::TxnOffsetCommit(response)) => response,

@@ -34,6 +34,10 @@ pub struct Append {
     /// For a transactional offset commit: the producer id and epoch the batch is written
     /// with (a transactional batch, which the transaction's marker commits or aborts).
     pub producer: Option<(i64, i16)>,
+    /// For a transactional offset commit: the verification guard the handler took on the
+    /// partition before asking the transaction coordinator (KIP-890; opaque here, checked by
+    /// the log), `None` if it took none.
+    pub verification: Option<u64>,
 }
 
 /// Everything a step of the coordinator produced: responses ready to send (for this request

@@ -216,8 +216,9 @@ pub enum AppendOrigin {
     /// A client's Produce: every producer rule applies, and a batch opening a transaction
     /// needs what the verification asks for.
     Client(TxnVerification),
-    /// A coordinator writing for a producer (no sequences): only the epoch is checked.
-    Coordinator,
+    /// A coordinator writing for a producer (no sequences): only the epoch is checked, and
+    /// the verification as for a client.
+    Coordinator(TxnVerification),
 }
 
 /// State only the append path touches (under `append_lock`).
@@ -799,11 +800,12 @@ impl PartitionLog {
             (true, AppendOrigin::Client(verification)) => {
                 self.check_producers(&batches, verification)?
             }
-            (true, AppendOrigin::Coordinator) => {
+            (true, AppendOrigin::Coordinator(verification)) => {
                 let producers = lock(&self.producers);
                 for batch in &batches {
                     if let Some(incoming) = ProducerBatch::from_header(&batch.header()) {
                         producers.check_coordinator_batch(&incoming)?;
+                        producers.check_verified(&incoming, verification)?;
                     }
                 }
                 None

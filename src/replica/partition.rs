@@ -386,28 +386,29 @@ impl Partition {
         now_ms: i64,
         verification: TxnVerification,
     ) -> Result<AppendInfo, ReplicaError> {
-        self.leader_append(|log, epoch| {
-            log.append_from(records, now_ms, epoch, AppendOrigin::Client(verification))
-                .map(|info| (info, ()))
-        })
-        .map(|(info, ())| info)
+        self.append_from(records, now_ms, AppendOrigin::Client(verification))
     }
 
     /// Leader append of a coordinator's batch written for a producer (no sequences; see
-    /// [`crate::log::AppendOrigin::Coordinator`]).
+    /// [`crate::log::AppendOrigin::Coordinator`]), verified as `verification` says.
     pub fn append_as_coordinator(
         self: &Arc<Self>,
         records: Bytes,
         now_ms: i64,
+        verification: TxnVerification,
+    ) -> Result<AppendInfo, ReplicaError> {
+        self.append_from(records, now_ms, AppendOrigin::Coordinator(verification))
+    }
+
+    fn append_from(
+        self: &Arc<Self>,
+        records: Bytes,
+        now_ms: i64,
+        origin: AppendOrigin,
     ) -> Result<AppendInfo, ReplicaError> {
         self.leader_append(|log, epoch| {
-            log.append_from(
-                records,
-                now_ms,
-                epoch,
-                crate::log::AppendOrigin::Coordinator,
-            )
-            .map(|info| (info, ()))
+            log.append_from(records, now_ms, epoch, origin)
+                .map(|info| (info, ()))
         })
         .map(|(info, ())| info)
     }
