@@ -298,6 +298,13 @@ impl Inner {
                 return Some((token, Err(AppendError::Failed)));
             }
         };
+        // Committed already (no fsync asked for, the ISR is this broker alone): no task.
+        if !info.flush_needed
+            && partition.high_watermark() > info.last_offset
+            && partition.check_min_isr().is_ok()
+        {
+            return Some((token, Ok(())));
+        }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return Some((token, Err(AppendError::Failed)));
         };
