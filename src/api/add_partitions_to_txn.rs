@@ -23,7 +23,7 @@ use kafka_protocol::protocol::VersionRange;
 use kafka_protocol::ResponseError;
 
 use super::errors::txn_error_code;
-use super::RequestContext;
+use super::{txn_verification, RequestContext};
 use crate::server::Principal;
 
 /// Handled versions: 0–3 from clients, 4–5 (batched, `verify_only`) from brokers.
@@ -67,11 +67,7 @@ async fn handle_batched(
             let verdict = ctx.broker.txns.with(|c| {
                 c.verify_partitions(id, txn.producer_id.0, txn.producer_epoch, &partitions)
             });
-            let mut codes = (0..partitions.len()).map(|at| match &verdict {
-                Ok(in_txn) if in_txn.get(at) == Some(&true) => 0,
-                Ok(_) => ResponseError::InvalidTxnState.code(),
-                Err(error) => txn_error_code(error, true),
-            });
+            let mut codes = txn_verification::codes(verdict, partitions.len()).into_iter();
             // `partitions` lists the topics' partitions in order: one code each.
             txn.topics
                 .iter()

@@ -164,8 +164,9 @@ pub async fn verify(verifier: &Verifier<'_>, question: &Question<'_>) -> Vec<i16
         .collect()
 }
 
-/// A local verdict as codes.
-fn codes(verdict: Result<Vec<bool>, TxnError>, count: usize) -> Vec<i16> {
+/// A coordinator's verdict on `count` partitions as one error code each (AddPartitionsToTxn
+/// v4+ `verify_only` answers the same).
+pub(super) fn codes(verdict: Result<Vec<bool>, TxnError>, count: usize) -> Vec<i16> {
     match verdict {
         Ok(in_txn) => (0..count)
             .map(|at| {
