@@ -108,6 +108,7 @@ impl Broker {
             config.cluster_secret(),
             REPLICA_MAGIC,
             config.internal_frame_max_bytes(),
+            config.connections_max_idle(),
         ));
         let markers = MarkerWriter::new(
             replicas.clone(),

@@ -9,8 +9,12 @@ use std::time::{Duration, Instant};
 
 use common::{free_port, raw_request, raw_request_on, request_frame, TestBroker};
 use gregor::server::peer_auth::{self, ClusterSecret};
+use gregor::server::peer_client::{PeerPool, PeerRequest};
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic, ReplicaState};
-use kafka_protocol::messages::{ApiKey, BrokerId, FetchRequest, FetchResponse, TopicName};
+use kafka_protocol::messages::{
+    ApiKey, ApiVersionsRequest, ApiVersionsResponse, BrokerId, FetchRequest, FetchResponse,
+    TopicName,
+};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use rdkafka::producer::FutureRecord;
@@ -244,5 +248,45 @@ async fn idle_connections_close_and_oversized_internal_frames_are_refused() {
             let (got, closed) = read_until_closed(&mut stream, Duration::from_secs(5));
             assert!(closed && got.is_empty(), "an oversized frame was taken");
         });
+    }
+}
+
+/// A broker's pooled connections to its peers (markers, KIP-890 verification) outlive the
+/// other side closing them: the peer closes internal connections idle past its
+/// `connections.max.idle.ms`, and the next request on the pool still gets its answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pooled_peer_connections_outlive_the_other_side_closing_them() {
+    let (_broker, internal) = broker(&[("connections.max.idle.ms", "400")]).await;
+    // A pool that would keep connections for 5 minutes: the peer closes them long before.
+    let pool = PeerPool::new(
+        Some(ClusterSecret::new(SECRET)),
+        REPLICA_MAGIC,
+        1 << 20,
+        Duration::from_secs(600),
+    );
+    let addr = format!("127.0.0.1:{internal}");
+    let what = PeerRequest {
+        api_key: ApiKey::ApiVersions,
+        version: 0,
+        client_id: "pool-test",
+    };
+    for round in 0..3 {
+        let response: ApiVersionsResponse = pool
+            .send(
+                1,
+                &addr,
+                what,
+                &ApiVersionsRequest::default(),
+                Duration::from_secs(10),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("request {round}: {e}"));
+        assert_eq!(response.error_code, 0);
+        assert!(response
+            .api_keys
+            .iter()
+            .any(|k| k.api_key == ApiKey::Fetch as i16));
+        // Past the peer's idle limit: it closes the pooled connection.
+        tokio::time::sleep(Duration::from_millis(1000)).await;
     }
 }
