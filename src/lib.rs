@@ -16,13 +16,13 @@
 //! - [`replica`]: partitions this broker hosts (leader today; followers with the cluster), the
 //!   replica manager that owns them, group commit of fsyncs, and long-poll wake-ups.
 //! - [`cluster`]: the metadata image (brokers, topics, partitions) and the controller that
-//!   changes it (local and persisted today; a Raft quorum with the cluster issue).
+//!   changes it through the metadata quorum (openraft).
 //! - [`group`]: the consumer group coordinator and committed offsets; I/O-free, time injected.
 //! - [`txn`]: the transaction coordinator (transactional ids, their producers' epochs and
 //!   transactions' states); I/O-free, time injected, like [`group`].
-//! - [`coordinator`]: the coordinators' runtime: the clock, timers, the `__consumer_offsets`
-//!   and `__transaction_state` appends and replay, requests waiting for a rebalance, and the
-//!   transaction marker channel.
+//! - [`coordinator`]: the coordinators' runtime, one generic [`coordinator::runtime::Runtime`]
+//!   for both: the clock, timers, the `__consumer_offsets` and `__transaction_state` appends
+//!   and replay, requests waiting for a response; and the transaction marker channel.
 //! - [`log`]: Kafka's segment log on local disk; knows nothing of replication or the wire.
 //! - [`broker`]: wires the pieces into one running broker with a clean shutdown.
 //! - [`probe`]: `gregor health`, the ApiVersions probe a `FROM scratch` image's health check

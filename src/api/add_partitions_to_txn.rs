@@ -64,7 +64,7 @@ async fn handle_batched(
         let id = txn.transactional_id.as_str();
         let topic_results = if txn.verify_only {
             let partitions = partitions_of(&txn.topics);
-            let verdict = ctx.broker.txns.with(|c| {
+            let verdict = ctx.broker.txns.read(|c| {
                 c.verify_partitions(id, txn.producer_id.0, txn.producer_epoch, &partitions)
             });
             let mut codes = txn_verification::codes(verdict, partitions.len()).into_iter();

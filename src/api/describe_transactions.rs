@@ -26,7 +26,7 @@ pub fn handle(
     ctx: &RequestContext,
     req: DescribeTransactionsRequest,
 ) -> DescribeTransactionsResponse {
-    let states = ctx.broker.txns.with(|coordinator| {
+    let states = ctx.broker.txns.read(|coordinator| {
         req.transactional_ids
             .iter()
             .map(|id| {

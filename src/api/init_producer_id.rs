@@ -50,7 +50,7 @@ pub async fn handle(ctx: &RequestContext, req: InitProducerIdRequest) -> InitPro
     if let Some(transactional_id) = &req.transactional_id {
         let id = transactional_id.to_string();
         let txns = &ctx.broker.txns;
-        let fresh = if txns.with(|c| c.needs_producer_id(&id)) {
+        let fresh = if txns.read(|c| c.needs_producer_id(&id)) {
             match ctx.broker.producer_ids.next(allocate).await {
                 Ok(producer_id) => Some(producer_id),
                 Err(error) => {

@@ -41,7 +41,7 @@ pub fn handle(ctx: &RequestContext, req: ListTransactionsRequest) -> ListTransac
         .collect();
     let duration = (ctx.version >= 1 && req.duration_filter >= 0).then_some(req.duration_filter);
     let now = now_ms();
-    let states = ctx.broker.txns.with(|coordinator| {
+    let states = ctx.broker.txns.read(|coordinator| {
         coordinator
             .all_metadata()
             .filter(|m| {

@@ -78,7 +78,7 @@ pub async fn verify(verifier: &Verifier<'_>, question: &Question<'_>) -> Vec<i16
         return unavailable;
     };
     if leader == verifier.me {
-        let verdict = verifier.txns.with(|c| {
+        let verdict = verifier.txns.read(|c| {
             c.verify_partitions(
                 question.transactional_id,
                 question.producer_id,

@@ -1,11 +1,13 @@
 //! The coordinators' runtimes: the I/O side of state machines that live elsewhere.
 //!
-//! - [`group`]: [`GroupService`] runs [`crate::group::GroupCoordinator`] (which does no I/O)
-//!   against the real world: the clock, a timer task, the `__consumer_offsets` partitions this
+//! - [`runtime`]: [`runtime::Runtime`] runs a coordinator's state machine (which does no I/O)
+//!   against the real world: the clock, a timer task, the internal topic's partitions this
 //!   broker leads (appends, the wait for them to be committed, replay on becoming leader), and
-//!   the requests waiting for a response.
-//! - [`txn`]: [`TxnService`] does the same for [`crate::txn::TxnCoordinator`] with
-//!   `__transaction_state`, and has the transactions' markers written ([`markers`]).
+//!   the requests waiting for a response. Written once for both coordinators.
+//! - [`group`]: [`GroupService`], the runtime of [`crate::group::GroupCoordinator`] over
+//!   `__consumer_offsets`, and what groups do their own way.
+//! - [`txn`]: [`TxnService`], the runtime of [`crate::txn::TxnCoordinator`] over
+//!   `__transaction_state`, which also has the transactions' markers written ([`markers`]).
 //! - [`markers`]: the transaction marker channel: each decided transaction's COMMIT or ABORT
 //!   written by every partition's leader (this broker directly, the others with
 //!   WriteTxnMarkers over the internal listener), retried until done.
@@ -15,6 +17,7 @@
 
 pub mod group;
 pub mod markers;
+pub mod runtime;
 pub mod txn;
 
 use std::sync::{Arc, Mutex};
