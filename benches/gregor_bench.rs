@@ -120,7 +120,7 @@ fn main() {
 }
 
 const USAGE: &str = "usage: cargo bench --bench gregor_bench -- [--quick] [--markdown] \
-[--rounds N] [--latency-seconds S] [--paced-seconds S] [--fetch-wait-ms N] [--no-ceiling] [--phases LIST] [--brokers N] [--acks A] [--versus-one-broker] [--warm-memory SIZE]
+[--rounds N] [--latency-seconds S] [--paced-seconds S] [--fetch-wait-ms N] [--no-ceiling] [--phases LIST] [--brokers N] [--acks A] [--versus-one-broker] [--warm-memory SIZE] [--transaction-record-bytes N]
   --quick            smaller counts, one round, 3 s latency phase (a smoke run)
   --markdown         also print the results as markdown (for docs/BENCHMARKS.md)
   --rounds N         producer rounds per size and server; the median is reported (default 3)
@@ -141,7 +141,10 @@ const USAGE: &str = "usage: cargo bench --bench gregor_bench -- [--quick] [--mar
                      before every producer run, touch and free SIZE (e.g. 4G) of memory, so the
                      run's page cache starts in memory the machine has backed (see
                      docs/BENCHMARKS.md: a VM that gives freed memory back to its host);
-                     only with --phases produce and/or idempotent";
+                     only with --phases produce and/or idempotent
+  --transaction-record-bytes N
+                     record size of the transactions phase, both its idempotent baseline and
+                     its transactions (default 100)";
 
 #[derive(Debug, Clone)]
 struct Options {
@@ -158,6 +161,8 @@ struct Options {
     versus_one_broker: bool,
     /// `--warm-memory`, in bytes.
     warm_memory: Option<u64>,
+    /// `--transaction-record-bytes`: the transactions phase's record size.
+    transaction_record_bytes: usize,
 }
 
 /// `--brokers` and `--acks`, read where servers and producers are made.
@@ -199,6 +204,7 @@ impl Options {
             quick: false,
             versus_one_broker: false,
             warm_memory: None,
+            transaction_record_bytes: transactions::DEFAULT_VALUE_BYTES,
         };
         let mut rounds = None;
         let mut latency_seconds = None;
@@ -227,6 +233,10 @@ impl Options {
                     options.fetch_wait_ms = parse_number(iter.next(), "--fetch-wait-ms")?
                 }
                 "--rounds" => rounds = Some(parse_number(iter.next(), "--rounds")?),
+                "--transaction-record-bytes" => {
+                    options.transaction_record_bytes =
+                        parse_number(iter.next(), "--transaction-record-bytes")? as usize
+                }
                 "--paced-seconds" => {
                     paced_seconds = Some(parse_number(iter.next(), "--paced-seconds")?)
                 }
@@ -616,7 +626,12 @@ fn run(options: &Options) -> BenchResult<()> {
     let transactions = if options.runs(Phase::Transactions) {
         transactions::create(&gregor)?;
         let count = if options.quick { 20_000 } else { 200_000 };
-        let runs = transactions::run(&gregor, options.rounds, count)?;
+        let runs = transactions::run(
+            &gregor,
+            options.rounds,
+            count,
+            options.transaction_record_bytes,
+        )?;
         for line in runs.lines() {
             eprintln!("{line}");
         }

@@ -87,7 +87,10 @@ run_pair() {
     else
       failed=$((failed + 1)); failed_names+=("$name"); echo "suite $name: FAIL ($(cat "$LOGS/$name.seconds" 2>/dev/null)s)"
     fi
-    tail -n 15 "$LOGS/$name.log" | sed "s/^/  [$name] /"
+    # A failed suite shows more of its end: the runners repeat their failures' reasons there.
+    local lines=15
+    [[ " ${failed_names[*]} " == *" $name "* ]] && lines=100
+    tail -n "$lines" "$LOGS/$name.log" | sed "s/^/  [$name] /"
   done
 }
 # The container suite mostly waits on timeouts (its brokers idle between faults): it runs

@@ -1,5 +1,5 @@
 //! Phase 8, transactions: librdkafka transactional producers writing transactions of 100 and
-//! of 1,000 records of 100 B (begin, send, `commit_transaction`, which flushes) against an
+//! of 1,000 records of 100 B, or of `--transaction-record-bytes` (begin, send, `commit_transaction`, which flushes) against an
 //! idempotent producer at acks=all in the same run, alternating, on the same topic; and one
 //! consumer reading what they wrote at read_committed against read_uncommitted. Issue 14's
 //! targets: transactions of 100 records ≥ 0.5× and of 1,000 records ≥ 0.8× the idempotent
@@ -25,8 +25,8 @@ use super::{
 
 /// The phase's topic.
 pub(super) const TOPIC_TRANSACTIONS: &str = "bench-transactions";
-/// Record size.
-const VALUE_BYTES: usize = 100;
+/// Record size unless `--transaction-record-bytes` says otherwise.
+pub(super) const DEFAULT_VALUE_BYTES: usize = 100;
 /// Transaction sizes measured.
 pub(super) const TRANSACTION_SIZES: [u64; 2] = [100, 1000];
 /// Issue 14's targets, by transaction size, as a fraction of the idempotent throughput.
@@ -43,6 +43,8 @@ fn median(mut values: Vec<f64>) -> f64 {
 /// The phase's runs.
 #[derive(Debug, Default)]
 pub(super) struct TransactionRuns {
+    /// Record size.
+    pub(super) value_bytes: usize,
     pub(super) idempotent: Vec<ProduceRun>,
     /// One producer, by transaction size, in the order of [`TRANSACTION_SIZES`].
     pub(super) transactional: [Vec<ProduceRun>; 2],
@@ -90,7 +92,7 @@ impl TransactionRuns {
                 .join(", ")
         };
         let mut lines = vec![
-            "\ntransactions against the idempotent producer, 100 B, acks=all, same topic, alternating (idempotent linger.ms=5; transactional linger.ms=0, as librdkafka's commit flush):".to_string(),
+            format!("\ntransactions against the idempotent producer, {} B records, acks=all, same topic, alternating (idempotent linger.ms=5; transactional linger.ms=0, as librdkafka's commit flush):", self.value_bytes),
             format!(
                 "  idempotent, one producer: {} rec/s (runs: {}; broker {:.3} µs/rec, client {:.3} µs/rec)",
                 Self::median_rate(&self.idempotent).round(),
@@ -139,8 +141,16 @@ pub(super) fn create(server: &Server) -> BenchResult<()> {
 /// `rounds` rounds of: the idempotent producer, then transactions of each size (the order of
 /// the three alternates by round), `count` records each; then the topic read back at both
 /// isolation levels.
-pub(super) fn run(server: &Server, rounds: usize, count: u64) -> BenchResult<TransactionRuns> {
-    let mut runs = TransactionRuns::default();
+pub(super) fn run(
+    server: &Server,
+    rounds: usize,
+    count: u64,
+    value_bytes: usize,
+) -> BenchResult<TransactionRuns> {
+    let mut runs = TransactionRuns {
+        value_bytes,
+        ..TransactionRuns::default()
+    };
     for round in 1..=rounds {
         // None: idempotent; Some((size index, producers)).
         let mut order: Vec<Option<(usize, usize)>> = vec![
@@ -157,11 +167,16 @@ pub(super) fn run(server: &Server, rounds: usize, count: u64) -> BenchResult<Tra
             super::write_back_page_cache();
             let run = match which {
                 None => {
-                    produce_phase_with(server, TOPIC_TRANSACTIONS, VALUE_BYTES, count, "all", true)?
+                    produce_phase_with(server, TOPIC_TRANSACTIONS, value_bytes, count, "all", true)?
                 }
-                Some((i, producers)) => {
-                    transactional(server, count, TRANSACTION_SIZES[i], round, producers)?
-                }
+                Some((i, producers)) => transactional(
+                    server,
+                    count,
+                    TRANSACTION_SIZES[i],
+                    round,
+                    producers,
+                    value_bytes,
+                )?,
             };
             eprintln!(
                 "round {round}: {:<36} {:>10.0} rec/s server {:.3} µs/rec",
@@ -215,6 +230,7 @@ fn transactional(
     size: u64,
     round: usize,
     producers: usize,
+    value_bytes: usize,
 ) -> BenchResult<ProduceRun> {
     let share = count / producers as u64;
     let ready = std::sync::Barrier::new(producers + 1);
@@ -228,7 +244,7 @@ fn transactional(
                     let prepared = one_producer(server, &id);
                     ready.wait();
                     let producer = prepared?;
-                    run_transactions(&producer, share, size)
+                    run_transactions(&producer, share, size, value_bytes)
                 })
             })
             .collect();
@@ -254,7 +270,7 @@ fn transactional(
         delivered: 0,
         failed: 0,
         elapsed,
-        value_bytes: VALUE_BYTES,
+        value_bytes,
         server_cpu: server.cpu().since(server_start),
         client_cpu: self_cpu().since(client_start),
         stopped_early: false,
@@ -288,7 +304,7 @@ fn one_producer(server: &Server, id: &str) -> BenchResult<BaseProducer<Deliverie
     producer
         .init_transactions(TIMEOUT)
         .map_err(|e| format!("init_transactions: {e}"))?;
-    transaction(&producer, 0, PARTITIONS as u64)?;
+    transaction(&producer, 0, PARTITIONS as u64, DEFAULT_VALUE_BYTES)?;
     producer.context().delivered.store(0, Ordering::Relaxed);
     Ok(producer)
 }
@@ -296,9 +312,14 @@ fn one_producer(server: &Server, id: &str) -> BenchResult<BaseProducer<Deliverie
 /// How long one transaction step may take.
 const TIMEOUT: Duration = Duration::from_secs(30);
 
-/// One transaction of `records` records from record number `first`.
-fn transaction(producer: &BaseProducer<Deliveries>, first: u64, records: u64) -> BenchResult<()> {
-    let value: Vec<u8> = (0..VALUE_BYTES).map(|i| (i % 251) as u8).collect();
+/// One transaction of `records` records of `value_bytes` from record number `first`.
+fn transaction(
+    producer: &BaseProducer<Deliveries>,
+    first: u64,
+    records: u64,
+    value_bytes: usize,
+) -> BenchResult<()> {
+    let value: Vec<u8> = (0..value_bytes).map(|i| (i % 251) as u8).collect();
     producer
         .begin_transaction()
         .map_err(|e| format!("begin_transaction: {e}"))?;
@@ -327,11 +348,13 @@ fn transaction(producer: &BaseProducer<Deliveries>, first: u64, records: u64) ->
         .map_err(|e| format!("commit_transaction: {e}"))
 }
 
-/// `count` records in transactions of `size`; (delivered, failed, stopped early).
+/// `count` records of `value_bytes` in transactions of `size`; (delivered, failed, stopped
+/// early).
 fn run_transactions(
     producer: &BaseProducer<Deliveries>,
     count: u64,
     size: u64,
+    value_bytes: usize,
 ) -> BenchResult<(u64, u64, bool)> {
     let start = Instant::now();
     let mut sent = 0u64;
@@ -342,7 +365,7 @@ fn run_transactions(
             break;
         }
         let records = size.min(count - sent);
-        transaction(producer, sent, records)?;
+        transaction(producer, sent, records, value_bytes)?;
         sent += records;
     }
     let context = producer.context();
