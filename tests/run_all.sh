@@ -82,14 +82,14 @@ run_pair() {
   if [ -n "$c" ]; then run_suite "$c" & pc=$!; fi
   for pair in "$a:$pa" ${b:+"$b:$pb"} ${c:+"$c:$pc"}; do
     local name=${pair%%:*} pid=${pair#*:}
+    # A failed suite shows more of its end: the runners repeat their failures' reasons there.
+    local lines=15
     if wait "$pid"; then
       passed=$((passed + 1)); echo "suite $name: PASS ($(cat "$LOGS/$name.seconds" 2>/dev/null)s)"
     else
       failed=$((failed + 1)); failed_names+=("$name"); echo "suite $name: FAIL ($(cat "$LOGS/$name.seconds" 2>/dev/null)s)"
+      lines=100
     fi
-    # A failed suite shows more of its end: the runners repeat their failures' reasons there.
-    local lines=15
-    [[ " ${failed_names[*]} " == *" $name "* ]] && lines=100
     tail -n "$lines" "$LOGS/$name.log" | sed "s/^/  [$name] /"
   done
 }

@@ -307,6 +307,15 @@ failure_context() {
     fi
 }
 
+# ensure_gregor SCENARIO: a running cluster for SCENARIO, (re)started when it is another
+# scenario's or has died.
+ensure_gregor() {
+    if [ "$1" != "$BROKER_SCENARIO" ] || ! kill -0 "$GREGOR_PID" 2>/dev/null; then
+        stop_gregor
+        start_gregor "$1" || { log "cannot start gregor"; exit 2; }
+    fi
+}
+
 main() {
     local setup_only=0
     local tests=()
@@ -358,10 +367,7 @@ main() {
             [ "$prev" = "-s" ] && scenario="$a"
             prev="$a"
         done
-        if [ "$scenario" != "$BROKER_SCENARIO" ] || ! kill -0 "$GREGOR_PID" 2>/dev/null; then
-            stop_gregor
-            start_gregor "$scenario" || { log "cannot start gregor"; exit 2; }
-        fi
+        ensure_gregor "$scenario"
         start=$SECONDS
         run_one "$@"
         local tries=0
@@ -370,11 +376,8 @@ main() {
             # race); the failure stays visible in the output.
             tries=$((tries + 1))
             printf '%-8s %-34s %4ss (run %s; again)\n' "$STATUS" "$entry" "$((SECONDS - start))" "$tries"
-            grep -aE 'FAIL|Assert' "$LAST_LOG" | head -3 | cut -c1-300 | sed 's/^/    | /'
-            if ! kill -0 "$GREGOR_PID" 2>/dev/null; then
-                stop_gregor
-                start_gregor "$scenario" || { log "cannot start gregor"; exit 2; }
-            fi
+            failure_context "$LAST_LOG"
+            ensure_gregor "$scenario"
             start=$SECONDS
             run_one "$@"
         done
