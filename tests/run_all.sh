@@ -101,11 +101,25 @@ run_pair python librdkafka
 step "summary"
 # Individual test counts per suite, from each runner's own closing lines.
 count() { grep -oE "$2" "$LOGS/$1.log" 2>/dev/null | grep -oE '^[0-9]+' | awk '{s+=$1} END {print s+0}'; }
+# pytest's closing line ("2 failed, 74 passed, 1 skipped in 250.1s"), not a client's log line
+# that happens to hold "<port> failed". A run killed before that line (pytest-timeout's
+# thread method ends the process) counts as one failure.
+pytest_counts() {
+  local line
+  line=$(grep -E '^(=+ )?[0-9]+ (passed|failed|errors?|skipped|xfailed|xpassed|deselected|warnings?)(, [0-9]+ [a-z]+)* in [0-9.]+s' \
+    "$LOGS/$1.log" 2>/dev/null | tail -1)
+  if [ -z "$line" ]; then echo "0 1"; return; fi
+  local p f e
+  p=$(grep -oE '[0-9]+ passed' <<<"$line" | grep -oE '^[0-9]+')
+  f=$(grep -oE '[0-9]+ failed' <<<"$line" | grep -oE '^[0-9]+')
+  e=$(grep -oE '[0-9]+ errors?' <<<"$line" | grep -oE '^[0-9]+')
+  echo "${p:-0} $((${f:-0} + ${e:-0}))"
+}
 tests_passed=0; tests_failed=0
 for name in "${order[@]}"; do
   case $name in
     rust|containers) p=$(count "$name" '[0-9]+ passed;'); f=$(count "$name" '[0-9]+ failed;') ;;
-    python) p=$(count python '[0-9]+ passed'); f=$(count python '[0-9]+ failed') ;;
+    python) read -r p f < <(pytest_counts python) ;;
     *) p=$(count "$name" '^[0-9]+ passed'); f=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$LOGS/$name.log" 2>/dev/null | tail -1 | grep -oE '[0-9]+ failed' | grep -oE '^[0-9]+'); f=${f:-0} ;;
   esac
   printf '  %-11s %5s tests passed, %s failed\n' "$name" "$p" "$f"

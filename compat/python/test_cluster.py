@@ -404,13 +404,16 @@ def test_confluent_consume_transform_produce_survives_coordinator_and_leader_kil
     same way. Downstream a read_committed consumer sees each input transformed exactly once,
     in order, and the group's committed offset is the end of the input.
 
-    The group is chosen so that its coordinator is on neither killed broker: librdkafka waits
-    forever for a group coordinator that left the metadata (librdkafka issue #5511, the same
-    with Apache Kafka)."""
+    The transactional id is chosen so that its coordinator is not the output partition's
+    leader (killing it then leaves that leadership where it was), and the group so that its
+    coordinator is on the third broker, neither killed one: librdkafka waits forever for a
+    group coordinator that left the metadata (librdkafka issue #5511, the same with Apache
+    Kafka). A run where the output's leadership moved onto the group's broker anyway fails
+    with that reason instead of hanging."""
     from confluent_kafka import KafkaException
 
     run = uuid.uuid4().hex[:8]
-    source, sink, txn_id = f"ctp-in-{run}", f"ctp-out-{run}", f"ctp-tx-{run}"
+    source, sink = f"ctp-in-{run}", f"ctp-out-{run}"
     admin = AdminClient({"bootstrap.servers": cluster.bootstrap})
     for _ in deadline_loop("three live brokers", 30):
         if len(admin.list_topics(timeout=10).brokers) == 3:
@@ -447,11 +450,14 @@ def test_confluent_consume_transform_produce_survives_coordinator_and_leader_kil
                     return leader
         raise AssertionError("unreachable")
 
-    coordinator = leader_of("__transaction_state", internal_partition(txn_id))
     out_leader = leader_of(sink, 0)
+    txn_id = next(t for t in (f"ctp-tx-{run}-{i}" for i in range(1000))
+                  if leader_of("__transaction_state", internal_partition(t)) != out_leader)
+    coordinator = leader_of("__transaction_state", internal_partition(txn_id))
     group = next(g for g in (f"ctp-{run}-{i}" for i in range(1000))
                  if leader_of("__consumer_offsets", internal_partition(g))
                  not in (coordinator, out_leader))
+    group_broker = leader_of("__consumer_offsets", internal_partition(group))
 
     consumer = Consumer({"bootstrap.servers": cluster.bootstrap, "group.id": group,
                          "enable.auto.commit": False, "auto.offset.reset": "earliest",
@@ -506,6 +512,8 @@ def test_confluent_consume_transform_produce_survives_coordinator_and_leader_kil
             cluster.restart(coordinator)
             cluster.wait_whole(sink)
             victim = leader_of(sink, 0)
+            assert victim != group_broker, \
+                f"the output's leadership moved to the group coordinator's broker {victim}"
             cluster.kill9(victim)  # the data partition's leader, mid-stream
             killed.append(victim)
     producer.flush(10)
