@@ -1,9 +1,12 @@
 //! Every broker setting and limit, under Apache Kafka's names where Kafka has one.
 //!
-//! One table ([`BROKER_CONFIGS`]) lists each setting with its default and what it does; it feeds
-//! parsing (TOML file, then `GREGOR_<KEY>` environment variables, then command-line flags, the
-//! later overriding the earlier), the typed accessors the broker uses, and DescribeConfigs, so a
-//! setting that gregor does not honour is never reported.
+//! Each broker setting is declared once (`broker_settings!`): a typed field of [`Settings`]
+//! named after it, and its entry in the table [`BROKER_CONFIGS`] with its default and what it
+//! does. The table feeds parsing (TOML file, then `GREGOR_<KEY>` environment variables, then
+//! command-line flags, the later overriding the earlier), validation and DescribeConfigs, so a
+//! setting that gregor does not honour is never reported; a value is parsed into its field once,
+//! when it is set, and the broker reads fields (through [`BrokerConfig`]'s accessors, which
+//! convert units), never a setting by its name.
 //!
 //! Topic-level settings ([`TOPIC_CONFIGS`]) are overrides of a broker default (`segment.bytes`
 //! overrides `log.segment.bytes`, and so on); [`BrokerConfig::log_config`] merges them into the
@@ -85,398 +88,504 @@ const fn long(name: &'static str, default: &'static str, min: i64, doc: &'static
     }
 }
 
-/// Every broker-level setting gregor honours.
-pub const BROKER_CONFIGS: &[ConfigDef] = &[
-    long("node.id", "1", 0, "This broker's id."),
-    ConfigDef {
+/// A setting's value type: how its (validated) text becomes the typed field of [`Settings`].
+trait SettingValue: Sized {
+    fn parse_setting(text: &str) -> Option<Self>;
+}
+
+impl SettingValue for i64 {
+    fn parse_setting(text: &str) -> Option<Self> {
+        text.trim().parse().ok()
+    }
+}
+
+impl SettingValue for f64 {
+    fn parse_setting(text: &str) -> Option<Self> {
+        text.trim().parse().ok().filter(|v: &f64| v.is_finite())
+    }
+}
+
+impl SettingValue for bool {
+    fn parse_setting(text: &str) -> Option<Self> {
+        match text.trim() {
+            "true" => Some(true),
+            "false" => Some(false),
+            _ => None,
+        }
+    }
+}
+
+impl SettingValue for String {
+    fn parse_setting(text: &str) -> Option<Self> {
+        Some(text.trim().to_string())
+    }
+}
+
+/// Declares every broker setting once: its field of [`Settings`] (named after it, typed by its
+/// kind) and its [`ConfigDef`] in [`BROKER_CONFIGS`], in the same order, so the broker reads a
+/// setting as a typed field (a misspelt one does not compile) and DescribeConfigs, parsing and
+/// validation read the table.
+macro_rules! broker_settings {
+    ($( $field:ident : $ty:ty = $def:expr ),* $(,)?) => {
+        /// Every broker-level setting gregor honours.
+        pub const BROKER_CONFIGS: &[ConfigDef] = &[$($def),*];
+
+        /// Every broker setting's effective value, typed: one field each, named after the
+        /// setting (`log.segment.bytes` is `log_segment_bytes`). Kept by [`BrokerConfig`],
+        /// which parses a value into it once, when the value is set.
+        #[derive(Clone, PartialEq)]
+        pub struct Settings {
+            $(
+                #[doc = concat!("`", stringify!($field), "`: the setting of that name with dots for underscores ([`BROKER_CONFIGS`] says what it does).")]
+                pub $field: $ty,
+            )*
+        }
+
+        /// Shows every field but the sensitive ones' values (`cluster.secret`).
+        impl std::fmt::Debug for Settings {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                let mut out = f.debug_struct("Settings");
+                let mut defs = BROKER_CONFIGS.iter();
+                $(
+                    if defs.next().is_some_and(|def| def.sensitive) {
+                        out.field(stringify!($field), &"[hidden]");
+                    } else {
+                        out.field(stringify!($field), &self.$field);
+                    }
+                )*
+                out.finish()
+            }
+        }
+
+        /// The fields of [`Settings`], in [`BROKER_CONFIGS`]' order.
+        #[cfg(test)]
+        const SETTING_FIELDS: &[&str] = &[$(stringify!($field)),*];
+
+        impl Settings {
+            /// Every setting at its default.
+            fn defaults() -> Settings {
+                let mut settings = Settings {
+                    $( $field: <$ty>::default(), )*
+                };
+                for def in BROKER_CONFIGS {
+                    // Every default validates (a unit test says so): never refused.
+                    let _ = settings.assign(def.name, def.default);
+                }
+                settings
+            }
+
+            /// Parses `text` (validated by the caller) into the field of setting `name`;
+            /// false when the name is not a broker setting or the text does not parse.
+            fn assign(&mut self, name: &str, text: &str) -> bool {
+                let mut defs = BROKER_CONFIGS.iter();
+                $(
+                    if defs.next().is_some_and(|def| def.name == name) {
+                        return match <$ty as SettingValue>::parse_setting(text) {
+                            Some(value) => {
+                                self.$field = value;
+                                true
+                            }
+                            None => false,
+                        };
+                    }
+                )*
+                false
+            }
+        }
+    };
+}
+
+broker_settings! {
+    node_id: i64 = long("node.id", "1", 0, "This broker's id."),
+    cluster_id: String = ConfigDef {
         name: "cluster.id",
         default: "gregor-cluster-0000000",
         kind: ConfigKind::Text,
         sensitive: false,
         doc: "The cluster id reported in Metadata and DescribeCluster.",
     },
-    ConfigDef {
+    controller_quorum_voters: String = ConfigDef {
         name: "controller.quorum.voters",
         default: "",
         kind: ConfigKind::Text,
         sensitive: false,
         doc: "The controller quorum as `id@host:port,...` (internal listeners), the same on every broker; empty runs a one-broker cluster that is its own quorum.",
     },
-    ConfigDef {
+    internal_listener: String = ConfigDef {
         name: "internal.listener",
         default: "",
         kind: ConfigKind::Text,
         sensitive: false,
         doc: "Address the internal listener (Raft and replica traffic) binds, and where a broker that is not a voter (an observer of the quorum) is reached; empty binds this broker's own entry of controller.quorum.voters.",
     },
-    ConfigDef {
+    metadata_log_dir: String = ConfigDef {
         name: "metadata.log.dir",
         default: "",
         kind: ConfigKind::Text,
         sensitive: false,
         doc: "Directory that holds the metadata quorum's log (`metadata-quorum/` below it), as Kafka's metadata.log.dir; empty keeps it in the data dir. A failed write to the metadata log stops the broker; on a filesystem of its own, a full data disk only takes partition logs offline.",
     },
-    ConfigDef {
+    cluster_secret: String = ConfigDef {
         name: "cluster.secret",
         default: "",
         kind: ConfigKind::Text,
         sensitive: true,
         doc: "The secret every broker of a cluster shares (at least 16 characters; `gregor secret` makes one). Peers on the internal listener prove they hold it with a challenge-response handshake before any Raft or replication traffic; it never crosses the wire. Required when controller.quorum.voters is set; gregor dev generates one.",
     },
-    long(
+    internal_socket_request_max_bytes: i64 = long(
         "internal.socket.request.max.bytes",
         "104857600",
         1024,
         "Largest frame the internal listener (Raft messages, replica fetches) accepts, and the largest replica fetch response a follower reads; a larger one closes the connection.",
     ),
-    long(
+    connections_max_idle_ms: i64 = long(
         "connections.max.idle.ms",
         "600000",
         1,
         "A connection (client or internal) with nothing in flight and nothing read or written for this long is closed.",
     ),
-    long(
+    controller_quorum_election_timeout_ms: i64 = long(
         "controller.quorum.election.timeout.ms",
         "1000",
         10,
         "A voter that hears no leader for between this and twice this starts an election; the leader heartbeats ten times as often.",
     ),
-    ConfigDef {
+    auto_leader_rebalance_enable: bool = ConfigDef {
         name: "auto.leader.rebalance.enable",
         default: "true",
         kind: ConfigKind::Boolean,
         sensitive: false,
         doc: "Give each partition back to its preferred leader (first replica) once that broker is in the ISR again.",
     },
-    ConfigDef {
+    controlled_shutdown_enable: bool = ConfigDef {
         name: "controlled.shutdown.enable",
         default: "true",
         kind: ConfigKind::Boolean,
         sensitive: false,
         doc: "On SIGTERM a broker of a cluster first hands its partitions' leadership to other in-sync replicas and leaves the ISRs (bounded by broker.session.timeout.ms), so producers and consumers move on at once instead of after the session timeout.",
     },
-    long("leader.imbalance.check.interval.seconds", "300", 1, "How often the active controller looks for partitions away from their preferred leader."),
-    ConfigDef {
+    leader_imbalance_check_interval_seconds: i64 = long("leader.imbalance.check.interval.seconds", "300", 1, "How often the active controller looks for partitions away from their preferred leader."),
+    unclean_leader_election_enable: bool = ConfigDef {
         name: "unclean.leader.election.enable",
         default: "false",
         kind: ConfigKind::Boolean,
         sensitive: false,
         doc: "When no in-sync replica of a partition is alive, let a live replica outside the ISR lead it: available again, but what only the ISR had is lost. Off: the partition waits for an ISR member.",
     },
-    long("broker.heartbeat.interval.ms", "2000", 1, "How often a broker tells the active controller it is alive."),
-    long("broker.session.timeout.ms", "9000", 1, "A broker not heard from for this long is fenced: its partitions get new leaders from their ISR."),
-    long("replica.lag.time.max.ms", "30000", 1, "A follower that has not caught up with the leader for this long leaves the ISR."),
-    long(
+    broker_heartbeat_interval_ms: i64 = long("broker.heartbeat.interval.ms", "2000", 1, "How often a broker tells the active controller it is alive."),
+    broker_session_timeout_ms: i64 = long("broker.session.timeout.ms", "9000", 1, "A broker not heard from for this long is fenced: its partitions get new leaders from their ISR."),
+    replica_lag_time_max_ms: i64 = long("replica.lag.time.max.ms", "30000", 1, "A follower that has not caught up with the leader for this long leaves the ISR."),
+    replica_high_watermark_checkpoint_interval_ms: i64 = long(
         "replica.high.watermark.checkpoint.interval.ms",
         "5000",
         1,
         "How often each partition's high watermark is written to replication-offset-checkpoint (and at shutdown), so a restarted broker shows consumers the committed end at once.",
     ),
-    long("replica.fetch.max.bytes", "1048576", 1, "Bytes a follower asks for per partition in one fetch (a larger first batch still comes whole)."),
-    long("replica.fetch.response.max.bytes", "10485760", 1, "Bytes a follower asks for per fetch response."),
-    long("replica.fetch.wait.max.ms", "500", 0, "How long a follower's fetch waits at the leader for new records."),
-    long("replica.fetch.backoff.ms", "1000", 0, "A follower's pause after a failed fetch."),
-    long("num.partitions", "1", 1, "Partitions of an auto-created topic."),
-    long(
+    replica_fetch_max_bytes: i64 = long("replica.fetch.max.bytes", "1048576", 1, "Bytes a follower asks for per partition in one fetch (a larger first batch still comes whole)."),
+    replica_fetch_response_max_bytes: i64 = long("replica.fetch.response.max.bytes", "10485760", 1, "Bytes a follower asks for per fetch response."),
+    replica_fetch_wait_max_ms: i64 = long("replica.fetch.wait.max.ms", "500", 0, "How long a follower's fetch waits at the leader for new records."),
+    replica_fetch_backoff_ms: i64 = long("replica.fetch.backoff.ms", "1000", 0, "A follower's pause after a failed fetch."),
+    num_partitions: i64 = long("num.partitions", "1", 1, "Partitions of an auto-created topic."),
+    default_replication_factor: i64 = long(
         "default.replication.factor",
         "3",
         1,
         "Replication factor of a topic created without one (auto-created, or -1), capped at the live brokers.",
     ),
-    ConfigDef {
+    auto_create_topics_enable: bool = ConfigDef {
         name: "auto.create.topics.enable",
         default: "true",
         kind: ConfigKind::Boolean,
         sensitive: false,
         doc: "Create a topic on first Metadata request that allows it.",
     },
-    ConfigDef {
+    delete_topic_enable: bool = ConfigDef {
         name: "delete.topic.enable",
         default: "true",
         kind: ConfigKind::Boolean,
         sensitive: false,
         doc: "Whether DeleteTopics may delete topics.",
     },
-    long("log.segment.bytes", "1073741824", 14, "Segment file size before a roll."),
-    long("log.roll.ms", "604800000", 1, "Segment age before a roll."),
-    long("log.retention.ms", "604800000", -1, "Age after which a segment is deleted; -1 keeps forever."),
-    long("log.retention.bytes", "-1", -1, "Partition size above which old segments are deleted; -1 unlimited."),
-    long(
+    log_segment_bytes: i64 = long("log.segment.bytes", "1073741824", 14, "Segment file size before a roll."),
+    log_roll_ms: i64 = long("log.roll.ms", "604800000", 1, "Segment age before a roll."),
+    log_retention_ms: i64 = long("log.retention.ms", "604800000", -1, "Age after which a segment is deleted; -1 keeps forever."),
+    log_retention_bytes: i64 = long("log.retention.bytes", "-1", -1, "Partition size above which old segments are deleted; -1 unlimited."),
+    log_retention_check_interval_ms: i64 = long(
         "log.retention.check.interval.ms",
         "300000",
         1,
         "How often retention and time-based rolls are checked.",
     ),
-    long("log.index.interval.bytes", "4096", 0, "Bytes between two offset index entries."),
-    long("log.index.size.max.bytes", "10485760", 4, "Maximum size of an offset or time index."),
-    long("message.max.bytes", "1048588", 0, "Largest record batch a topic accepts."),
-    ConfigDef {
+    log_index_interval_bytes: i64 = long("log.index.interval.bytes", "4096", 0, "Bytes between two offset index entries."),
+    log_index_size_max_bytes: i64 = long("log.index.size.max.bytes", "10485760", 4, "Maximum size of an offset or time index."),
+    message_max_bytes: i64 = long("message.max.bytes", "1048588", 0, "Largest record batch a topic accepts."),
+    log_message_timestamp_type: String = ConfigDef {
         name: "log.message.timestamp.type",
         default: "CreateTime",
         kind: ConfigKind::Choice(&["CreateTime", "LogAppendTime"]),
         sensitive: false,
         doc: "Whether batches keep the producer's timestamp or get the broker's append time.",
     },
-    ConfigDef {
+    compression_type: String = ConfigDef {
         name: "compression.type",
         default: "producer",
         kind: ConfigKind::Choice(&["producer"]),
         sensitive: false,
         doc: "Batches are stored as the producer compressed them (the only value gregor honours).",
     },
-    long(
+    log_flush_interval_messages: i64 = long(
         "log.flush.interval.messages",
         "9223372036854775807",
         1,
         "Records appended to a partition before an fsync; 1 makes every acknowledged write durable.",
     ),
-    long(
+    log_flush_interval_ms: i64 = long(
         "log.flush.interval.ms",
         "9223372036854775807",
         0,
         "Milliseconds an appended record may wait before an fsync.",
     ),
-    ConfigDef {
+    log_cleanup_policy: String = ConfigDef {
         name: "log.cleanup.policy",
         default: "delete",
         kind: ConfigKind::List(CLEANUP_POLICIES),
         sensitive: false,
         doc: "Default cleanup.policy of topics: delete (retention), compact (keep the latest record of each key) or both.",
     },
-    ConfigDef {
+    log_cleaner_enable: bool = ConfigDef {
         name: "log.cleaner.enable",
         default: "true",
         kind: ConfigKind::Boolean,
         sensitive: false,
         doc: "Run the log cleaner, which compacts topics whose cleanup.policy includes compact.",
     },
-    long(
+    log_cleaner_backoff_ms: i64 = long(
         "log.cleaner.backoff.ms",
         "15000",
         0,
         "How long the log cleaner sleeps when there is nothing to clean.",
     ),
-    long(
+    log_cleaner_dedupe_buffer_size: i64 = long(
         "log.cleaner.dedupe.buffer.size",
         "134217728",
         48,
         "Memory for the cleaner's key to offset map, 24 bytes a key; more keys than fit are cleaned over several runs.",
     ),
-    long(
+    log_cleaner_delete_retention_ms: i64 = long(
         "log.cleaner.delete.retention.ms",
         "86400000",
         0,
         "Default delete.retention.ms: how long a tombstone is kept once the cleaner has seen it.",
     ),
-    long(
+    log_cleaner_min_compaction_lag_ms: i64 = long(
         "log.cleaner.min.compaction.lag.ms",
         "0",
         0,
         "Default min.compaction.lag.ms: records newer than this are not compacted.",
     ),
-    long(
+    log_cleaner_max_compaction_lag_ms: i64 = long(
         "log.cleaner.max.compaction.lag.ms",
         "9223372036854775807",
         1,
         "Default max.compaction.lag.ms: a record older than this is compacted whatever the dirty ratio.",
     ),
-    ConfigDef {
+    log_cleaner_min_cleanable_ratio: f64 = ConfigDef {
         name: "log.cleaner.min.cleanable.ratio",
         default: "0.5",
         kind: ConfigKind::Double { min: 0.0, max: 1.0 },
         sensitive: false,
         doc: "Default min.cleanable.dirty.ratio: compact a log only when its uncompacted share is above this.",
     },
-    long(
+    socket_request_max_bytes: i64 = long(
         "socket.request.max.bytes",
         "104857600",
         1,
         "Largest request frame accepted; a larger frame closes the connection.",
     ),
-    long("max.connections", "10000", 1, "Open client connections accepted at once."),
-    long(
+    max_connections: i64 = long("max.connections", "10000", 1, "Open client connections accepted at once."),
+    queued_max_requests: i64 = long(
         "queued.max.requests",
         "5",
         1,
         "Requests of one connection in flight at once (read but not yet answered); further ones wait in the socket. Per connection in gregor (Kafka: per broker, 500, but it handles one request per connection at a time). Few suffice for pipelining; many let acks=all producers park large requests while the ISR catches up.",
     ),
-    long(
+    request_entries_max: i64 = long(
         "request.entries.max",
         "100000",
         1,
         "Entries a request's lists may hold in all (topics, partitions, groups, members, keys; nested lists counted in full); a request with more closes its connection before any handler runs.",
     ),
-    long(
+    fetch_max_bytes: i64 = long(
         "fetch.max.bytes",
         "57671680",
         1024,
         "Upper bound on the bytes of records in one Fetch response.",
     ),
-    long(
+    fetch_max_wait_ms_max: i64 = long(
         "fetch.max.wait.ms.max",
         "60000",
         0,
         "Upper bound on how long a Fetch long-poll may wait, whatever the client asks.",
     ),
-    long(
+    topics_max: i64 = long(
         "topics.max",
         "100000",
         1,
         "Topics the broker will hold; creation beyond it is refused.",
     ),
-    long(
+    partitions_per_topic_max: i64 = long(
         "partitions.per.topic.max",
         "10000",
         1,
         "Partitions one topic may have.",
     ),
-    long(
+    group_min_session_timeout_ms: i64 = long(
         "group.min.session.timeout.ms",
         "6000",
         1,
         "Smallest session timeout a group member may ask for.",
     ),
-    long(
+    group_max_session_timeout_ms: i64 = long(
         "group.max.session.timeout.ms",
         "1800000",
         1,
         "Largest session timeout a group member may ask for.",
     ),
-    long(
+    group_initial_rebalance_delay_ms: i64 = long(
         "group.initial.rebalance.delay.ms",
         "3000",
         0,
         "How long the first rebalance of an empty group waits for more members.",
     ),
-    long("group.max.size", "2147483647", 1, "Members one consumer group may have."),
-    long(
+    group_max_size: i64 = long("group.max.size", "2147483647", 1, "Members one consumer group may have."),
+    offsets_topic_num_partitions: i64 = long(
         "offsets.topic.num.partitions",
         "50",
         1,
         "Partitions of __consumer_offsets (fixed once the topic exists).",
     ),
-    long(
+    offsets_topic_replication_factor: i64 = long(
         "offsets.topic.replication.factor",
         "3",
         1,
         "Replication factor of __consumer_offsets (capped at the brokers registered when it is created).",
     ),
-    long(
+    offsets_topic_segment_bytes: i64 = long(
         "offsets.topic.segment.bytes",
         "104857600",
         14,
         "Segment size of __consumer_offsets.",
     ),
-    long(
+    transaction_state_log_num_partitions: i64 = long(
         "transaction.state.log.num.partitions",
         "50",
         1,
         "Partitions of __transaction_state (fixed once the topic exists).",
     ),
-    long(
+    transaction_state_log_replication_factor: i64 = long(
         "transaction.state.log.replication.factor",
         "3",
         1,
         "Replication factor of __transaction_state (capped at the brokers registered when it is created).",
     ),
-    long(
+    transaction_state_log_min_isr: i64 = long(
         "transaction.state.log.min.isr",
         "2",
         1,
         "min.insync.replicas of __transaction_state (capped at its replication factor).",
     ),
-    long(
+    transaction_state_log_segment_bytes: i64 = long(
         "transaction.state.log.segment.bytes",
         "104857600",
         14,
         "Segment size of __transaction_state.",
     ),
-    long(
+    transaction_max_timeout_ms: i64 = long(
         "transaction.max.timeout.ms",
         "900000",
         1,
         "Longest transaction.timeout.ms a producer may ask for (INVALID_TRANSACTION_TIMEOUT beyond).",
     ),
-    ConfigDef {
+    transaction_partition_verification_enable: bool = ConfigDef {
         name: "transaction.partition.verification.enable",
         default: "true",
         kind: ConfigKind::Boolean,
         sensitive: false,
         doc: "Before a transactional producer's first write to a partition in a transaction, its leader asks the transaction coordinator whether the partition was added to it (KIP-890); a write that was not is refused with INVALID_TXN_STATE.",
     },
-    long(
+    transactional_id_expiration_ms: i64 = long(
         "transactional.id.expiration.ms",
         "604800000",
         1,
         "How long a transactional id is kept after its last transaction completed.",
     ),
-    long(
+    transaction_abort_timed_out_transaction_cleanup_interval_ms: i64 = long(
         "transaction.abort.timed.out.transaction.cleanup.interval.ms",
         "10000",
         1,
         "How often transactions open past their timeout are aborted.",
     ),
-    long(
+    transaction_remove_expired_transaction_cleanup_interval_ms: i64 = long(
         "transaction.remove.expired.transaction.cleanup.interval.ms",
         "3600000",
         1,
         "How often expired transactional ids are removed.",
     ),
-    long(
+    offsets_retention_minutes: i64 = long(
         "offsets.retention.minutes",
         "10080",
         1,
         "How long the committed offsets of an empty group are kept.",
     ),
-    long(
+    producer_id_expiration_ms: i64 = long(
         "producer.id.expiration.ms",
         "86400000",
         1,
         "How long a partition keeps an idempotent producer's state after its last batch's timestamp.",
     ),
-    long(
+    producer_id_expiration_check_interval_ms: i64 = long(
         "producer.id.expiration.check.interval.ms",
         "600000",
         1,
         "How often expired producer state is removed.",
     ),
-    long(
+    producer_state_max_producers: i64 = long(
         "producer.state.max.producers",
         "10000",
         1,
         "Idempotent producers whose state each partition keeps (320–420 bytes each, measured); beyond it the least recently written is forgotten.",
     ),
-    long(
+    producer_id_block_size: i64 = long(
         "producer.id.block.size",
         "1000",
         1,
         "Producer ids a broker takes from the controller at a time.",
     ),
-    long(
+    offsets_retention_check_interval_ms: i64 = long(
         "offsets.retention.check.interval.ms",
         "600000",
         1,
         "How often expired offsets are removed.",
     ),
-    long(
+    offsets_commit_timeout_ms: i64 = long(
         "offsets.commit.timeout.ms",
         "5000",
         1,
         "How long an offset commit or group write may wait to become durable before it fails.",
     ),
-    long(
+    request_timeout_ms: i64 = long(
         "request.timeout.ms",
         "30000",
         1,
         "How long a broker waits for another broker's answer, and for a transaction marker it writes to be replicated.",
     ),
-    long(
+    offset_metadata_max_bytes: i64 = long(
         "offset.metadata.max.bytes",
         "4096",
         0,
         "Longest metadata string an offset commit may carry.",
     ),
-];
+}
 
 /// Topic-level settings: (topic name, the broker setting that gives its default).
 pub const TOPIC_CONFIGS: &[(&str, &str)] = &[
@@ -643,7 +752,7 @@ pub fn topic_default_key(topic_key: &str) -> Option<&'static str> {
 }
 
 /// The effective broker configuration.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct BrokerConfig {
     /// Address the client listener binds.
     pub listen: SocketAddr,
@@ -655,7 +764,25 @@ pub struct BrokerConfig {
     pub data_dir: PathBuf,
     /// Brokers sharing this process (`gregor dev`): they share its open-file limit.
     pub brokers_in_process: u32,
+    /// The settings given (file, environment, flags) as given: what DescribeConfigs reports
+    /// as static broker config.
     values: BTreeMap<&'static str, String>,
+    /// Every setting's effective value, typed.
+    settings: Settings,
+}
+
+/// Shows the typed settings, which hide the sensitive ones, not the values as given.
+impl std::fmt::Debug for BrokerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BrokerConfig")
+            .field("listen", &self.listen)
+            .field("advertised_host", &self.advertised_host)
+            .field("advertised_port", &self.advertised_port)
+            .field("data_dir", &self.data_dir)
+            .field("brokers_in_process", &self.brokers_in_process)
+            .field("settings", &self.settings)
+            .finish()
+    }
 }
 
 impl BrokerConfig {
@@ -668,6 +795,7 @@ impl BrokerConfig {
             data_dir,
             brokers_in_process: 1,
             values: BTreeMap::new(),
+            settings: Settings::defaults(),
         }
     }
 
@@ -675,6 +803,14 @@ impl BrokerConfig {
     pub fn set(&mut self, name: &str, value: &str) -> Result<(), ConfigError> {
         let def = broker_def(name).ok_or_else(|| ConfigError::Unknown(name.to_string()))?;
         validate(name, value)?;
+        if !self.settings.assign(def.name, value) {
+            // Validation accepts only what parses; this keeps a bad table entry an error.
+            return Err(ConfigError::Invalid {
+                name: def.name.to_string(),
+                value: value.to_string(),
+                reason: "does not parse as its type".to_string(),
+            });
+        }
         self.values.insert(def.name, value.trim().to_string());
         Ok(())
     }
@@ -725,78 +861,65 @@ impl BrokerConfig {
         })
     }
 
-    fn long(&self, name: &str) -> i64 {
-        // Every value was validated on the way in and every default parses, so the fallback
-        // is never taken; it keeps a bad table entry from panicking a request path.
-        self.value(name)
-            .and_then(|(v, _)| v.parse().ok())
-            .unwrap_or(i64::MAX)
-    }
-
-    fn boolean(&self, name: &str) -> bool {
-        self.value(name).is_some_and(|(v, _)| v == "true")
+    /// Every setting's effective value, typed.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
     }
 
     /// `node.id`.
     pub fn node_id(&self) -> i32 {
-        i32::try_from(self.long("node.id")).unwrap_or(i32::MAX)
+        i32::try_from(self.settings.node_id).unwrap_or(i32::MAX)
     }
     /// `cluster.id`.
     pub fn cluster_id(&self) -> String {
-        self.value("cluster.id").map(|(v, _)| v).unwrap_or_default()
+        self.settings.cluster_id.clone()
     }
     /// `controller.quorum.voters` parsed: node id -> internal `host:port`. Empty when unset.
     pub fn quorum_voters(&self) -> Result<BTreeMap<i32, String>, ConfigError> {
-        let text = self
-            .value("controller.quorum.voters")
-            .map(|(v, _)| v)
-            .unwrap_or_default();
-        parse_voters(&text)
+        parse_voters(&self.settings.controller_quorum_voters)
     }
     /// `cluster.secret`, or `None` when unset.
     pub fn cluster_secret(&self) -> Option<crate::server::peer_auth::ClusterSecret> {
-        self.value("cluster.secret")
-            .map(|(v, _)| v)
+        Some(&self.settings.cluster_secret)
             .filter(|v| !v.is_empty())
-            .map(|v| crate::server::peer_auth::ClusterSecret::new(&v))
+            .map(|v| crate::server::peer_auth::ClusterSecret::new(v))
     }
     /// `internal.socket.request.max.bytes`.
     pub fn internal_frame_max_bytes(&self) -> usize {
-        clamp_usize(self.long("internal.socket.request.max.bytes"))
+        clamp_usize(self.settings.internal_socket_request_max_bytes)
     }
     /// `connections.max.idle.ms`.
     pub fn connections_max_idle(&self) -> std::time::Duration {
         std::time::Duration::from_millis(
-            u64::try_from(self.long("connections.max.idle.ms")).unwrap_or(600_000),
+            u64::try_from(self.settings.connections_max_idle_ms).unwrap_or(600_000),
         )
     }
     /// Where the metadata quorum keeps its log: `<metadata.log.dir>/metadata-quorum`, or
     /// `<data dir>/metadata-quorum` when `metadata.log.dir` is unset.
     pub fn metadata_quorum_dir(&self) -> std::path::PathBuf {
-        let base = self
-            .value("metadata.log.dir")
-            .map(|(v, _)| v)
-            .filter(|v| !v.is_empty())
-            .map_or_else(|| self.data_dir.clone(), std::path::PathBuf::from);
+        let dir = &self.settings.metadata_log_dir;
+        let base = if dir.is_empty() {
+            self.data_dir.clone()
+        } else {
+            std::path::PathBuf::from(dir)
+        };
         base.join(crate::cluster::quorum::QUORUM_DIR)
     }
     /// `internal.listener`, or `None` when unset.
     pub fn internal_listener(&self) -> Option<String> {
-        self.value("internal.listener")
-            .map(|(v, _)| v)
-            .filter(|v| !v.is_empty())
+        Some(self.settings.internal_listener.clone()).filter(|v| !v.is_empty())
     }
     /// `controller.quorum.election.timeout.ms`.
     pub fn quorum_election_timeout_ms(&self) -> u64 {
-        u64::try_from(self.long("controller.quorum.election.timeout.ms")).unwrap_or(1000)
+        u64::try_from(self.settings.controller_quorum_election_timeout_ms).unwrap_or(1000)
     }
     /// `auto.leader.rebalance.enable`.
     pub fn auto_leader_rebalance(&self) -> bool {
-        self.boolean("auto.leader.rebalance.enable")
+        self.settings.auto_leader_rebalance_enable
     }
     /// `controlled.shutdown.enable`.
     pub fn controlled_shutdown(&self) -> bool {
-        self.boolean("controlled.shutdown.enable")
+        self.settings.controlled_shutdown_enable
     }
     /// Whether a topic with these overrides allows unclean leader election
     /// (`unclean.leader.election.enable`, the topic's or the broker's).
@@ -806,19 +929,19 @@ impl BrokerConfig {
     }
     /// `leader.imbalance.check.interval.seconds`.
     pub fn leader_imbalance_check_interval_s(&self) -> u64 {
-        u64::try_from(self.long("leader.imbalance.check.interval.seconds")).unwrap_or(300)
+        u64::try_from(self.settings.leader_imbalance_check_interval_seconds).unwrap_or(300)
     }
     /// `broker.heartbeat.interval.ms`.
     pub fn broker_heartbeat_interval_ms(&self) -> u64 {
-        u64::try_from(self.long("broker.heartbeat.interval.ms")).unwrap_or(2000)
+        u64::try_from(self.settings.broker_heartbeat_interval_ms).unwrap_or(2000)
     }
     /// `broker.session.timeout.ms`.
     pub fn broker_session_timeout_ms(&self) -> u64 {
-        u64::try_from(self.long("broker.session.timeout.ms")).unwrap_or(9000)
+        u64::try_from(self.settings.broker_session_timeout_ms).unwrap_or(9000)
     }
     /// `replica.lag.time.max.ms`.
     pub fn replica_lag_time_max_ms(&self) -> i64 {
-        self.long("replica.lag.time.max.ms")
+        self.settings.replica_lag_time_max_ms
     }
     /// Checks the settings that only make sense together, before a broker starts: a broker
     /// of several (`controller.quorum.voters` set) needs `cluster.secret`.
@@ -846,167 +969,170 @@ impl BrokerConfig {
                 .unwrap_or_else(|| crate::server::peer_auth::ClusterSecret::new("")),
             frame_max_bytes: self.internal_frame_max_bytes(),
             node_id: self.node_id(),
-            partition_max_bytes: clamp_i32(self.long("replica.fetch.max.bytes")),
-            response_max_bytes: clamp_i32(self.long("replica.fetch.response.max.bytes")),
-            max_wait_ms: clamp_i32(self.long("replica.fetch.wait.max.ms")),
+            partition_max_bytes: clamp_i32(self.settings.replica_fetch_max_bytes),
+            response_max_bytes: clamp_i32(self.settings.replica_fetch_response_max_bytes),
+            max_wait_ms: clamp_i32(self.settings.replica_fetch_wait_max_ms),
             backoff: std::time::Duration::from_millis(
-                u64::try_from(self.long("replica.fetch.backoff.ms")).unwrap_or(1000),
+                u64::try_from(self.settings.replica_fetch_backoff_ms).unwrap_or(1000),
             ),
         }
     }
     /// `num.partitions`.
     pub fn num_partitions(&self) -> i32 {
-        clamp_i32(self.long("num.partitions"))
+        clamp_i32(self.settings.num_partitions)
     }
     /// `default.replication.factor`.
     pub fn default_replication_factor(&self) -> i16 {
-        i16::try_from(self.long("default.replication.factor")).unwrap_or(i16::MAX)
+        i16::try_from(self.settings.default_replication_factor).unwrap_or(i16::MAX)
     }
     /// `auto.create.topics.enable`.
     pub fn auto_create_topics(&self) -> bool {
-        self.boolean("auto.create.topics.enable")
+        self.settings.auto_create_topics_enable
     }
     /// `delete.topic.enable`.
     pub fn delete_topic_enable(&self) -> bool {
-        self.boolean("delete.topic.enable")
+        self.settings.delete_topic_enable
     }
     /// `socket.request.max.bytes`.
     pub fn socket_request_max_bytes(&self) -> usize {
-        clamp_usize(self.long("socket.request.max.bytes"))
+        clamp_usize(self.settings.socket_request_max_bytes)
     }
     /// `max.connections`.
     pub fn max_connections(&self) -> usize {
-        clamp_usize(self.long("max.connections"))
+        clamp_usize(self.settings.max_connections)
     }
     /// `queued.max.requests` (per connection in gregor).
     pub fn queued_max_requests(&self) -> usize {
-        clamp_usize(self.long("queued.max.requests")).max(1)
+        clamp_usize(self.settings.queued_max_requests).max(1)
     }
     /// `request.entries.max`.
     pub fn request_entries_max(&self) -> usize {
-        clamp_usize(self.long("request.entries.max"))
+        clamp_usize(self.settings.request_entries_max)
     }
     /// `fetch.max.bytes`.
     pub fn fetch_max_bytes(&self) -> usize {
-        clamp_usize(self.long("fetch.max.bytes"))
+        clamp_usize(self.settings.fetch_max_bytes)
     }
     /// `fetch.max.wait.ms.max`.
     pub fn fetch_max_wait_ms_max(&self) -> u64 {
-        u64::try_from(self.long("fetch.max.wait.ms.max")).unwrap_or(0)
+        u64::try_from(self.settings.fetch_max_wait_ms_max).unwrap_or(0)
     }
     /// `replica.high.watermark.checkpoint.interval.ms`.
     pub fn high_watermark_checkpoint_interval(&self) -> std::time::Duration {
         std::time::Duration::from_millis(
-            u64::try_from(self.long("replica.high.watermark.checkpoint.interval.ms"))
+            u64::try_from(self.settings.replica_high_watermark_checkpoint_interval_ms)
                 .unwrap_or(5000),
         )
     }
     /// `log.retention.check.interval.ms`.
     pub fn retention_check_interval_ms(&self) -> u64 {
-        u64::try_from(self.long("log.retention.check.interval.ms")).unwrap_or(300_000)
+        u64::try_from(self.settings.log_retention_check_interval_ms).unwrap_or(300_000)
     }
     /// `log.cleaner.enable`: whether the broker runs the log cleaner at all.
     pub fn log_cleaner_enable(&self) -> bool {
-        self.boolean("log.cleaner.enable")
+        self.settings.log_cleaner_enable
     }
     /// `log.cleaner.backoff.ms`: how often the broker runs the log cleaner when it is idle.
     pub fn log_cleaner_backoff_ms(&self) -> u64 {
-        u64::try_from(self.long("log.cleaner.backoff.ms")).unwrap_or(15_000)
+        u64::try_from(self.settings.log_cleaner_backoff_ms).unwrap_or(15_000)
     }
     /// `log.cleaner.dedupe.buffer.size`: the cleaner's offset map budget in bytes.
     pub fn log_cleaner_dedupe_buffer_size(&self) -> u64 {
-        u64::try_from(self.long("log.cleaner.dedupe.buffer.size")).unwrap_or(134_217_728)
+        u64::try_from(self.settings.log_cleaner_dedupe_buffer_size).unwrap_or(134_217_728)
     }
     /// `topics.max`.
     pub fn topics_max(&self) -> usize {
-        clamp_usize(self.long("topics.max"))
+        clamp_usize(self.settings.topics_max)
     }
     /// `producer.id.expiration.ms`.
     pub fn producer_id_expiration_ms(&self) -> i64 {
-        self.long("producer.id.expiration.ms")
+        self.settings.producer_id_expiration_ms
     }
     /// `producer.id.expiration.check.interval.ms`.
     pub fn producer_id_expiration_check_interval(&self) -> std::time::Duration {
         std::time::Duration::from_millis(
-            u64::try_from(self.long("producer.id.expiration.check.interval.ms")).unwrap_or(600_000),
+            u64::try_from(self.settings.producer_id_expiration_check_interval_ms)
+                .unwrap_or(600_000),
         )
     }
     /// `producer.id.block.size`.
     pub fn producer_id_block_size(&self) -> i32 {
-        clamp_i32(self.long("producer.id.block.size")).max(1)
+        clamp_i32(self.settings.producer_id_block_size).max(1)
     }
     /// `partitions.per.topic.max`.
     pub fn partitions_per_topic_max(&self) -> i32 {
-        clamp_i32(self.long("partitions.per.topic.max"))
+        clamp_i32(self.settings.partitions_per_topic_max)
     }
 
     /// The group coordinator's settings.
     pub fn group_config(&self) -> crate::group::GroupConfig {
         crate::group::GroupConfig {
-            group_min_session_timeout_ms: clamp_i32(self.long("group.min.session.timeout.ms")),
-            group_max_session_timeout_ms: clamp_i32(self.long("group.max.session.timeout.ms")),
+            group_min_session_timeout_ms: clamp_i32(self.settings.group_min_session_timeout_ms),
+            group_max_session_timeout_ms: clamp_i32(self.settings.group_max_session_timeout_ms),
             group_initial_rebalance_delay_ms: clamp_i32(
-                self.long("group.initial.rebalance.delay.ms"),
+                self.settings.group_initial_rebalance_delay_ms,
             ),
-            group_max_size: clamp_usize(self.long("group.max.size")),
+            group_max_size: clamp_usize(self.settings.group_max_size),
             offsets_topic_num_partitions: self.offsets_topic_num_partitions(),
-            offsets_retention_minutes: self.long("offsets.retention.minutes"),
-            offsets_retention_check_interval_ms: self.long("offsets.retention.check.interval.ms"),
-            offset_metadata_max_bytes: clamp_usize(self.long("offset.metadata.max.bytes")),
+            offsets_retention_minutes: self.settings.offsets_retention_minutes,
+            offsets_retention_check_interval_ms: self.settings.offsets_retention_check_interval_ms,
+            offset_metadata_max_bytes: clamp_usize(self.settings.offset_metadata_max_bytes),
             ..crate::group::GroupConfig::default()
         }
     }
     /// `offsets.topic.num.partitions`.
     pub fn offsets_topic_num_partitions(&self) -> i32 {
-        clamp_i32(self.long("offsets.topic.num.partitions")).max(1)
+        clamp_i32(self.settings.offsets_topic_num_partitions).max(1)
     }
     /// `offsets.topic.replication.factor`.
     pub fn offsets_topic_replication_factor(&self) -> i16 {
-        i16::try_from(self.long("offsets.topic.replication.factor")).unwrap_or(i16::MAX)
+        i16::try_from(self.settings.offsets_topic_replication_factor).unwrap_or(i16::MAX)
     }
     /// `offsets.topic.segment.bytes`.
     pub fn offsets_topic_segment_bytes(&self) -> i64 {
-        self.long("offsets.topic.segment.bytes")
+        self.settings.offsets_topic_segment_bytes
     }
     /// `transaction.state.log.num.partitions`.
     pub fn transaction_topic_num_partitions(&self) -> i32 {
-        clamp_i32(self.long("transaction.state.log.num.partitions")).max(1)
+        clamp_i32(self.settings.transaction_state_log_num_partitions).max(1)
     }
     /// `transaction.state.log.replication.factor`.
     pub fn transaction_topic_replication_factor(&self) -> i16 {
-        i16::try_from(self.long("transaction.state.log.replication.factor")).unwrap_or(i16::MAX)
+        i16::try_from(self.settings.transaction_state_log_replication_factor).unwrap_or(i16::MAX)
     }
     /// `transaction.state.log.min.isr`.
     pub fn transaction_topic_min_isr(&self) -> i64 {
-        self.long("transaction.state.log.min.isr")
+        self.settings.transaction_state_log_min_isr
     }
     /// `transaction.state.log.segment.bytes`.
     pub fn transaction_topic_segment_bytes(&self) -> i64 {
-        self.long("transaction.state.log.segment.bytes")
+        self.settings.transaction_state_log_segment_bytes
     }
     /// The transaction coordinator's settings.
     pub fn txn_config(&self) -> crate::txn::TxnConfig {
         crate::txn::TxnConfig {
             num_partitions: self.transaction_topic_num_partitions(),
-            max_timeout_ms: clamp_i32(self.long("transaction.max.timeout.ms")),
-            id_expiration_ms: self.long("transactional.id.expiration.ms"),
+            max_timeout_ms: clamp_i32(self.settings.transaction_max_timeout_ms),
+            id_expiration_ms: self.settings.transactional_id_expiration_ms,
             abort_check_interval_ms: self
-                .long("transaction.abort.timed.out.transaction.cleanup.interval.ms"),
+                .settings
+                .transaction_abort_timed_out_transaction_cleanup_interval_ms,
             expire_check_interval_ms: self
-                .long("transaction.remove.expired.transaction.cleanup.interval.ms"),
+                .settings
+                .transaction_remove_expired_transaction_cleanup_interval_ms,
         }
     }
     /// `transaction.partition.verification.enable`.
     pub fn transaction_partition_verification(&self) -> bool {
-        self.boolean("transaction.partition.verification.enable")
+        self.settings.transaction_partition_verification_enable
     }
     /// `request.timeout.ms`.
     pub fn request_timeout_ms(&self) -> u64 {
-        u64::try_from(self.long("request.timeout.ms")).unwrap_or(30_000)
+        u64::try_from(self.settings.request_timeout_ms).unwrap_or(30_000)
     }
     /// `offsets.commit.timeout.ms`.
     pub fn offsets_commit_timeout_ms(&self) -> u64 {
-        u64::try_from(self.long("offsets.commit.timeout.ms")).unwrap_or(5000)
+        u64::try_from(self.settings.offsets_commit_timeout_ms).unwrap_or(5000)
     }
 
     /// The effective value of a topic setting given the topic's overrides.
@@ -1059,7 +1185,7 @@ impl BrokerConfig {
             min_compaction_lag_ms: long("min.compaction.lag.ms"),
             max_compaction_lag_ms: long("max.compaction.lag.ms"),
             min_cleanable_dirty_ratio,
-            producer_state_max_producers: clamp_usize(self.long("producer.state.max.producers")),
+            producer_state_max_producers: clamp_usize(self.settings.producer_state_max_producers),
         }
     }
 
@@ -1131,6 +1257,47 @@ mod tests {
 
     fn config() -> BrokerConfig {
         BrokerConfig::new("127.0.0.1:9092".parse().unwrap(), PathBuf::from("/tmp/x"))
+    }
+
+    #[test]
+    fn every_setting_is_a_typed_field_named_after_it_that_follows_set() {
+        assert_eq!(SETTING_FIELDS.len(), BROKER_CONFIGS.len());
+        for (field, def) in SETTING_FIELDS.iter().zip(BROKER_CONFIGS) {
+            assert_eq!(*field, def.name.replace('.', "_"));
+            assert!(
+                Settings::defaults().assign(def.name, def.default),
+                "{}",
+                def.name
+            );
+        }
+        let mut config = config();
+        assert_eq!(config.settings().fetch_max_bytes, 57_671_680);
+        config.set("fetch.max.bytes", " 2048 ").unwrap();
+        assert_eq!(config.settings().fetch_max_bytes, 2048);
+        assert_eq!(config.fetch_max_bytes(), 2048);
+        config.set("auto.create.topics.enable", "false").unwrap();
+        assert!(!config.auto_create_topics());
+        config
+            .set("log.cleaner.min.cleanable.ratio", "0.25")
+            .unwrap();
+        assert_eq!(config.settings().log_cleaner_min_cleanable_ratio, 0.25);
+        config.set("internal.listener", "127.0.0.1:9192").unwrap();
+        assert_eq!(
+            config.internal_listener().as_deref(),
+            Some("127.0.0.1:9192")
+        );
+        // A refused value leaves the field as it was.
+        assert!(config.set("fetch.max.bytes", "lots").is_err());
+        assert!(config.set("fetch.max.bytes", "10").is_err());
+        assert_eq!(config.settings().fetch_max_bytes, 2048);
+        assert!(!Settings::defaults().assign("no.such.setting", "1"));
+        // Debug output never shows the cluster secret.
+        config
+            .set("cluster.secret", "a-secret-of-some-length")
+            .unwrap();
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("a-secret-of-some-length"), "{shown}");
+        assert!(shown.contains("cluster_secret: \"[hidden]\""), "{shown}");
     }
 
     #[test]
