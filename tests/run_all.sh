@@ -47,9 +47,11 @@ export GREGOR_BIN=$ROOT/target/x86_64-unknown-linux-gnu/release/gregor
 # cannot collide with the free ports the Rust, kcat and Python suites pick, nor with any
 # outgoing connection's local port); the kcat and Python suites start their own brokers.
 export GREGOR_BROKERS="${GREGOR_BROKERS:-3}"
-# Its allow-list is shared out between two such clusters (the second on 29392-29394 and
-# 29492-29494) run side by side: its tests mostly wait on the clients' own timers.
-export SHARDS="${SHARDS:-2}"
+# SHARDS=2 shares its allow-list out between two such clusters run side by side (the second
+# on 29392-29394 and 29492-29494): 15 minutes instead of 33 on 2 cores. It is not the default:
+# in one of two full runs that way a test lost a race under the extra load (0113 assign_,
+# consume() failing some 30 ms after its topic was created), and CI must not flake.
+export SHARDS="${SHARDS:-1}"
 
 # name -> command; each writes its own log.
 declare -A suites=(
